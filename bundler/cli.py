@@ -1,0 +1,113 @@
+"""The `llamabundle` command: parses options and calls the library layer, nothing more."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from bundler import __version__
+from bundler.build import BuildOptions, build
+from bundler.inspect import inspect_path
+from runtime import settings as settings_mod
+from runtime.errors import LlamabundleError, SettingsError
+
+
+def _baked_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """One click option per run-time setting (runtime/settings.py declares them all)."""
+    for option in reversed(settings_mod.OPTIONS):
+        help_text = f"Baked default for the artifact's {option.flags[-1]}: {option.help}"
+        if option.type is bool:
+            decorator = click.option(*option.flags, option.name, is_flag=True, default=None,
+                                     help=help_text)
+        else:
+            decorator = click.option(*option.flags, option.name, type=option.type,
+                                     default=None, metavar=option.metavar, help=help_text)
+        command = decorator(command)
+    return command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="llamabundle")
+def main() -> None:
+    """Turn a GGUF model into one executable that serves a chat page and an OpenAI API."""
+    logging.basicConfig(level=logging.INFO, format="llamabundle: %(message)s")
+
+
+@main.command("build")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Output file (default: ./<model stem>.llamabundle).")
+@click.option("--force", is_flag=True, help="Overwrite the output if it exists.")
+@click.option("--name", help="Display name (default: the GGUF's general.name).")
+@click.option("--title", help="Chat page heading (default: the name).")
+@click.option("--system-prompt-file", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), help="Read the baked system prompt from a file.")
+@click.option("--chat-template", metavar="TEXT|PATH",
+              help="Jinja chat template, or a file holding one (wins over the GGUF's).")
+@_baked_options
+def build_command(model: Path, output: Path | None, force: bool, name: str | None,
+                  title: str | None, system_prompt_file: Path | None,
+                  chat_template: str | None, **baked: Any) -> None:
+    """Build one executable from MODEL.gguf.
+
+    \b
+    Example:
+      llamabundle build gemma-3-270m.gguf --system-prompt "Be brief." -c 8192
+      chmod +x gemma-3-270m.llamabundle && ./gemma-3-270m.llamabundle
+    """
+    if system_prompt_file is not None:
+        baked["system_prompt"] = system_prompt_file.read_text()
+    defaults = {key: value for key, value in baked.items() if value is not None}
+    try:
+        settings_mod.resolve(defaults, {}, environ={})
+    except SettingsError as e:
+        raise click.BadParameter(str(e)) from None
+    if chat_template and Path(chat_template).is_file():
+        chat_template = Path(chat_template).read_text()
+    options = BuildOptions(model, output, force, name, title, chat_template, defaults)
+    try:
+        result = build(options, progress=_progress_bar)
+    except LlamabundleError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"Wrote {result.path} ({result.size / 1e6:.1f} MB) in {result.seconds:.1f} s")
+
+
+def _progress_bar(total: int) -> Callable[[int], None]:
+    bar = click.progressbar(length=total, label="Writing", file=click.get_text_stream("stderr"),
+                            show_eta=False)
+    bar.__enter__()
+
+    def advance(n: int) -> None:
+        bar.update(n)
+        if bar.pos >= total:
+            bar.__exit__(None, None, None)
+
+    return advance
+
+
+@main.command("inspect")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def inspect_command(path: Path, as_json: bool) -> None:
+    """Describe a GGUF model or a built artifact.
+
+    \b
+    Example:
+      llamabundle inspect gemma-3-270m.llamabundle --json
+    """
+    try:
+        info = inspect_path(path)
+    except LlamabundleError as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(info, indent=2, ensure_ascii=False))
+        return
+    for key, value in info.items():
+        if isinstance(value, (dict, list)):
+            value = json.dumps(value, ensure_ascii=False)
+        click.echo(f"{key + ':':24} {value}")
+

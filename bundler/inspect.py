@@ -1,0 +1,26 @@
+"""`llamabundle inspect`: what a GGUF or an artifact holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bundler.gguf_info import read_model
+from runtime.errors import ArtifactError
+from runtime.manifest import read_manifest_at
+
+
+def inspect_path(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise ArtifactError(f"{path}: cannot read ({e.strerror})") from None
+    if magic == b"GGUF":
+        info = read_model(path)
+        return {"kind": "gguf", "name": info.name, "architecture": info.architecture,
+                "parameters": info.parameters, "quantization": info.quantization,
+                "context_length": info.context_length,
+                "chat_template": info.chat_template is not None, "size": info.size}
+    manifest = read_manifest_at(str(path))
+    return {"kind": "artifact", **manifest.summary()}

@@ -1,0 +1,58 @@
+"""The project's exceptions, in one place. bundler/ imports them from here (runtime/ never
+imports bundler/). Only the CLIs turn them into exit codes; the server maps them to HTTP by type."""
+
+
+class LlamabundleError(Exception):
+    """Base of every error this project raises on purpose; its message is meant for the user."""
+
+
+class InvalidModelError(LlamabundleError):
+    """The input file is not a usable GGUF model."""
+
+
+class ArtifactError(LlamabundleError):
+    """An artifact is truncated, corrupted or not an artifact at all."""
+
+
+class BuildError(LlamabundleError):
+    """Writing an artifact failed (output path, disk, runtime freezing)."""
+
+
+class SettingsError(LlamabundleError):
+    """A setting has a value that cannot work (e.g. a public host without an API key)."""
+
+
+class RequestError(LlamabundleError):
+    """The caller's request cannot be served as asked (HTTP 4xx)."""
+
+    status = 400
+    type = "invalid_request_error"
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.param = param
+        self.code = code
+
+
+class ContextOverflowError(RequestError):
+    """The prompt does not fit the context window."""
+
+    def __init__(self, message: str):
+        super().__init__(message, param="messages", code="context_length_exceeded")
+
+
+class AuthError(RequestError):
+    status = 401
+    type = "authentication_error"
+
+
+class BusyError(RequestError):
+    """Too many requests are already waiting for the model."""
+
+    status = 503
+    type = "server_busy"
+
+
+class NotReadyError(RequestError):
+    status = 503
+    type = "model_loading"

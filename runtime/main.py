@@ -1,0 +1,209 @@
+"""The artifact's command line: serve (default), one-shot `-p`, `--info`, `--verify`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import dataclasses
+import errno
+import hashlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import webbrowser
+from typing import Any, Sequence
+
+from runtime import __version__, paths, settings as settings_mod
+from runtime.errors import LlamabundleError, RequestError
+from runtime.manifest import Manifest, read_manifest_at
+from runtime.worker import Worker
+
+log = logging.getLogger("llamabundle")
+
+PORT_TRIES = 100
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="llamabundle: %(message)s", stream=sys.stderr)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if paths.frozen():
+        _prepare_frozen_process()
+        artifact = sys.executable
+    else:  # run from a source checkout: python -m runtime ARTIFACT [options]
+        if not argv or argv[0].startswith("-"):
+            print("usage: python -m runtime ARTIFACT [options]", file=sys.stderr)
+            return 2
+        artifact = argv.pop(0)
+    try:
+        manifest = read_manifest_at(artifact)
+        args = _parser(manifest).parse_args(argv)
+        return _run(artifact, manifest, args)
+    except LlamabundleError as e:
+        log.error("%s", e)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser(manifest: Manifest) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=os.path.basename(sys.executable) if paths.frozen() else "llamabundle-runtime",
+        description=f"{manifest.title}: a local assistant. Serves a chat page and an "
+                    "OpenAI-compatible API on http://localhost:8080/.")
+    settings_mod.add_arguments(parser, manifest.defaults)
+    parser.add_argument("-p", "--prompt", metavar="TEXT",
+                        help="Answer TEXT on stdout and exit (no server).")
+    parser.add_argument("--info", action="store_true", help="Print the manifest as JSON.")
+    parser.add_argument("--verify", action="store_true",
+                        help="Check the weights against the manifest's checksum.")
+    parser.add_argument("--version", action="version",
+                        version=f"llamabundle runtime {__version__}")
+    return parser
+
+
+def _run(artifact: str, manifest: Manifest, args: argparse.Namespace) -> int:
+    if args.info:
+        print(json.dumps(manifest.summary(), indent=2, ensure_ascii=False))
+        return 0
+    if args.verify:
+        return verify(artifact, manifest)
+    given = {o.name: getattr(args, o.name) for o in settings_mod.OPTIONS}
+    settings = settings_mod.resolve(manifest.defaults, given)
+    check_weights_header(artifact, manifest)
+    if args.prompt is not None:
+        return one_shot(artifact, manifest, settings, args.prompt)
+    return serve(artifact, manifest, settings)
+
+
+def verify(artifact: str, manifest: Manifest) -> int:
+    weights = manifest.section("weights")
+    digest = hashlib.sha256()
+    with open(artifact, "rb") as f:
+        f.seek(weights.offset)
+        remaining = weights.length
+        while remaining:
+            chunk = f.read(min(remaining, 1 << 22))
+            if not chunk:
+                break
+            digest.update(chunk)
+            remaining -= len(chunk)
+    if remaining or digest.hexdigest() != weights.sha256:
+        log.error("%s: weights are corrupted (sha256 mismatch); get a fresh copy", artifact)
+        return 1
+    print(f"OK: weights match sha256 {weights.sha256}")
+    return 0
+
+
+def check_weights_header(artifact: str, manifest: Manifest) -> None:
+    """A cheap launch-time check, so llama.cpp is never handed something that is not a GGUF."""
+    from runtime.errors import ArtifactError
+
+    weights = manifest.section("weights")
+    with open(artifact, "rb") as f:
+        f.seek(weights.offset)
+        if f.read(4) != b"GGUF":
+            raise ArtifactError(f"{artifact}: corrupted artifact (no GGUF at the weights offset)")
+
+
+def _load_engine(artifact: str, manifest: Manifest, settings: Any) -> Any:
+    from runtime.engine import Engine  # imports llama.cpp: only when a model is needed
+
+    return Engine.load(artifact, manifest, settings)
+
+
+def one_shot(artifact: str, manifest: Manifest, settings: Any, prompt: str) -> int:
+    engine = _load_engine(artifact, manifest, settings)
+    request = {"messages": [{"role": "user", "content": prompt}]}
+    try:
+        for chunk in engine.chat(request, stream=True):
+            text = chunk["choices"][0]["delta"].get("content")
+            if text:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+    except RequestError as e:
+        log.error("%s", e)
+        return 1
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    return 0
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on `port`, or the next free one (said on stderr)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for candidate in range(port, min(port + PORT_TRIES, 65536)):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host.strip("[]"), candidate))
+        except OSError as e:
+            sock.close()
+            if e.errno == errno.EADDRINUSE and port != 0:
+                continue
+            raise settings_mod.SettingsError(f"cannot listen on {host}:{candidate}: "
+                                             f"{e.strerror}") from None
+        sock.listen(128)
+        if candidate != port:
+            log.info("port %d is in use; using %d instead", port, candidate)
+        return sock
+    raise settings_mod.SettingsError(f"no free port in {port}..{port + PORT_TRIES - 1}")
+
+
+def serve(artifact: str, manifest: Manifest, settings: Any) -> int:
+    import uvicorn
+
+    from runtime.server import State, create_app
+
+    sock = bind(settings.host, settings.port)
+    port = sock.getsockname()[1]
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    url = f"http://{'localhost' if host == '127.0.0.1' else host}:{port}/"
+    worker = Worker()
+    state = State(manifest, worker)
+    app = create_app(dataclasses.replace(settings, port=port), state)
+    print(f"{manifest.title} is starting on {url}  (Ctrl-C to stop)", flush=True)
+
+    def load() -> None:
+        try:
+            state.engine = _load_engine(artifact, manifest, settings)
+            log.info("model loaded; ready on %s", url)
+        except LlamabundleError as e:
+            state.load_error = str(e)
+            log.error("%s", e)
+
+    worker._executor.submit(load)
+    if not settings.nobrowser and _has_display():
+        threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=2)
+    asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
+    # Skip interpreter teardown: freeing llama.cpp objects from finalizers at exit is where
+    # crashes happen, and a generation still running on the worker thread must not hold us up.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _has_display() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+                or sys.platform == "darwin")
+
+
+def _prepare_frozen_process() -> None:
+    # PyInstaller points LD_LIBRARY_PATH at its unpacked libraries; programs we start (the
+    # browser) must see the user's own environment instead.
+    if "LD_LIBRARY_PATH_ORIG" in os.environ:
+        os.environ["LD_LIBRARY_PATH"] = os.environ["LD_LIBRARY_PATH_ORIG"]
+    else:
+        os.environ.pop("LD_LIBRARY_PATH", None)
+    # If the bootloader (our parent) dies, die too rather than live on holding the port.
+    PR_SET_PDEATHSIG = 1
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)

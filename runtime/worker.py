@@ -1,0 +1,85 @@
+"""One thread owns the model; requests take turns in arrival order.
+
+llama.cpp contexts are not thread-safe, so every model call runs on a single worker thread.
+The event loop never blocks on the model: /health and /v1/models answer during a generation,
+and nothing they do touches it. (llama-cpp-python's own server cancels a running stream when
+another request arrives; here a new request just waits its turn, or gets a 503 when the queue
+is full.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, AsyncIterator, Callable, Iterator
+
+from runtime.errors import BusyError
+
+_END = object()
+
+
+class Worker:
+    def __init__(self, max_waiting: int = 32):
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self._max_waiting = max_waiting
+        self._pending = 0  # calls queued or running; touched only from the event loop
+
+    def _admit(self) -> None:
+        if self._pending > self._max_waiting:
+            raise BusyError(f"the server is busy ({self._pending} requests waiting); "
+                            "try again shortly")
+        self._pending += 1
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Runs fn(*args) on the model thread after every earlier call."""
+        self._admit()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        finally:
+            self._pending -= 1
+
+    async def stream(self, make: Callable[[], Iterator[Any]]) -> AsyncIterator[Any]:
+        """Yields the items of make() as the model thread produces them.
+
+        When the consumer stops (the client disconnected, so the response task was cancelled),
+        the producer notices before the next item and closes the iterator: generation stops
+        within one token.
+        """
+        self._admit()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def produce() -> None:
+            try:
+                items = make()
+                try:
+                    for item in items:
+                        loop.call_soon_threadsafe(queue.put_nowait, item)
+                        if cancelled.is_set():
+                            break
+                finally:
+                    close = getattr(items, "close", None)
+                    if close:
+                        close()
+                loop.call_soon_threadsafe(queue.put_nowait, _END)
+            except BaseException as e:  # handed to the consumer, raised there
+                loop.call_soon_threadsafe(queue.put_nowait, e)
+
+        future = loop.run_in_executor(self._executor, produce)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            cancelled.set()
+            self._pending -= 1
+            future.add_done_callback(lambda f: f.exception())  # never "exception not retrieved"
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,76 @@
+"""A tiny random-weight llama GGUF written with the `gguf` package: llama.cpp loads and runs it
+in milliseconds, so fast tests need no downloaded model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from gguf import GGUFWriter, TokenType
+
+N_EMBD, N_HEAD, N_FF, N_LAYER, N_CTX = 64, 4, 128, 2, 512
+WORDS = ["hello", "world", "the", "cat", "sat", "on", "mat", "a", "dog", "ran", "fast",
+         "and", "then", "slept", "is", "good", "yes", "no", "maybe", "sun", "moon"]
+
+
+def vocab() -> tuple[list[bytes], list[float], list[int]]:
+    tokens = [b"<unk>", b"<s>", b"</s>"]
+    types = [TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL]
+    for b in range(256):
+        tokens.append(f"<0x{b:02X}>".encode())
+        types.append(TokenType.BYTE)
+    for word in WORDS:
+        tokens.append(("\u2581" + word).encode())
+        types.append(TokenType.NORMAL)
+    for ch in "abcdefghijklmnopqrstuvwxyz.,!?":
+        tokens.append(ch.encode())
+        types.append(TokenType.NORMAL)
+    scores = [0.0] * 3 + [-1000.0] * 256 + [-float(i) for i in range(len(tokens) - 259)]
+    return tokens, scores, [int(t) for t in types]
+
+
+def make_tiny_gguf(path: Path, *, name: str = "Tiny Test", chat_template: str | None = None,
+                   seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    tokens, scores, types = vocab()
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_name(name)
+    writer.add_context_length(N_CTX)
+    writer.add_embedding_length(N_EMBD)
+    writer.add_block_count(N_LAYER)
+    writer.add_feed_forward_length(N_FF)
+    writer.add_head_count(N_HEAD)
+    writer.add_head_count_kv(N_HEAD)
+    writer.add_rope_dimension_count(N_EMBD // N_HEAD)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_file_type(0)  # all F32
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_unk_token_id(0)
+    if chat_template is not None:
+        writer.add_chat_template(chat_template)
+
+    def tensor(name: str, *shape: int) -> None:
+        writer.add_tensor(name, (rng.standard_normal(shape) * 0.5).astype(np.float32))
+
+    n_vocab = len(tokens)
+    tensor("token_embd.weight", n_vocab, N_EMBD)
+    for i in range(N_LAYER):
+        writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+        for part in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            tensor(f"blk.{i}.{part}.weight", N_EMBD, N_EMBD)
+        writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+        tensor(f"blk.{i}.ffn_gate.weight", N_FF, N_EMBD)
+        tensor(f"blk.{i}.ffn_up.weight", N_FF, N_EMBD)
+        tensor(f"blk.{i}.ffn_down.weight", N_EMBD, N_FF)
+    writer.add_tensor("output_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+    tensor("output.weight", n_vocab, N_EMBD)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
