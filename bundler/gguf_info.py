@@ -78,10 +78,9 @@ def _describe(path: Path, size: int, reader: GGUFReader) -> ModelInfo:
     arch = str(_field(reader, "general.architecture") or "unknown")
     file_type = _field(reader, "general.file_type")
     try:
-        quant = LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_") if file_type is not None \
-            else _dominant_type(reader)
-    except ValueError:
-        quant = f"type {file_type}"
+        quant = LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_")  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        quant = _dominant_type(reader)
     ctx = _field(reader, f"{arch}.context_length")
     return ModelInfo(
         path=path,

@@ -15,7 +15,8 @@ import glob
 import logging
 import os
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import llama_cpp
 import llama_cpp._internals as internals
@@ -84,7 +85,7 @@ def _models_from_offset(offset: int) -> Iterator[None]:
     with _swap_lock:
         original = internals.LlamaModel
         model_class = type("_At", (_ArtifactModel,), {"offset": offset})
-        internals.LlamaModel = model_class  # type: ignore[misc]
+        internals.LlamaModel = model_class  # type: ignore[misc,assignment]
         try:
             yield
         finally:
@@ -111,7 +112,7 @@ class Engine:
         self.extra_stops = stop_strings(manifest.chat_template_source)
 
     @classmethod
-    def load(cls, artifact: str, manifest: Manifest, settings: Any) -> "Engine":
+    def load(cls, artifact: str, manifest: Manifest, settings: Any) -> Engine:
         weights = manifest.section("weights")
         with _models_from_offset(weights.offset):
             llama = llama_cpp.Llama(
@@ -171,7 +172,7 @@ class Engine:
                 stream=stream,
                 **self.sampling(request),
             )
-        return _guarded(result) if stream else result
+        return _guarded(result) if stream else result  # type: ignore[arg-type]
 
 
 def _default(value: Any, fallback: Any) -> Any:

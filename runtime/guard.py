@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import Any, Awaitable, Callable
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Routes anyone on this machine may read without the key: the page shell and readiness.
 PUBLIC_PATHS = {"/", "/health", "/props", "/favicon.ico"}
@@ -77,7 +73,7 @@ class Guard:
     def _limited(self, receive: Receive) -> Receive:
         seen = 0
 
-        async def wrapped() -> dict[str, Any]:
+        async def wrapped() -> Message:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))

@@ -16,9 +16,11 @@ import socket
 import sys
 import threading
 import webbrowser
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from runtime import __version__, paths, settings as settings_mod
+from runtime import __version__, paths
+from runtime import settings as settings_mod
 from runtime.errors import LlamabundleError, RequestError
 from runtime.manifest import Manifest, read_manifest_at
 from runtime.worker import Worker

@@ -70,7 +70,7 @@ class Manifest:
         return json.dumps(asdict(self), indent=1, sort_keys=True, ensure_ascii=False).encode()
 
     @classmethod
-    def from_json(cls, data: bytes) -> "Manifest":
+    def from_json(cls, data: bytes) -> Manifest:
         raw = json.loads(data)
         raw["sections"] = [Section(**s) for s in raw.get("sections", [])]
         return cls(**raw)

