@@ -1,10 +1,10 @@
 """The model: loaded straight from the artifact, called only from the worker thread.
 
-llama-cpp-python's `Llama` is used for tokenizing, sampling, chat formatting and the KV-cache
-prefix reuse between turns; the one thing it cannot do is read a GGUF that sits at an offset
-inside another file. llama.cpp can (`llama_model_load_from_file_ptr` reads from a FILE*'s current
-position and mmaps in place), so `_ArtifactModel` below is the bridge: nothing of the weights is
-ever copied to disk.
+llama-cpp-python's `Llama` loads the model, makes the context, tokenizes and renders chat
+templates; generation runs in runtime/decode.py. The one thing `Llama` cannot do is read a GGUF
+that sits at an offset inside another file. llama.cpp can (`llama_model_load_from_file_ptr`
+reads from a FILE*'s current position and mmaps in place), so `_ArtifactModel` below is the
+bridge: nothing of the weights is ever copied to disk.
 """
 
 from __future__ import annotations
@@ -12,21 +12,20 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import glob
-import logging
 import os
 import threading
 from collections.abc import Iterator
 from typing import Any
 
+import jinja2
 import llama_cpp
 import llama_cpp._internals as internals
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from runtime.chat_templates import stop_strings
+from runtime.decode import Decoder, Finish, Sampling
 from runtime.errors import ArtifactError, RequestError
 from runtime.manifest import Manifest
-
-log = logging.getLogger(__name__)
 
 N_BATCH = 512  # n_ubatch == n_batch: llama.cpp aborts on bigger non-causal batches otherwise
 
@@ -84,8 +83,7 @@ def _models_from_offset(offset: int) -> Iterator[None]:
     # one Llama is made is the smallest bridge (the alternative is copying all of __init__).
     with _swap_lock:
         original = internals.LlamaModel
-        model_class = type("_At", (_ArtifactModel,), {"offset": offset})
-        internals.LlamaModel = model_class  # type: ignore[misc,assignment]
+        internals.LlamaModel = type("_At", (_ArtifactModel,), {"offset": offset})  # type: ignore
         try:
             yield
         finally:
@@ -110,86 +108,75 @@ class Engine:
         self.settings = settings
         self.n_ctx = llama.n_ctx()
         self.extra_stops = stop_strings(manifest.chat_template_source)
+        self.formatter = _formatter(llama, manifest.chat_template)
+        self.decoder = Decoder(llama._ctx.ctx, llama._model.vocab, self.n_ctx, N_BATCH)
 
     @classmethod
     def load(cls, artifact: str, manifest: Manifest, settings: Any) -> Engine:
         weights = manifest.section("weights")
+        trained = manifest.context_length or settings.ctx_size or 4096
+        threads = settings.threads or physical_cores()
         with _models_from_offset(weights.offset):
             llama = llama_cpp.Llama(
                 model_path=artifact,
-                n_ctx=settings.ctx_size,
+                n_ctx=min(settings.ctx_size or trained, trained),
                 n_batch=N_BATCH,
                 n_ubatch=N_BATCH,
-                n_threads=settings.threads or physical_cores(),
-                n_threads_batch=settings.threads or physical_cores(),
+                n_threads=threads,
+                n_threads_batch=threads,
+                swa_full=True,  # a full sliding-window cache keeps chat prefixes reusable
                 use_mmap=True,
                 verbose=False,
             )
-        llama.chat_handler = cls._chat_handler(llama, manifest)
         return cls(llama, manifest, settings)
 
-    @staticmethod
-    def _chat_handler(llama: llama_cpp.Llama, manifest: Manifest) -> Any:
-        model = llama._model
-        eos, bos = model.token_eos(), model.token_bos()
-        formatter = Jinja2ChatFormatter(
-            template=manifest.chat_template,
-            eos_token=model.token_get_text(eos) if eos != -1 else "",
-            bos_token=model.token_get_text(bos) if bos != -1 else "",
-            stop_token_ids=[eos] if eos != -1 else None,
-        )
-        return formatter.to_chat_handler()
-
-    def sampling(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Request fields with the bundle's defaults filled in where the request left them out."""
+    def sampling(self, request: dict[str, Any]) -> Sampling:
+        """The request's sampling fields, with the bundle's defaults where it left them out."""
         s = self.settings
-        max_tokens = request.get("max_tokens")
-        if max_tokens is None:
-            max_tokens = s.n_predict if s.n_predict >= 0 else 0  # Llama: <= 0 means "to n_ctx"
+        return Sampling(
+            temperature=_default(request.get("temperature"), s.temp),
+            top_p=_default(request.get("top_p"), s.top_p),
+            top_k=_default(request.get("top_k"), s.top_k),
+            repeat_penalty=_default(request.get("repeat_penalty"), s.repeat_penalty),
+            seed=request.get("seed"),
+        )
+
+    def max_tokens(self, request: dict[str, Any]) -> int:
+        value = request.get("max_tokens")
+        return self.settings.n_predict if value is None else value
+
+    def stops(self, request: dict[str, Any]) -> list[str]:
         stop = request.get("stop") or []
-        stop = [stop] if isinstance(stop, str) else list(stop)
-        return {
-            "temperature": _default(request.get("temperature"), s.temp),
-            "top_p": _default(request.get("top_p"), s.top_p),
-            "top_k": _default(request.get("top_k"), s.top_k),
-            "repeat_penalty": _default(request.get("repeat_penalty"), s.repeat_penalty),
-            "max_tokens": max_tokens,
-            "stop": stop + self.extra_stops,
-            "seed": request.get("seed"),
-        }
+        return ([stop] if isinstance(stop, str) else list(stop)) + self.extra_stops
 
-    def with_system_prompt(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
         if self.settings.system_prompt and not any(m["role"] == "system" for m in messages):
-            return [{"role": "system", "content": self.settings.system_prompt}, *messages]
-        return messages
+            messages = [{"role": "system", "content": self.settings.system_prompt}, *messages]
+        try:
+            rendered = self.formatter(messages=messages)  # type: ignore[arg-type]
+        except jinja2.TemplateError as e:  # e.g. a template's "roles must alternate"
+            raise RequestError(f"the chat template rejected these messages: {e}",
+                               param="messages") from None
+        return self.tokenize(rendered.prompt, add_bos=not rendered.added_special, special=True)
 
-    def chat(self, request: dict[str, Any], stream: bool) -> Any:
-        """A chat completion dict, or with `stream` an iterator of chunk dicts."""
-        with caller_errors():
-            result = self.llama.create_chat_completion(
-                messages=self.with_system_prompt(request["messages"]),  # type: ignore[arg-type]
-                model=self.manifest.model_id,
-                stream=stream,
-                **self.sampling(request),
-            )
-        return _guarded(result) if stream else result  # type: ignore[arg-type]
+    def tokenize(self, text: str, add_bos: bool = True, special: bool = False) -> list[int]:
+        return self.llama.tokenize(text.encode(), add_bos=add_bos, special=special)
+
+    def chat(self, request: dict[str, Any]) -> Iterator[str | Finish]:
+        prompt = self.chat_prompt(request["messages"])
+        return self.decoder.generate(prompt, self.sampling(request), self.max_tokens(request),
+                                     self.stops(request))
+
+
+def _formatter(llama: llama_cpp.Llama, template: str) -> Jinja2ChatFormatter:
+    model = llama._model
+    eos, bos = model.token_eos(), model.token_bos()
+    return Jinja2ChatFormatter(
+        template=template,
+        eos_token=model.token_get_text(eos) if eos != -1 else "",
+        bos_token=model.token_get_text(bos) if bos != -1 else "",
+    )
 
 
 def _default(value: Any, fallback: Any) -> Any:
     return fallback if value is None else value
-
-
-@contextlib.contextmanager
-def caller_errors() -> Iterator[None]:
-    # Inside Llama's completion path a ValueError is always about the request (a prompt longer
-    # than the context, an unusable parameter): turn it into our own 4xx type, by type.
-    try:
-        yield
-    except ValueError as e:
-        raise RequestError(str(e)) from None
-
-
-def _guarded(chunks: Iterator[Any]) -> Iterator[Any]:
-    # Llama's streams raise their errors at the first next(), not at the call.
-    with caller_errors():
-        yield from chunks

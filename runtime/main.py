@@ -119,13 +119,13 @@ def _load_engine(artifact: str, manifest: Manifest, settings: Any) -> Any:
 
 
 def one_shot(artifact: str, manifest: Manifest, settings: Any, prompt: str) -> int:
+    from runtime.decode import Finish
+
     engine = _load_engine(artifact, manifest, settings)
-    request = {"messages": [{"role": "user", "content": prompt}]}
     try:
-        for chunk in engine.chat(request, stream=True):
-            text = chunk["choices"][0]["delta"].get("content")
-            if text:
-                sys.stdout.write(text)
+        for event in engine.chat({"messages": [{"role": "user", "content": prompt}]}):
+            if not isinstance(event, Finish):
+                sys.stdout.write(event)
                 sys.stdout.flush()
     except RequestError as e:
         log.error("%s", e)

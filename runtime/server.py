@@ -17,6 +17,7 @@ from runtime.errors import NotReadyError, RequestError
 from runtime.guard import Guard, error_body
 from runtime.manifest import Manifest
 from runtime.paths import templates_dir
+from runtime.responses import chat_chunks, chat_completion
 from runtime.schemas import ChatRequest
 from runtime.worker import Worker
 
@@ -126,10 +127,13 @@ def _add_api_routes(app: FastAPI, settings: Any, state: State) -> None:
     async def chat(body: ChatRequest) -> Response:
         engine = state.ready_engine()
         request = body.engine_request()
+        model = state.manifest.model_id
         if not body.stream:
-            return JSONResponse(await state.worker.call(engine.chat, request, False))
-        chunks = state.worker.stream(lambda: engine.chat(request, True))
-        return await sse(chunks)
+            return JSONResponse(await state.worker.call(
+                lambda: chat_completion(engine.chat(request), model)))
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return await sse(state.worker.stream(
+            lambda: chat_chunks(engine.chat(request), model, include_usage)))
 
 
 async def sse(chunks: AsyncIterator[Any]) -> Response:

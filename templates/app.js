@@ -151,9 +151,9 @@ function saveChats() {
       localStorage.setItem(STORE.chats, JSON.stringify(state.chats));
       return;
     } catch (err) {
-      // Quota exceeded: drop the oldest chat that is not on screen, tell the user once.
+      // Storage full: drop the oldest chats (never the one on screen) until this one fits.
       const victim = [...state.chats].reverse().find((c) => c !== state.chat);
-      if (!victim) return;
+      if (err.name !== "QuotaExceededError" || !victim) return;
       state.chats.splice(state.chats.indexOf(victim), 1);
       showToast(t("storageFull"));
     }
@@ -233,10 +233,21 @@ async function healthStatus() {
 }
 
 let pollTimer = 0;
+let connecting = false;
 
 // Fetches /props once, then polls /health until the model is ready.
 async function connect() {
+  if (connecting) return;
+  connecting = true;
   clearTimeout(pollTimer);
+  try {
+    await checkServer();
+  } finally {
+    connecting = false;
+  }
+}
+
+async function checkServer() {
   if (!state.props) {
     try {
       const res = await fetch("/props", { cache: "no-store" });
@@ -267,15 +278,10 @@ function setConn(conn, message) {
   } else if (conn === "loading") {
     showStatus("loading", t(state.gen ? "waiting" : "loading"));
   } else if (conn === "offline") {
-    showStatus("offline", t("offline"), [[t("retry"), retryConnection]]);
+    showStatus("offline", t("offline"), [[t("retry"), retry]]);
   } else {
-    showStatus("failed", t("loadFailed", { message: message || "" }), [[t("retry"), retryConnection]]);
+    showStatus("failed", t("loadFailed", { message: message || "" }), [[t("retry"), retry]]);
   }
-}
-
-function retryConnection() {
-  showStatus("loading", t("loading"));
-  connect();
 }
 
 // Resolves once the model is ready; rejects if `signal` aborts first.
@@ -361,6 +367,8 @@ function toggleSettings(open) {
 
 // ---- status banner and toast ----------------------------------------------------------------
 
+let shownActions = [];
+
 function statusKind() {
   return $("status").hidden ? "" : $("status").dataset.kind;
 }
@@ -368,11 +376,17 @@ function statusKind() {
 // kind: loading | offline | failed | busy | key | error. actions: [[label, handler], ...]
 function showStatus(kind, text, actions) {
   const box = $("status");
+  const same = (a, b) => a.length === b.length && a.every((x, i) => x[0] === b[i][0] && x[1] === b[i][1]);
+  actions = actions || [];
+  // Polling repeats the same state every second; redrawing it would make screen readers repeat it.
+  if (!box.hidden && box.dataset.kind === kind && $("status-text").textContent === text &&
+      same(actions, shownActions)) return;
+  shownActions = actions;
   box.dataset.kind = kind;
   $("status-text").textContent = text;
   const slot = $("status-actions");
   slot.replaceChildren();
-  for (const [label, handler] of actions || []) {
+  for (const [label, handler] of actions) {
     const button = document.createElement("button");
     button.type = "button";
     button.className = "btn btn-small";
@@ -719,8 +733,11 @@ async function generate() {
   const msg = { role: "assistant", content: "" };
   chat.messages.push(msg);
   const controller = new AbortController();
-  const gen = (state.gen = { controller, chat, msg, el: null });
-  renderMessages();
+  const gen = (state.gen = { controller, chat, msg, el: messageElement(msg) });
+  gen.el.classList.add("streaming");
+  $("messages").appendChild(gen.el);
+  $("welcome").hidden = true;
+  scrollToEnd();
   setStreaming(true);
   if (["busy", "error"].includes(statusKind())) hideStatus();
   let outcome = "done";
@@ -827,11 +844,9 @@ function stop() {
 function reportError(err) {
   if (!(err instanceof ApiError)) {
     // fetch rejects with a TypeError when the server cannot be reached at all
-    state.ready = false;
     setConn("offline");
     clearTimeout(pollTimer);
     pollTimer = setTimeout(connect, 3000);
-    showStatus("offline", t("offline"), [[t("retry"), retry]]);
     return;
   }
   if (err.status === 401) {
@@ -840,16 +855,24 @@ function reportError(err) {
   } else if (err.status === 503) {
     showStatus("busy", t("busy"), [[t("retry"), retry]]);
   } else if (err.status === 400 || err.status === 413 || err.status === 422) {
-    showStatus("error", t("tooLong", { message: err.message }) + " " + t("tooLongHint"),
+    showStatus("error", t("tooLong", { message: sentence(err.message) }) + " " + t("tooLongHint"),
                [[t("newChat"), newChat], [t("retry"), retry]]);
   } else {
-    showStatus("error", t("failed", { message: err.message }), [[t("retry"), retry]]);
+    showStatus("error", t("failed", { message: sentence(err.message) }), [[t("retry"), retry]]);
   }
 }
 
+// Server messages are lower-case fragments ("the prompt is too long"); show them as sentences.
+function sentence(text) {
+  const s = String(text || "").trim();
+  if (!s) return s;
+  return s[0].toUpperCase() + s.slice(1) + (/[.!?。！？]$/.test(s) ? "" : ".");
+}
+
+// Reconnects, and answers the last message if an error left it unanswered.
 function retry() {
   hideStatus();
-  if (state.conn === "offline") connect();
+  if (state.conn !== "ready") connect();
   const last = state.chat.messages[state.chat.messages.length - 1];
   if (last && last.role === "user" && !state.gen) generate();
 }
@@ -954,7 +977,10 @@ function bindEvents() {
   $("new-chat").addEventListener("click", newChat);
   $("topbar-new").addEventListener("click", newChat);
   $("menu").addEventListener("click", () => toggleSidebar(true));
-  $("sidebar-close").addEventListener("click", () => toggleSidebar(false));
+  $("sidebar-close").addEventListener("click", () => {
+    toggleSidebar(false);
+    $("menu").focus();
+  });
   $("scrim").addEventListener("click", () => toggleSidebar(false));
 
   $("system-toggle").addEventListener("click", () => {
@@ -1002,6 +1028,11 @@ function bindEvents() {
     }
   });
   $("api-key-cancel").addEventListener("click", () => $("api-key-dialog").close());
+  // Chromium can restore focus to the input without routing keys to it; focus it afresh.
+  $("api-key-dialog").addEventListener("close", () => setTimeout(() => {
+    $("input").blur();
+    $("input").focus();
+  }));
 
   document.addEventListener("keydown", (e) => {
     if (e.key !== "Escape") return;

@@ -13,7 +13,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-
 pytestmark = pytest.mark.usefixtures("built")
 
 
@@ -160,7 +159,8 @@ def _minimal_root(root: Path, artifact: Path) -> Path:
 def test_artifact_answers_in_a_root_without_python(tiny_artifact, tmp_path):
     root = _minimal_root(tmp_path / "root", tiny_artifact)
     assert not list(root.rglob("*python*"))
-    proc = subprocess.run(["/usr/sbin/chroot", str(root), "/app/assistant", "-p", "hello", "-n", "6"],
-                          capture_output=True, text=True, timeout=120, env={"PATH": "/nowhere"})
+    cmd = ["/usr/sbin/chroot", str(root), "/app/assistant", "-p", "hello", "-n", "6"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/nowhere"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip()

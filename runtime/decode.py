@@ -1,0 +1,195 @@
+"""The generation loop, on llama.cpp's C API through llama-cpp-python's low-level bindings.
+
+Why not `Llama.create_completion`: per token it re-detokenizes the whole answer, scans numpy
+score arrays and runs Python stop-sequence bookkeeping (and with stop strings it can overshoot
+`max_tokens`). Here each token costs one C sampler call, one decode and one piece lookup;
+the rest is a few string operations. The KV cache of sequence 0 is kept between requests and
+reused up to the longest common prefix, so turn 8 of a chat only evaluates the new messages.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import llama_cpp
+
+from runtime.errors import ContextOverflowError, LlamabundleError, RequestError
+
+log = logging.getLogger(__name__)
+
+LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp: pick a random seed
+
+
+@dataclass
+class Sampling:
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    seed: int | None = None
+
+
+@dataclass
+class Finish:
+    reason: str  # "stop" (end of turn or a stop string) or "length"
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int  # prompt tokens whose KV entries were reused from the last request
+
+
+class DecodeError(LlamabundleError):
+    pass
+
+
+class StopScanner:
+    """Holds back text that could be the start of a stop string; cuts at the first full one."""
+
+    def __init__(self, stops: list[str]):
+        self.stops = [s for s in stops if s]
+        self.pending = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        self.pending += text
+        hits = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            out, self.pending = self.pending[:min(hits)], ""
+            return out, True
+        hold = 0
+        for stop in self.stops:
+            for k in range(min(len(stop) - 1, len(self.pending)), hold, -1):
+                if self.pending.endswith(stop[:k]):
+                    hold = k
+                    break
+        out = self.pending[:len(self.pending) - hold]
+        self.pending = self.pending[len(out):]
+        return out, False
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+class Decoder:
+    """Owns one llama.cpp context and what its KV cache holds (sequence 0)."""
+
+    def __init__(self, ctx: llama_cpp.llama_context_p, vocab: llama_cpp.llama_vocab_p,
+                 n_ctx: int, n_batch: int):
+        self.ctx = ctx
+        self.vocab = vocab
+        self.n_ctx = n_ctx
+        self.n_batch = n_batch
+        self.memory = llama_cpp.llama_get_memory(ctx)
+        self.cached: list[int] = []
+        self._piece_buf = ctypes.create_string_buffer(256)
+
+    def generate(self, prompt: list[int], sampling: Sampling, max_tokens: int,
+                 stops: list[str]) -> Iterator[str | Finish]:
+        """Text pieces as they are decoded, then one Finish; closing the iterator stops at once.
+
+        A prompt that cannot fit raises here, before anything is generated."""
+        if not prompt:
+            raise RequestError("the prompt is empty", param="prompt")
+        if len(prompt) >= self.n_ctx:
+            raise ContextOverflowError(
+                f"the prompt has {len(prompt)} tokens but the context holds {self.n_ctx}; "
+                "shorten the conversation or start the artifact with a larger -c")
+        budget = self.n_ctx - len(prompt)
+        if max_tokens > 0:
+            budget = min(budget, max_tokens)
+        return self._run(prompt, sampling, budget, stops)
+
+    def _run(self, prompt: list[int], sampling: Sampling, budget: int,
+             stops: list[str]) -> Iterator[str | Finish]:
+        reused = self._prefill(prompt)
+        chain = self._sampler(sampling, prompt)
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        scanner = StopScanner(stops)
+        produced, reason = 0, "length"
+        try:
+            while produced < budget:
+                token = llama_cpp.llama_sampler_sample(chain, self.ctx, -1)
+                if llama_cpp.llama_vocab_is_eog(self.vocab, token):
+                    reason = "stop"
+                    break
+                produced += 1
+                text, hit = scanner.feed(utf8.decode(self._piece(token)))
+                if text:
+                    yield text
+                if hit:
+                    reason = "stop"
+                    break
+                if produced < budget:  # the last token's KV entry would never be used
+                    self._decode([token])
+            tail = scanner.flush() + utf8.decode(b"", final=True)
+            if tail:
+                yield tail
+            yield Finish(reason, len(prompt), produced, reused)
+        finally:
+            llama_cpp.llama_sampler_free(chain)
+
+    def _prefill(self, prompt: list[int]) -> int:
+        """Evaluates the prompt, reusing the cached prefix; returns how many tokens were reused."""
+        keep = 0
+        for a, b in zip(self.cached, prompt, strict=False):
+            if a != b:
+                break
+            keep += 1
+        keep = min(keep, len(prompt) - 1)  # the last prompt token must be evaluated for logits
+        if not llama_cpp.llama_memory_seq_rm(self.memory, 0, keep, -1):
+            keep = 0  # this cache cannot drop a partial sequence: start over
+            llama_cpp.llama_memory_clear(self.memory, True)
+        del self.cached[keep:]
+        for start in range(keep, len(prompt), self.n_batch):
+            self._decode(prompt[start:start + self.n_batch])
+        return keep
+
+    def _decode(self, tokens: list[int]) -> None:
+        array = (llama_cpp.llama_token * len(tokens))(*tokens)
+        code = llama_cpp.llama_decode(self.ctx, llama_cpp.llama_batch_get_one(array, len(tokens)))
+        if code != 0:
+            # The KV cache may hold part of the batch: forget it all rather than trust it.
+            llama_cpp.llama_memory_clear(self.memory, True)
+            self.cached.clear()
+            raise DecodeError(f"llama_decode failed ({code}); the request was dropped")
+        self.cached.extend(tokens)
+
+    def _piece(self, token: int) -> bytes:
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece_buf,
+                                           len(self._piece_buf), 0, False)
+        if n < 0:
+            self._piece_buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece_buf,
+                                               len(self._piece_buf), 0, False)
+        return self._piece_buf.raw[:n]
+
+    def _sampler(self, s: Sampling, history: list[int]) -> llama_cpp.llama_sampler_p:
+        # The order of llama.cpp's own default chain: penalties, top-k, top-p, min-p, temp, dist.
+        chain = llama_cpp.llama_sampler_chain_init(
+            llama_cpp.llama_sampler_chain_default_params())
+
+        def add(sampler: llama_cpp.llama_sampler_p) -> None:
+            llama_cpp.llama_sampler_chain_add(chain, sampler)
+
+        if s.repeat_penalty != 1.0:
+            n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+            add(llama_cpp.llama_sampler_init_penalties(n_vocab, s.repeat_last_n,
+                                                       s.repeat_penalty, 0.0, 0.0))
+        if s.temperature <= 0:
+            add(llama_cpp.llama_sampler_init_greedy())
+        else:
+            if s.top_k > 0:
+                add(llama_cpp.llama_sampler_init_top_k(s.top_k))
+            add(llama_cpp.llama_sampler_init_top_p(s.top_p, 1))
+            add(llama_cpp.llama_sampler_init_min_p(s.min_p, 1))
+            add(llama_cpp.llama_sampler_init_temp(s.temperature))
+            seed = LLAMA_DEFAULT_SEED if s.seed is None else s.seed & 0xFFFFFFFF
+            add(llama_cpp.llama_sampler_init_dist(seed))
+        for token in history[-s.repeat_last_n:]:
+            llama_cpp.llama_sampler_accept(chain, token)
+        return chain

@@ -1,0 +1,55 @@
+"""OpenAI and llama.cpp response shapes, built from the decoder's pieces and Finish."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from runtime.decode import Finish
+
+
+def usage(finish: Finish) -> dict[str, Any]:
+    return {"prompt_tokens": finish.prompt_tokens, "completion_tokens": finish.completion_tokens,
+            "total_tokens": finish.prompt_tokens + finish.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": finish.cached_tokens}}
+
+
+def collect(events: Iterable[str | Finish]) -> tuple[str, Finish]:
+    parts: list[str] = []
+    for event in events:
+        if isinstance(event, Finish):
+            return "".join(parts), event
+        parts.append(event)
+    raise RuntimeError("generation ended without a Finish")
+
+
+def chat_completion(events: Iterable[str | Finish], model: str) -> dict[str, Any]:
+    text, finish = collect(events)
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
+        "created": int(time.time()), "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                     "logprobs": None, "finish_reason": finish.reason}],
+        "usage": usage(finish),
+    }
+
+
+def chat_chunks(events: Iterable[str | Finish], model: str,
+                include_usage: bool = False) -> Iterator[dict[str, Any]]:
+    base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
+            "created": int(time.time()), "model": model}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return base | {"choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                    "finish_reason": finish}]}
+
+    yield chunk({"role": "assistant", "content": ""})
+    for event in events:
+        if isinstance(event, Finish):
+            yield chunk({}, event.reason)
+            if include_usage:
+                yield base | {"choices": [], "usage": usage(event)}
+            return
+        yield chunk({"content": event})
