@@ -33,6 +33,7 @@ class Sampling:
     repeat_penalty: float = 1.0
     repeat_last_n: int = 64
     seed: int | None = None
+    grammar: str | None = None  # GBNF, e.g. from a response_format's JSON schema
 
 
 @dataclass
@@ -102,16 +103,16 @@ class Decoder:
         budget = self.n_ctx - len(prompt)
         if max_tokens > 0:
             budget = min(budget, max_tokens)
-        return self._run(prompt, sampling, budget, stops)
-
-    def _run(self, prompt: list[int], sampling: Sampling, budget: int,
-             stops: list[str]) -> Iterator[str | Finish]:
-        reused = self._prefill(prompt)
         chain = self._sampler(sampling, prompt)
+        return self._run(prompt, chain, budget, stops)
+
+    def _run(self, prompt: list[int], chain: llama_cpp.llama_sampler_p, budget: int,
+             stops: list[str]) -> Iterator[str | Finish]:
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         scanner = StopScanner(stops)
         produced, reason = 0, "length"
         try:
+            reused = self._prefill(prompt)
             while produced < budget:
                 token = llama_cpp.llama_sampler_sample(chain, self.ctx, -1)
                 if llama_cpp.llama_vocab_is_eog(self.vocab, token):
@@ -180,6 +181,16 @@ class Decoder:
             n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
             add(llama_cpp.llama_sampler_init_penalties(n_vocab, s.repeat_last_n,
                                                        s.repeat_penalty, 0.0, 0.0))
+            for token in history[-s.repeat_last_n:]:  # before the grammar joins: it must
+                llama_cpp.llama_sampler_accept(chain, token)  # only ever see the answer
+        if s.grammar:
+            grammar = llama_cpp.llama_sampler_init_grammar(self.vocab, s.grammar.encode(),
+                                                           b"root")
+            if not grammar:
+                llama_cpp.llama_sampler_free(chain)
+                raise RequestError("response_format: the schema could not be compiled",
+                                   param="response_format")
+            add(grammar)
         if s.temperature <= 0:
             add(llama_cpp.llama_sampler_init_greedy())
         else:
@@ -190,6 +201,4 @@ class Decoder:
             add(llama_cpp.llama_sampler_init_temp(s.temperature))
             seed = LLAMA_DEFAULT_SEED if s.seed is None else s.seed & 0xFFFFFFFF
             add(llama_cpp.llama_sampler_init_dist(seed))
-        for token in history[-s.repeat_last_n:]:
-            llama_cpp.llama_sampler_accept(chain, token)
         return chain

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import glob
+import json
 import os
 import threading
 from collections.abc import Iterator
@@ -21,9 +22,11 @@ import jinja2
 import llama_cpp
 import llama_cpp._internals as internals
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
 from runtime.chat_templates import stop_strings
 from runtime.decode import Decoder, Finish, Sampling
+from runtime.embed import Embedder
 from runtime.errors import ArtifactError, RequestError
 from runtime.manifest import Manifest
 
@@ -110,6 +113,8 @@ class Engine:
         self.extra_stops = stop_strings(manifest.chat_template_source)
         self.formatter = _formatter(llama, manifest.chat_template)
         self.decoder = Decoder(llama._ctx.ctx, llama._model.vocab, self.n_ctx, N_BATCH)
+        self.threads = llama.n_threads
+        self.embedder: Embedder | None = None
 
     @classmethod
     def load(cls, artifact: str, manifest: Manifest, settings: Any) -> Engine:
@@ -133,12 +138,14 @@ class Engine:
     def sampling(self, request: dict[str, Any]) -> Sampling:
         """The request's sampling fields, with the bundle's defaults where it left them out."""
         s = self.settings
+        schema = request.get("json_schema")
         return Sampling(
             temperature=_default(request.get("temperature"), s.temp),
             top_p=_default(request.get("top_p"), s.top_p),
             top_k=_default(request.get("top_k"), s.top_k),
             repeat_penalty=_default(request.get("repeat_penalty"), s.repeat_penalty),
             seed=request.get("seed"),
+            grammar=None if schema is None else _grammar(schema),
         )
 
     def max_tokens(self, request: dict[str, Any]) -> int:
@@ -159,13 +166,45 @@ class Engine:
                                param="messages") from None
         return self.tokenize(rendered.prompt, add_bos=not rendered.added_special, special=True)
 
-    def tokenize(self, text: str, add_bos: bool = True, special: bool = False) -> list[int]:
+    def tokenize(self, text: str, add_bos: bool = True, special: bool = True) -> list[int]:
         return self.llama.tokenize(text.encode(), add_bos=add_bos, special=special)
 
+    def detokenize(self, tokens: list[int]) -> str:
+        return self.llama.detokenize(self.checked(tokens)).decode("utf-8", errors="replace")
+
+    def piece(self, token: int) -> str:
+        return self.detokenize([token])
+
+    def checked(self, tokens: list[int], param: str = "tokens") -> list[int]:
+        """Token ids from a caller, range-checked: llama.cpp aborts on an unknown id."""
+        n_vocab = self.llama.n_vocab()
+        bad = next((t for t in tokens if not 0 <= t < n_vocab), None)
+        if bad is not None:
+            raise RequestError(f"token id {bad} is not in the vocabulary (0..{n_vocab - 1})",
+                               param=param)
+        return tokens
+
+    def prompt_tokens(self, prompt: str | list[int]) -> list[int]:
+        if isinstance(prompt, str):
+            return self.tokenize(prompt)
+        return self.checked(prompt, "prompt")
+
     def chat(self, request: dict[str, Any]) -> Iterator[str | Finish]:
-        prompt = self.chat_prompt(request["messages"])
+        return self.generate(self.chat_prompt(request["messages"]), request)
+
+    def complete(self, request: dict[str, Any]) -> Iterator[str | Finish]:
+        return self.generate(self.prompt_tokens(request["prompt"]), request)
+
+    def generate(self, prompt: list[int], request: dict[str, Any]) -> Iterator[str | Finish]:
         return self.decoder.generate(prompt, self.sampling(request), self.max_tokens(request),
                                      self.stops(request))
+
+    def embed(self, item: str | list[int]) -> tuple[list[float], int]:
+        """A pooled, normalised vector and the number of tokens it took."""
+        if self.embedder is None:
+            self.embedder = Embedder(self.llama._model.model, self.threads)
+        tokens = self.prompt_tokens(item) if item != "" else []
+        return self.embedder.embed(tokens), len(tokens)
 
 
 def _formatter(llama: llama_cpp.Llama, template: str) -> Jinja2ChatFormatter:
@@ -176,6 +215,16 @@ def _formatter(llama: llama_cpp.Llama, template: str) -> Jinja2ChatFormatter:
         eos_token=model.token_get_text(eos) if eos != -1 else "",
         bos_token=model.token_get_text(bos) if bos != -1 else "",
     )
+
+
+def _grammar(schema: dict[str, Any]) -> str:
+    if not schema:
+        return JSON_GBNF  # json_object: any JSON object
+    try:
+        return json_schema_to_gbnf(json.dumps(schema))
+    except Exception as e:  # the converter raises assorted types for schemas it cannot map
+        raise RequestError(f"response_format: unsupported JSON schema ({e})",
+                           param="response_format") from None
 
 
 def _default(value: Any, fallback: Any) -> Any:

@@ -53,3 +53,51 @@ def chat_chunks(events: Iterable[str | Finish], model: str,
                 yield base | {"choices": [], "usage": usage(event)}
             return
         yield chunk({"content": event})
+
+
+def text_completion(results: list[tuple[str, Finish]], model: str) -> dict[str, Any]:
+    prompt = results[0][1].prompt_tokens
+    completion = sum(f.completion_tokens for _, f in results)
+    return {
+        "id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
+        "created": int(time.time()), "model": model,
+        "choices": [{"index": i, "text": text, "logprobs": None, "finish_reason": f.reason}
+                    for i, (text, f) in enumerate(results)],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                  "total_tokens": prompt + completion},
+    }
+
+
+def text_chunks(events: Iterable[str | Finish], model: str,
+                include_usage: bool = False) -> Iterator[dict[str, Any]]:
+    base = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
+            "created": int(time.time()), "model": model}
+    for event in events:
+        finish = event if isinstance(event, Finish) else None
+        yield base | {"choices": [{"index": 0, "text": "" if finish else event,
+                                   "logprobs": None,
+                                   "finish_reason": finish.reason if finish else None}]}
+        if finish:
+            if include_usage:
+                yield base | {"choices": [], "usage": usage(finish)}
+            return
+
+
+def native_result(text: str, finish: Finish, model: str, seconds: float) -> dict[str, Any]:
+    """llama.cpp's /completion reply (the fields its clients read)."""
+    return {"content": text, "stop": True, "model": model,
+            "tokens_predicted": finish.completion_tokens,
+            "tokens_evaluated": finish.prompt_tokens,
+            "tokens_cached": finish.cached_tokens,
+            "stopped_eos": finish.reason == "stop", "stopped_limit": finish.reason == "length",
+            "stop_type": "eos" if finish.reason == "stop" else "limit",
+            "timings": {"predicted_n": finish.completion_tokens, "total_ms": seconds * 1000}}
+
+
+def native_chunks(events: Iterable[str | Finish], model: str) -> Iterator[dict[str, Any]]:
+    started = time.monotonic()
+    for event in events:
+        if isinstance(event, Finish):
+            yield native_result("", event, model, time.monotonic() - started)
+            return
+        yield {"content": event, "stop": False}

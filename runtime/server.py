@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
+import struct
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,13 +16,31 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from starlette.exceptions import HTTPException
 
 from runtime import __version__
-from runtime.errors import NotReadyError, RequestError
+from runtime.errors import LlamabundleError, NotReadyError, RequestError
 from runtime.guard import Guard, error_body
 from runtime.manifest import Manifest
 from runtime.paths import templates_dir
-from runtime.responses import chat_chunks, chat_completion
-from runtime.schemas import ChatRequest
+from runtime.responses import (
+    chat_chunks,
+    chat_completion,
+    collect,
+    native_chunks,
+    native_result,
+    text_chunks,
+    text_completion,
+)
+from runtime.schemas import (
+    ChatRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    EmbeddingRequest,
+    NativeCompletionRequest,
+    NativeEmbeddingRequest,
+    TokenizeRequest,
+)
 from runtime.worker import Worker
+
+log = logging.getLogger(__name__)
 
 MAX_BODY = 8 * 1024 * 1024
 
@@ -66,9 +87,17 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def request_error(_: Request, e: RequestError) -> JSONResponse:
         return _error(e.status, str(e), e.type, e.code, e.param)
 
+    @app.exception_handler(LlamabundleError)
+    async def internal(_: Request, e: LlamabundleError) -> JSONResponse:
+        log.error("%s", e)
+        return _error(500, str(e), "server_error")
+
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, e: RequestValidationError) -> JSONResponse:
         first = e.errors()[0]
+        if first.get("type") == "json_invalid":
+            return _error(400, "the request body is not valid JSON", "invalid_request_error",
+                          "json_invalid")
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         message = f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
         return _error(400, message, "invalid_request_error", first.get("type"), where or None)
@@ -135,16 +164,89 @@ def _add_api_routes(app: FastAPI, settings: Any, state: State) -> None:
         return await sse(state.worker.stream(
             lambda: chat_chunks(engine.chat(request), model, include_usage)))
 
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest) -> Response:
+        engine = state.ready_engine()
+        request = body.engine_request()
+        model = state.manifest.model_id
+        if not body.stream:
+            return JSONResponse(await state.worker.call(lambda: text_completion(
+                [collect(engine.complete(request)) for _ in range(body.n)], model)))
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return await sse(state.worker.stream(
+            lambda: text_chunks(engine.complete(request), model, include_usage)))
 
-async def sse(chunks: AsyncIterator[Any]) -> Response:
-    """An SSE response ending in `data: [DONE]`; errors before the first chunk stay 4xx JSON."""
-    first = await anext(chunks)  # raises RequestError (prompt too long, ...) as a 4xx
+    @app.post("/completion")
+    async def native_completion(body: NativeCompletionRequest) -> Response:
+        engine = state.ready_engine()
+        request = body.engine_request()
+        model = state.manifest.model_id
+        if not body.stream:
+            def run() -> dict[str, Any]:
+                started = time.monotonic()
+                text, finish = collect(engine.complete(request))
+                return native_result(text, finish, model, time.monotonic() - started)
+            return JSONResponse(await state.worker.call(run))
+        return await sse(state.worker.stream(
+            lambda: native_chunks(engine.complete(request), model)), done=False)
+
+    @app.post("/v1/embeddings")
+    async def embeddings(body: EmbeddingRequest) -> Response:
+        engine = state.ready_engine()
+        results = await state.worker.call(lambda: [engine.embed(i) for i in body.inputs()])
+        tokens = sum(n for _, n in results)
+        return JSONResponse({
+            "object": "list", "model": state.manifest.model_id,
+            "data": [{"object": "embedding", "index": i,
+                      "embedding": _encode(vector, body.encoding_format)}
+                     for i, (vector, _) in enumerate(results)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    @app.post("/embedding")
+    async def native_embedding(body: NativeEmbeddingRequest) -> dict[str, Any]:
+        engine = state.ready_engine()
+        vector, _ = await state.worker.call(engine.embed, body.content)
+        return {"embedding": vector}
+
+    @app.post("/tokenize")
+    async def tokenize(body: TokenizeRequest) -> dict[str, Any]:
+        engine = state.ready_engine()
+        tokens = await state.worker.call(engine.tokenize, body.content, body.add_special)
+        if not body.with_pieces:
+            return {"tokens": tokens}
+        pieces = await state.worker.call(lambda: [engine.piece(t) for t in tokens])
+        return {"tokens": [{"id": t, "piece": p} for t, p in zip(tokens, pieces, strict=True)]}
+
+    @app.post("/detokenize")
+    async def detokenize(body: DetokenizeRequest) -> dict[str, Any]:
+        engine = state.ready_engine()
+        return {"content": await state.worker.call(engine.detokenize, body.tokens)}
+
+
+def _encode(vector: list[float], encoding: str) -> list[float] | str:
+    if encoding == "float":
+        return vector
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+async def sse(chunks: AsyncIterator[Any], done: bool = True) -> Response:
+    """An SSE response (OpenAI's ends in `data: [DONE]`, llama.cpp's native one does not).
+
+    Errors before the first chunk (a prompt too long, a bad schema) stay 4xx JSON; one after it
+    can only be reported in the stream, as OpenAI does: `data: {"error": {...}}`."""
+    first = await anext(chunks)
 
     async def lines() -> AsyncIterator[bytes]:
         yield b"data: " + json.dumps(first).encode() + b"\n\n"
-        async for chunk in chunks:
-            yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
-        yield b"data: [DONE]\n\n"
+        try:
+            async for chunk in chunks:
+                yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
+        except LlamabundleError as e:
+            log.error("generation failed: %s", e)
+            yield b"data: " + error_body(500, str(e), "server_error") + b"\n\n"
+            return
+        if done:
+            yield b"data: [DONE]\n\n"
 
     return StreamingResponse(lines(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

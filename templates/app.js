@@ -659,6 +659,7 @@ function openChat(chat, opts) {
   if (state.gen && state.gen.chat !== chat) stop();
   state.chat = chat;
   state.systemOpen = chat.messages.length === 0;
+  if (["busy", "error"].includes(statusKind())) hideStatus();  // they were about the other chat
   renderMessages();
   renderChatList();
   showSystem();

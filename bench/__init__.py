@@ -1,0 +1,1 @@
+"""Side-by-side benchmark of a llamabundle artifact against llama.cpp's llama-server."""
