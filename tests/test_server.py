@@ -66,15 +66,17 @@ def test_client_disconnect_stops_generation_within_about_one_token(server, fake)
 def test_requests_during_a_generation_wait_their_turn_in_order(server, fake):
     results: list[tuple[int, str]] = []
 
+    clients = [httpx.Client(timeout=30) for _ in range(4)]
+
     def ask(i: int) -> None:
-        r = httpx.post(server.url + "/v1/chat/completions",
-                       json=CHAT | {"max_tokens": 3, "seed": i}, timeout=30)
+        r = clients[i].post(server.url + "/v1/chat/completions",
+                            json=CHAT | {"max_tokens": 10 if i == 0 else 2, "seed": i})
         results.append((r.status_code, r.json()["choices"][0]["message"]["content"]))
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
-    for t in threads:
+    for t in threads:  # the first runs 0.5 s; the others arrive, 0.1 s apart, while it runs
         t.start()
-        time.sleep(0.02)
+        time.sleep(0.1)
     for t in threads:
         t.join()
     assert [code for code, _ in results] == [200] * 4

@@ -19,13 +19,17 @@ def vocab() -> tuple[list[bytes], list[float], list[int]]:
     for b in range(256):
         tokens.append(f"<0x{b:02X}>".encode())
         types.append(TokenType.BYTE)
+    # SentencePiece merges pieces pairwise, so every prefix of "▁word" must be a piece too.
+    pieces = ["\u2581", *"abcdefghijklmnopqrstuvwxyz.,!?"]
     for word in WORDS:
-        tokens.append(("\u2581" + word).encode())
+        for end in range(2, len(word) + 2):
+            if ("\u2581" + word)[:end] not in pieces:
+                pieces.append(("\u2581" + word)[:end])
+    for piece in pieces:
+        tokens.append(piece.encode())
         types.append(TokenType.NORMAL)
-    for ch in "abcdefghijklmnopqrstuvwxyz.,!?":
-        tokens.append(ch.encode())
-        types.append(TokenType.NORMAL)
-    scores = [0.0] * 3 + [-1000.0] * 256 + [-float(i) for i in range(len(tokens) - 259)]
+    # longer pieces score higher, so whole words win over letters
+    scores = [0.0] * 3 + [-1000.0] * 256 + [float(len(t)) for t in tokens[259:]]
     return tokens, scores, [int(t) for t in types]
 
 
