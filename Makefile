@@ -2,7 +2,11 @@
 PYTHON ?= python3
 LLAMA_CPP_VERSION := 0.3.36
 # How llama.cpp is compiled is part of the product: it decides which CPUs the artifact runs on.
-CMAKE_ARGS ?= -DGGML_NATIVE=ON
+# Not -march=native: an artifact must run on other machines than the builder's, and a native
+# build on a CPU with AMX crashes in ggml's AMX kernels under virtualisation (seen here with
+# Q4_K weights). AVX2/FMA/F16C/BMI2 (Haswell, 2013+) is the baseline until runtime CPU
+# dispatch lands.
+CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 export LLAMA_CPP_VERSION CMAKE_ARGS PYTHON
 
 VENV := .venv

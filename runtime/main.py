@@ -21,7 +21,7 @@ from typing import Any
 
 from runtime import __version__, paths
 from runtime import settings as settings_mod
-from runtime.errors import LlamabundleError, RequestError
+from runtime.errors import ArtifactError, LlamabundleError, RequestError
 from runtime.manifest import Manifest, read_manifest_at
 from runtime.worker import Worker
 
@@ -103,8 +103,6 @@ def verify(artifact: str, manifest: Manifest) -> int:
 
 def check_weights_header(artifact: str, manifest: Manifest) -> None:
     """A cheap launch-time check, so llama.cpp is never handed something that is not a GGUF."""
-    from runtime.errors import ArtifactError
-
     weights = manifest.section("weights")
     with open(artifact, "rb") as f:
         f.seek(weights.offset)
@@ -178,7 +176,7 @@ def serve(artifact: str, manifest: Manifest, settings: Any) -> int:
             state.load_error = str(e)
             log.error("%s", e)
 
-    worker._executor.submit(load)
+    worker.submit(load)  # first in line: requests wait behind the load
     if not settings.nobrowser and _has_display():
         threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",

@@ -82,5 +82,6 @@ class Worker:
             self._pending -= 1
             future.add_done_callback(lambda f: f.exception())  # never "exception not retrieved"
 
-    def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    def submit(self, fn: Callable[[], None]) -> None:
+        """Runs fn on the model thread without waiting for it (the model load at startup)."""
+        self._executor.submit(fn)

@@ -28,7 +28,7 @@ if ! ls "$wheel_dir"/llama_cpp_python-*.whl >/dev/null 2>&1; then
     mv -T "$tmp" "$wheel_dir"
 fi
 
-.venv/bin/pip install -q "$wheel_dir"/llama_cpp_python-*.whl
+.venv/bin/pip install -q --force-reinstall --no-deps "$wheel_dir"/llama_cpp_python-*.whl
 .venv/bin/pip install -q -e ".[$EXTRAS]"
 rm -f .venv/.installed-*
 touch "$stamp"
