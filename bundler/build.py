@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from queue import Queue
 from typing import Any, BinaryIO
 
 from bundler.freeze import Runtime, ensure_runtime
@@ -22,7 +21,7 @@ from runtime.manifest import Manifest, Section, align, footer
 
 log = logging.getLogger(__name__)
 
-CHUNK = 8 * 1024 * 1024
+CHUNK = 64 * 1024 * 1024
 ELF_SHOFF = 0x28  # e_shoff, then e_shentsize/e_shnum/e_shstrndx at 0x3A..0x3F
 
 Progress = Callable[[int], None]
@@ -131,24 +130,29 @@ def _write(f: BinaryIO, runtime: Runtime, info: ModelInfo, manifest: Manifest,
 
 
 def _copy_hashing(source: Path, out: BinaryIO, advance: Progress) -> str:
-    """Copies source into out, hashing on a second thread (hashlib releases the GIL), so the
-    copy runs at disk speed: the goal is a build about as fast as `cp`."""
+    """Copies source into out in the kernel (copy_file_range: no trip through Python, and a
+    reflink where the filesystem has them) while a second thread hashes the source: the goal
+    is a build about as fast as `cp`."""
     digest = hashlib.sha256()
-    chunks: Queue[bytes | None] = Queue(maxsize=4)
-
-    def hash_chunks() -> None:
-        while (chunk := chunks.get()) is not None:
-            digest.update(chunk)
-
-    hasher = threading.Thread(target=hash_chunks, daemon=True)
+    hasher = threading.Thread(target=_hash_file, args=(source, digest), daemon=True)
     hasher.start()
-    try:
-        with open(source, "rb") as src:
-            while chunk := src.read(CHUNK):
-                chunks.put(chunk)
-                out.write(chunk)
-                advance(len(chunk))
-    finally:
-        chunks.put(None)
-        hasher.join()
+    out.flush()
+    with open(source, "rb") as src:
+        size = os.fstat(src.fileno()).st_size
+        offset = 0
+        while offset < size:
+            n = os.copy_file_range(src.fileno(), out.fileno(), min(CHUNK, size - offset))
+            if n == 0:
+                raise BuildError(f"{source}: changed size while being copied")
+            offset += n
+            advance(n)
+    out.seek(0, os.SEEK_END)
+    hasher.join()
     return digest.hexdigest()
+
+
+def _hash_file(path: Path, digest: Any) -> None:
+    buffer = memoryview(bytearray(CHUNK))
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buffer):
+            digest.update(buffer[:n])  # hashlib releases the GIL on large buffers
