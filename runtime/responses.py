@@ -25,14 +25,18 @@ def collect(events: Iterable[str | Finish]) -> tuple[str, Finish]:
     raise RuntimeError("generation ended without a Finish")
 
 
-def chat_completion(events: Iterable[str | Finish], model: str) -> dict[str, Any]:
-    text, finish = collect(events)
+def chat_completion(results: list[tuple[str, Finish]], model: str) -> dict[str, Any]:
+    """One choice per (text, finish); usage counts the prompt once, as OpenAI does."""
+    first = results[0][1]
+    total = Finish(first.reason, first.prompt_tokens,
+                   sum(f.completion_tokens for _, f in results), first.cached_tokens)
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
         "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                     "logprobs": None, "finish_reason": finish.reason}],
-        "usage": usage(finish),
+        "choices": [{"index": i, "message": {"role": "assistant", "content": text},
+                     "logprobs": None, "finish_reason": f.reason}
+                    for i, (text, f) in enumerate(results)],
+        "usage": usage(total),
     }
 
 

@@ -158,8 +158,8 @@ def _add_api_routes(app: FastAPI, settings: Any, state: State) -> None:
         request = body.engine_request()
         model = state.manifest.model_id
         if not body.stream:
-            return JSONResponse(await state.worker.call(
-                lambda: chat_completion(engine.chat(request), model)))
+            return JSONResponse(await state.worker.call(lambda: chat_completion(
+                [collect(engine.chat(r)) for r in _choices(request, body.n)], model)))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return await sse(state.worker.stream(
             lambda: chat_chunks(engine.chat(request), model, include_usage)))
@@ -171,7 +171,7 @@ def _add_api_routes(app: FastAPI, settings: Any, state: State) -> None:
         model = state.manifest.model_id
         if not body.stream:
             return JSONResponse(await state.worker.call(lambda: text_completion(
-                [collect(engine.complete(request)) for _ in range(body.n)], model)))
+                [collect(engine.complete(r)) for r in _choices(request, body.n)], model)))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return await sse(state.worker.stream(
             lambda: text_chunks(engine.complete(request), model, include_usage)))
@@ -221,6 +221,12 @@ def _add_api_routes(app: FastAPI, settings: Any, state: State) -> None:
     async def detokenize(body: DetokenizeRequest) -> dict[str, Any]:
         engine = state.ready_engine()
         return {"content": await state.worker.call(engine.detokenize, body.tokens)}
+
+
+def _choices(request: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """n requests for n choices; a given seed becomes seed, seed+1, ... so they differ."""
+    seed = request.get("seed")
+    return [request if seed is None else request | {"seed": seed + i} for i in range(n)]
 
 
 def _encode(vector: list[float], encoding: str) -> list[float] | str:

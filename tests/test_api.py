@@ -37,6 +37,11 @@ def test_openai_sdk_chat(client):
     assert reply.choices[0].message.content
     assert reply.choices[0].finish_reason == "length"
     assert reply.usage.completion_tokens == 8 and reply.usage.prompt_tokens > 0
+    two = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=8,
+                                         seed=3, temperature=0.7, n=2)
+    assert [c.index for c in two.choices] == [0, 1]
+    assert two.choices[0].message.content == reply.choices[0].message.content
+    assert two.usage.completion_tokens == 16
 
 
 def test_openai_sdk_chat_stream_with_usage(client):
