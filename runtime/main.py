@@ -17,9 +17,10 @@ import sys
 import threading
 import webbrowser
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from runtime import __version__, paths
+from runtime import __version__, paths, tempdirs
 from runtime import settings as settings_mod
 from runtime.errors import ArtifactError, LlamabundleError, RequestError
 from runtime.manifest import Manifest, read_manifest_at
@@ -207,3 +208,6 @@ def _prepare_frozen_process() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() == 1:  # the parent died before prctl took effect
         os.kill(os.getpid(), signal.SIGTERM)
+    own = Path(sys._MEIPASS)  # type: ignore[attr-defined]
+    tempdirs.claim(own)
+    tempdirs.sweep(own, own.parent)
