@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -137,18 +138,34 @@ def _copy_hashing(source: Path, out: BinaryIO, advance: Progress) -> str:
     hasher = threading.Thread(target=_hash_file, args=(source, digest), daemon=True)
     hasher.start()
     out.flush()
-    with open(source, "rb") as src:
-        size = os.fstat(src.fileno()).st_size
-        offset = 0
-        while offset < size:
-            n = os.copy_file_range(src.fileno(), out.fileno(), min(CHUNK, size - offset))
-            if n == 0:
-                raise BuildError(f"{source}: changed size while being copied")
-            offset += n
-            advance(n)
+    try:
+        with open(source, "rb") as src:
+            size = os.fstat(src.fileno()).st_size
+            offset = 0
+            while offset < size:
+                n = _copy_chunk(src, out, min(CHUNK, size - offset))
+                if n == 0:
+                    raise BuildError(f"{source}: changed size while being copied")
+                offset += n
+                advance(n)
+    finally:
+        hasher.join()
     out.seek(0, os.SEEK_END)
-    hasher.join()
     return digest.hexdigest()
+
+
+def _copy_chunk(src: BinaryIO, out: BinaryIO, length: int) -> int:
+    try:
+        return os.copy_file_range(src.fileno(), out.fileno(), length)
+    except OSError as e:
+        # Older kernels refuse across filesystems (EXDEV); some filesystems not at all.
+        if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+    data = memoryview(os.read(src.fileno(), length))
+    written = 0
+    while written < len(data):
+        written += os.write(out.fileno(), data[written:])
+    return len(data)
 
 
 def _hash_file(path: Path, digest: Any) -> None:

@@ -1,0 +1,77 @@
+"""Build faults: a full disk, Ctrl-C mid-write, unusable output paths. Nothing is left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bundler.cli import main
+
+pytestmark = pytest.mark.usefixtures("built")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=10m", "tmpfs", str(mount)]).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_full_disk_fails_cleanly_and_leaves_nothing(runner, tiny_gguf, small_disk):
+    out = small_disk / "x.llamabundle"
+    result = runner.invoke(main, ["build", str(tiny_gguf), "-o", str(out)])
+    assert result.exit_code == 1
+    assert "No space left on device" in result.output
+    assert list(small_disk.iterdir()) == []
+
+
+def big_gguf(tiny_gguf: Path, path: Path, size: int) -> Path:
+    """A valid GGUF padded (sparsely) to `size` bytes: slow enough to copy to interrupt."""
+    path.write_bytes(tiny_gguf.read_bytes())
+    os.truncate(path, size)
+    return path
+
+
+def test_ctrl_c_mid_write_leaves_no_output(tiny_gguf, tmp_path, shared_cache):
+    model = big_gguf(tiny_gguf, tmp_path / "big.gguf", 6 << 30)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "bundler", "build", str(model), "-o",
+                             str(out_dir / "big.llamabundle")],
+                            stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, XDG_CACHE_HOME=str(shared_cache)))
+    deadline = time.monotonic() + 60
+    while not list(out_dir.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.02)  # wait until the temp file exists: we are mid-write
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) != 0
+    assert list(out_dir.iterdir()) == []
+
+
+def test_output_in_a_missing_folder_is_refused(runner, tiny_gguf, tmp_path):
+    result = runner.invoke(main, ["build", str(tiny_gguf), "-o", str(tmp_path / "a" / "b")])
+    assert result.exit_code == 1 and "no such directory" in result.output
+
+
+def test_output_that_is_a_directory_is_refused(runner, tiny_gguf, tmp_path):
+    result = runner.invoke(main, ["build", str(tiny_gguf), "-o", str(tmp_path)])
+    assert result.exit_code == 1 and "is a directory" in result.output
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_model_is_refused(runner, tiny_gguf, tmp_path):
+    model = tmp_path / "locked.gguf"
+    model.write_bytes(tiny_gguf.read_bytes())
+    model.chmod(0)
+    result = runner.invoke(main, ["build", str(model), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "Permission denied" in result.output
