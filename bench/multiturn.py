@@ -60,6 +60,7 @@ def run(artifact: Path, turns: int, reps: int) -> dict:
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
+        ttft(url, [{"role": "user", "content": "warm up"}])  # first-request allocations
         table: list[list[float]] = []
         prompts: list[int] = []
         for rep in range(reps):
@@ -88,7 +89,8 @@ def run(artifact: Path, turns: int, reps: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--artifact", type=Path, default=Path("gemma-3-270m-q4_k_m.llamabundle"))
+    parser.add_argument("--artifact", type=Path,
+                        default=Path("gemma-3-270m-q4_k_m.llamabundle").absolute())
     parser.add_argument("--turns", type=int, default=8)
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
