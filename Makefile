@@ -15,7 +15,7 @@ DEMO_MODEL := models/gemma-3-270m-q4_k_m.gguf
 DEMO := gemma-3-270m-q4_k_m.llamabundle
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-fast lint bench model clean
+.PHONY: venv demo test test-fast lint bench model clean screenshots
 
 venv:
 	@scripts/setup-venv.sh
@@ -45,3 +45,7 @@ bench: venv $(DEMO_MODEL)
 
 clean:
 	rm -rf $(VENV) build dist *.llamabundle
+
+# PNGs of the chat page (desktop/phone, light/dark, English and zh-CN) in screenshots/.
+screenshots: venv
+	$(PY) scripts/screenshots.py

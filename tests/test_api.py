@@ -9,7 +9,6 @@ import subprocess
 import httpx
 import openai
 import pytest
-
 from conftest import launch
 
 pytestmark = pytest.mark.usefixtures("built")

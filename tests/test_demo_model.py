@@ -8,7 +8,6 @@ from pathlib import Path
 
 import openai
 import pytest
-
 from conftest import build_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("built")]

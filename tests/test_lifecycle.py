@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import launch
 
 pytestmark = pytest.mark.usefixtures("built")

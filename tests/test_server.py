@@ -8,7 +8,6 @@ import time
 
 import httpx
 import pytest
-
 from conftest import free_port
 from fake import FakeEngine, FakeServer
 
