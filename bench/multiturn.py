@@ -99,7 +99,8 @@ def main() -> None:
                                       strict=True), 1):
         print(f"turn {turn}: TTFT {s * 1000:7.1f} ms  (prompt {n} tokens)")
     r = result["turn_last_over_first"]
-    print(f"turn {args.turns} / turn 1: {r['median']:.2f}x (min {r['min']:.2f}, max {r['max']:.2f})")
+    print(f"turn {args.turns} / turn 1: {r['median']:.2f}x "
+          f"(min {r['min']:.2f}, max {r['max']:.2f})")
 
 
 if __name__ == "__main__":
