@@ -43,13 +43,16 @@ def big_gguf(tiny_gguf: Path, path: Path, size: int) -> Path:
 
 
 def test_ctrl_c_mid_write_leaves_no_output(tiny_gguf, tmp_path, shared_cache):
-    model = big_gguf(tiny_gguf, tmp_path / "big.gguf", 6 << 30)
+    model = big_gguf(tiny_gguf, tmp_path / "big.gguf", 2 << 30)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "bundler", "build", str(model), "-o",
                              str(out_dir / "big.llamabundle")],
                             stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, XDG_CACHE_HOME=str(shared_cache)))
+                            env=dict(os.environ, XDG_CACHE_HOME=str(shared_cache)),
+                            # a background job of a non-interactive shell inherits SIGINT
+                            # ignored; a user's terminal delivers it
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while not list(out_dir.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.02)  # wait until the temp file exists: we are mid-write
