@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import glob
 import json
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -31,6 +32,20 @@ from runtime.errors import ArtifactError, RequestError
 from runtime.manifest import Manifest
 
 N_BATCH = 512  # n_ubatch == n_batch: llama.cpp aborts on bigger non-causal batches otherwise
+
+_llama_log = logging.getLogger("llama.cpp")
+GGML_LOG_LEVEL_ERROR = 4  # ggml.h of the pinned llama.cpp (llama-cpp-python maps 3, WARN)
+
+
+@llama_cpp.llama_log_callback
+def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    # llama.cpp's chatter (model facts, cache notes, "this is probably a bug in the model") is
+    # for developers; an end user sees only its errors. `-v` style debugging: LOGLEVEL=DEBUG.
+    _llama_log.log(logging.ERROR if level == GGML_LOG_LEVEL_ERROR else logging.DEBUG,
+                   "%s", text.decode("utf-8", errors="replace").rstrip())
+
+
+llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
 
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 _libc.fopen.restype = ctypes.c_void_p
