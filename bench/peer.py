@@ -17,6 +17,8 @@ import importlib.metadata
 import json
 import logging
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -28,12 +30,10 @@ from pathlib import Path
 
 log = logging.getLogger("bench.peer")
 
-# GGML_NATIVE matches the Makefile's CMAKE_ARGS for llama-cpp-python. Static libraries keep the
-# binary self-contained so it can move out of its temp build dir. No UI download, no TLS, no
-# tests or examples: the benchmark needs only the HTTP API, and the machine may be offline.
-CMAKE_ARGS = (
-    "-DCMAKE_BUILD_TYPE=Release",
-    "-DGGML_NATIVE=ON",
+# Static libraries keep the binary self-contained so it can leave its temp build dir. No UI
+# download, no TLS, no tests or examples: the benchmark needs only the HTTP API, and the
+# machine may be offline. The ggml flags come from product_cmake_args().
+FIXED_ARGS = (
     "-DBUILD_SHARED_LIBS=OFF",
     "-DLLAMA_BUILD_TESTS=OFF",
     "-DLLAMA_BUILD_EXAMPLES=OFF",
@@ -42,6 +42,7 @@ CMAKE_ARGS = (
     "-DLLAMA_BUILD_UI=OFF",
     "-DLLAMA_USE_PREBUILT_UI=OFF",
 )
+REPO = Path(__file__).resolve().parent.parent
 BUILD_TIMEOUT_S = 3 * 3600
 
 
@@ -54,8 +55,32 @@ def peer_root() -> Path:
     return Path(base) / "llamabundle" / "peer"
 
 
+def product_cmake_args() -> str:
+    """The CMAKE_ARGS llama-cpp-python is compiled with: `make` exports them, else the Makefile's
+    default. The peer gets the same ggml flags, so both run the same kernels."""
+    if "CMAKE_ARGS" in os.environ:
+        return os.environ["CMAKE_ARGS"]
+    with contextlib.suppress(OSError):
+        for line in (REPO / "Makefile").read_text().splitlines():
+            match = re.match(r"CMAKE_ARGS\s*\??=\s*(.*)", line)
+            if match:
+                return match.group(1).strip()
+    return ""
+
+
+def cmake_args() -> tuple[str, ...]:
+    return ("-DCMAKE_BUILD_TYPE=Release", *shlex.split(product_cmake_args()), *FIXED_ARGS)
+
+
+def venv_built_with(version: str, args: str) -> bool:
+    """Whether the venv's llama-cpp-python came from these CMAKE_ARGS (scripts/setup-venv.sh
+    leaves a stamp keyed by a hash of the version and CMAKE_ARGS)."""
+    key = hashlib.sha256(f"{version}\n{args}\n".encode()).hexdigest()[:16]
+    return any(Path(sys.prefix).glob(f".installed-{key}-*"))
+
+
 def cache_dir(version: str) -> Path:
-    digest = hashlib.sha256("\n".join(CMAKE_ARGS).encode()).hexdigest()[:12]
+    digest = hashlib.sha256("\n".join(cmake_args()).encode()).hexdigest()[:12]
     return peer_root() / f"llama.cpp-{version}-{digest}"
 
 
@@ -68,6 +93,9 @@ def cached_server(version: str | None = None) -> Path | None:
 def ensure_llama_server(jobs: int = 2) -> Path:
     """Return the cached llama-server, building it first (minutes) when missing."""
     version = llama_cpp_python_version()
+    if not venv_built_with(version, product_cmake_args()):
+        log.warning("llama-cpp-python may not have been compiled with CMAKE_ARGS=%r; the peer "
+                    "is, so the two may run different kernels", product_cmake_args())
     found = cached_server(version)
     if found:
         return found
@@ -126,7 +154,7 @@ def _build(source: Path, final: Path, jobs: int, version: str) -> Path:
     try:
         with open(log_path, "w") as out:
             for command in (
-                ["cmake", "-S", str(source), "-B", str(build_dir / "cmake"), *CMAKE_ARGS],
+                ["cmake", "-S", str(source), "-B", str(build_dir / "cmake"), *cmake_args()],
                 ["cmake", "--build", str(build_dir / "cmake"), "--target", "llama-server",
                  f"-j{jobs}"],
             ):
@@ -135,7 +163,7 @@ def _build(source: Path, final: Path, jobs: int, version: str) -> Path:
         staging = build_dir / "staging"
         staging.mkdir()
         shutil.copy2(build_dir / "cmake" / "bin" / "llama-server", staging / "llama-server")
-        info = {"llama_cpp_python": version, "cmake_args": list(CMAKE_ARGS),
+        info = {"llama_cpp_python": version, "cmake_args": list(cmake_args()),
                 "source": str(source), "build_seconds": round(time.monotonic() - started, 1)}
         (staging / "build.json").write_text(json.dumps(info, indent=2) + "\n")
         staging.rename(final)  # one step: a half-built peer is never seen as cached

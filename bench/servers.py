@@ -1,13 +1,14 @@
 """The three servers under test: how each is started, when it is ready, how it is stopped.
 
-Every server gets the same GGUF, thread count, context size and chat format (Gemma's turn
-markers, which is what our artifact falls back to for the demo model). Anything not named here
-is left at each server's own default: the benchmark compares what a user gets out of the box.
+Every server gets the same GGUF, thread count, context size and chat template (the GGUF's own,
+or the fallback our artifact picked for a GGUF without one). Anything not named here is left at
+each server's own default: the benchmark compares what a user gets out of the box.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ from pathlib import Path
 import httpx
 
 OURS, LLAMA_SERVER, LLAMA_CPP_PYTHON = "llamabundle", "llama-server", "llama-cpp-python"
+REPO = Path(__file__).resolve().parent.parent  # so `python -m bench.…` works from any cwd
 READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 15.0
 
@@ -39,22 +41,57 @@ def ours(artifact: Path, threads: int, ctx: int) -> ServerSpec:
     return ServerSpec(OURS, argv, "/health")
 
 
-def llama_server(binary: Path, model: Path, threads: int, ctx: int,
-                 template_file: Path) -> ServerSpec:
+@dataclass(frozen=True)
+class ChatFormat:
+    """How the peers format a chat so they see the tokens our artifact sees.
+
+    `template` is None when the GGUF's own template is used (every server's default);
+    otherwise it is our fallback's Jinja text (for llama-server) and `name` its name in
+    llama-cpp-python's chat formats.
+    """
+
+    template: str | None = None
+    name: str | None = None
+
+
+def chat_format_of(artifact: Path) -> ChatFormat:
+    """The chat formatting our artifact chose at build time (its manifest says which)."""
+    from runtime.chat_templates import FALLBACKS  # the artifact's own fallback texts
+
+    info = json.loads(subprocess.run([str(artifact), "--info"], capture_output=True, text=True,
+                                     check=True, timeout=120).stdout)
+    kind, _, name = str(info.get("chat_template_source", "")).partition(":")
+    if kind == "fallback" and name in FALLBACKS:
+        return ChatFormat(FALLBACKS[name][0], name)
+    if kind != "gguf":
+        raise RuntimeError(f"{artifact}: chat template source {kind!r} has no peer equivalent")
+    return ChatFormat()
+
+
+def llama_server(binary: Path, model: Path, threads: int, ctx: int, chat: ChatFormat,
+                 work: Path, extra: tuple[str, ...] = ()) -> ServerSpec:
+    template_args: list[str] = []
+    if chat.template is not None:
+        template_file = work / "chat-template.jinja"
+        template_file.write_text(chat.template)
+        template_args = ["--chat-template-file", str(template_file)]
+
     def argv(port: int) -> list[str]:
         return [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
-                "-t", str(threads), "-c", str(ctx), "--jinja",
-                "--chat-template-file", str(template_file)]
+                "-t", str(threads), "-c", str(ctx), "--jinja", *template_args, *extra]
     return ServerSpec(LLAMA_SERVER, argv, "/health")
 
 
-def llama_cpp_python(model: Path, threads: int, ctx: int) -> ServerSpec:
+def llama_cpp_python(model: Path, threads: int, ctx: int, chat: ChatFormat,
+                     no_repack: bool = False) -> ServerSpec:
+    module = "bench.lcp_no_repack" if no_repack else "llama_cpp.server"
+    format_args = ["--chat_format", chat.name] if chat.name else []
+
     # This server has no /health; it binds its port only after loading, so /v1/models will do.
     def argv(port: int) -> list[str]:
-        return [sys.executable, "-m", "llama_cpp.server", "--model", str(model),
+        return [sys.executable, "-m", module, "--model", str(model),
                 "--host", "127.0.0.1", "--port", str(port), "--n_threads", str(threads),
-                "--n_threads_batch", str(threads), "--n_ctx", str(ctx),
-                "--chat_format", "gemma"]
+                "--n_threads_batch", str(threads), "--n_ctx", str(ctx), *format_args]
     return ServerSpec(LLAMA_CPP_PYTHON, argv, "/v1/models")
 
 
@@ -92,7 +129,7 @@ class Running:
 
     def peak_rss_bytes(self) -> int:
         """Sum of VmHWM (peak resident set) over the process and all its descendants."""
-        return sum(_vm_hwm(pid) for pid in _tree(self.process.pid))
+        return sum(_vm_hwm(pid) for pid in process_tree(self.process.pid))
 
 
 @contextlib.contextmanager
@@ -102,12 +139,23 @@ def launched(spec: ServerSpec, log_dir: Path) -> Iterator[Running]:
     log_path = log_dir / f"{spec.name}-{port}.log"
     with open(log_path, "wb") as log:
         started = time.perf_counter()
-        process = subprocess.Popen(spec.argv(port), stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(spec.argv(port), cwd=REPO, stdin=subprocess.DEVNULL,
+                                   stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
     try:
         yield Running(spec, process, port, started, log_path)
+    except Exception as e:
+        stop(process)  # first, so the log holds everything the server said
+        e.add_note(_tail(log_path))
+        raise
     finally:
         stop(process)
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -125,7 +173,8 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=STOP_TIMEOUT_S)
 
 
-def _tree(root: int) -> list[int]:
+def process_tree(root: int) -> list[int]:
+    """The pid and all its descendants' pids."""
     parents: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():

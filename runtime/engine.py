@@ -145,6 +145,7 @@ class Engine:
                 n_threads=threads,
                 n_threads_batch=threads,
                 swa_full=True,  # a full sliding-window cache keeps chat prefixes reusable
+                flash_attn=True,  # llama-server's default ("auto" enables it on CPU)
                 use_mmap=True,
                 verbose=False,
             )

@@ -1,0 +1,119 @@
+"""Hostile and random input against a running artifact: never a 5xx, never a dead server."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import launch
+
+pytestmark = pytest.mark.usefixtures("built")
+
+ROUTES = ["/v1/chat/completions", "/v1/completions", "/completion", "/v1/embeddings",
+          "/embedding", "/tokenize", "/detokenize"]
+SENT = {"requests": 0}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_artifact):
+    server = launch(tiny_artifact, "-n", "8")
+    yield server
+    healthy = httpx.get(server.url + "/health").status_code
+    server.stop()
+    assert healthy == 200
+
+
+@pytest.fixture(scope="module")
+def http(server):
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        yield client
+
+
+def post(http: httpx.Client, route: str, content: bytes,
+         content_type: str = "application/json") -> httpx.Response:
+    SENT["requests"] += 1
+    r = http.post(route, content=content, headers={"content-type": content_type})
+    assert r.status_code < 500, (route, content[:200], r.status_code, r.text[:300])
+    if r.status_code >= 400:
+        assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+    return r
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) |
+    st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=12)
+message = st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "assistant",
+                                                          "tool", "x"]),
+                                 "content": json_values})
+fields = st.fixed_dictionaries({}, optional={
+    "messages": st.lists(message, max_size=3) | json_values,
+    "prompt": st.text(max_size=60) | st.lists(st.integers(-5, 400), max_size=5) | json_values,
+    "input": st.text(max_size=60) | st.lists(st.text(max_size=20), max_size=3) | json_values,
+    "content": st.text(max_size=60) | json_values,
+    "tokens": st.lists(st.integers(-10, 10**6), max_size=5) | json_values,
+    "max_tokens": st.integers(-10, 20) | json_values, "n_predict": st.integers(-2, 20),
+    "temperature": st.floats(-1, 3) | json_values, "top_p": json_values,
+    "top_k": json_values, "seed": st.integers(-(2**65), 2**65) | json_values,
+    "stop": json_values, "stream": st.booleans() | json_values, "n": st.integers(-1, 3),
+    "response_format": json_values | st.just({"type": "json_object"}),
+    "stream_options": json_values,
+})
+
+
+@settings(max_examples=1100, deadline=None, suppress_health_check=list(HealthCheck),
+          derandomize=True)
+@given(route=st.sampled_from(ROUTES), body=fields)
+def test_random_requests_never_get_a_5xx(http, route, body):
+    if route in ("/v1/chat/completions", "/v1/completions", "/completion"):
+        body = {k: v for k, v in body.items() if k not in ("n_predict", "max_tokens")} | {
+            "max_tokens": 4, "n_predict": 4}  # keep the run bounded; the rest stays hostile
+    post(http, route, json.dumps(body).encode())
+
+
+@pytest.mark.parametrize("content, content_type", [
+    (b"\xff\xfe\x00garbage", "application/json"),
+    (b'{"messages": [{"role": "user", "content": "\xc3\x28"}]}', "application/json"),
+    (b"[" * 100_000 + b"]" * 100_000, "application/json"),
+    (b'{"a":' * 50_000 + b"1" + b"}" * 50_000, "application/json"),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1e999}',
+     "application/json"),
+    (b'{"prompt": "x", "seed": 123456789012345678901234567890}', "application/json"),
+    (b"messages=hi", "application/x-www-form-urlencoded"),
+    (b"<xml/>", "text/xml"),
+    (b"", "application/json"),
+    (b"null", "application/json"),
+])
+@pytest.mark.parametrize("route", ROUTES)
+def test_hand_written_hostile_bodies_get_4xx(http, route, content, content_type):
+    r = post(http, route, content, content_type)
+    assert r.status_code in (200, 400, 413, 422) or r.status_code < 300
+
+
+def test_a_slow_client_does_not_block_others(server, http):
+    body = json.dumps({"messages": [{"role": "user", "content": "hi"}],
+                       "max_tokens": 2}).encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as slow:
+        slow.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
+                     b"Content-Type: application/json\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:5])
+        started = time.monotonic()
+        assert http.get("/health").status_code == 200
+        post(http, "/v1/chat/completions", body)
+        assert time.monotonic() - started < 10
+        slow.sendall(body[5:])
+        assert b"200 OK" in slow.recv(4096)
+
+
+def test_fuzz_volume(http):
+    """Runs last in this module: the run above really sent its ~1,000 requests."""
+    assert SENT["requests"] >= 1000
+    assert http.get("/health").status_code == 200
