@@ -38,7 +38,8 @@ EXCLUDES = ["tkinter", "unittest", "pydoc", "doctest", "lib2to3", "idlelib", "en
             # dev tools installed beside us that optional imports would otherwise drag in
             "openai", "pygments", "requests", "urllib3", "httpx", "httpx2", "httpcore",
             "httpcore2", "yaml", "jiter", "mypy", "ast_serialize", "rich",
-            "charset_normalizer", "curses", "readline", "langchain", "langchain_core"]
+            "charset_normalizer", "curses", "readline", "langchain", "langchain_core",
+            "hypothesis", "_pytest", "trio", "websockets", "selenium", "aiohttp", "sqlalchemy"]
 # llama_cpp loads libllama.so from its own lib/ folder by name; the others are its DT_NEEDED
 # (by soname, found through RUNPATH $ORIGIN). libmtmd (images) is not used by the runtime.
 LLAMA_LIBS = ["libllama.so", "libggml.so.0", "libggml-base.so.0", "libggml-cpu.so.0"]

@@ -181,7 +181,7 @@ def serve(artifact: str, manifest: Manifest, settings: Any) -> int:
     if not settings.nobrowser and _has_display():
         threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                            timeout_graceful_shutdown=2)
+                            ws="none", timeout_graceful_shutdown=2)
     asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
     # Skip interpreter teardown: freeing llama.cpp objects from finalizers at exit is where
     # crashes happen, and a generation still running on the worker thread must not hold us up.

@@ -144,3 +144,21 @@ def test_chat_template_option_wins_and_reads_files(runner, tiny_gguf, tmp_path):
     manifest = read_manifest_at(str(out))
     assert manifest.chat_template_source == "baked" and manifest.title == "Helper"
     assert manifest.chat_template == template.read_text()
+
+
+def test_frozen_runtime_carries_no_dev_tools():
+    import tempfile
+
+    from PyInstaller.archive.readers import CArchiveReader, ZlibArchiveReader
+
+    from bundler.freeze import ensure_runtime
+
+    archive = CArchiveReader(str(ensure_runtime().path))
+    with tempfile.NamedTemporaryFile() as pyz:
+        pyz.write(archive.extract("PYZ.pyz"))
+        pyz.flush()
+        packages = {name.split(".")[0] for name in ZlibArchiveReader(pyz.name).toc}
+    assert {"runtime", "llama_cpp", "fastapi", "uvicorn"} <= packages
+    dev = {"pytest", "_pytest", "hypothesis", "openai", "selenium", "langchain_core",
+           "matplotlib", "bundler", "PyInstaller", "gguf", "trio", "websockets"}
+    assert packages & dev == set()

@@ -8,10 +8,9 @@ import time
 
 import httpx
 import pytest
+from conftest import launch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from conftest import launch
 
 pytestmark = pytest.mark.usefixtures("built")
 
