@@ -24,6 +24,7 @@ from runtime import __version__, paths, tempdirs
 from runtime import settings as settings_mod
 from runtime.errors import ArtifactError, LlamabundleError, RequestError
 from runtime.manifest import Manifest, read_manifest_at
+from runtime.state import State
 from runtime.worker import Worker
 
 log = logging.getLogger("llamabundle")
@@ -156,17 +157,11 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(artifact: str, manifest: Manifest, settings: Any) -> int:
-    import uvicorn
-
-    from runtime.server import State, create_app
-
     sock = bind(settings.host, settings.port)
     port = sock.getsockname()[1]
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     url = f"http://{'localhost' if host == '127.0.0.1' else host}:{port}/"
-    worker = Worker()
-    state = State(manifest, worker)
-    app = create_app(dataclasses.replace(settings, port=port), state)
+    state = State(manifest, Worker())
     print(f"{manifest.title} is starting on {url}  (Ctrl-C to stop)", flush=True)
 
     def load() -> None:
@@ -177,7 +172,14 @@ def serve(artifact: str, manifest: Manifest, settings: Any) -> int:
             state.load_error = str(e)
             log.error("%s", e)
 
-    worker.submit(load)  # first in line: requests wait behind the load
+    # First in line, so requests wait behind it; and started before the web stack is
+    # imported, so llama.cpp reads the model while Python imports FastAPI.
+    state.worker.submit(load)
+    import uvicorn
+
+    from runtime.server import create_app
+
+    app = create_app(dataclasses.replace(settings, port=port), state)
     if not settings.nobrowser and _has_display():
         threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",

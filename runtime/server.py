@@ -16,9 +16,8 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from starlette.exceptions import HTTPException
 
 from runtime import __version__
-from runtime.errors import LlamabundleError, NotReadyError, RequestError
+from runtime.errors import LlamabundleError, RequestError
 from runtime.guard import Guard, error_body
-from runtime.manifest import Manifest
 from runtime.paths import templates_dir
 from runtime.responses import (
     chat_chunks,
@@ -38,7 +37,7 @@ from runtime.schemas import (
     NativeEmbeddingRequest,
     TokenizeRequest,
 )
-from runtime.worker import Worker
+from runtime.state import State
 
 log = logging.getLogger(__name__)
 
@@ -49,22 +48,6 @@ PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 's
             "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 PAGE_HEADERS = {"Content-Security-Policy": PAGE_CSP, "X-Content-Type-Options": "nosniff",
                 "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
-
-
-class State:
-    """What the app serves: the bundle's manifest and, once loaded, its engine."""
-
-    def __init__(self, manifest: Manifest, worker: Worker):
-        self.manifest = manifest
-        self.worker = worker
-        self.engine: Any = None
-        self.load_error: str | None = None
-
-    def ready_engine(self) -> Any:
-        if self.engine is None:
-            raise NotReadyError(self.load_error or "the model is still loading; try again "
-                                "in a moment (GET /health says when it is ready)")
-        return self.engine
 
 
 def create_app(settings: Any, state: State) -> Any:

@@ -13,8 +13,9 @@ import uvicorn
 
 from runtime.decode import Finish
 from runtime.manifest import Manifest
-from runtime.server import State, create_app
+from runtime.server import create_app
 from runtime.settings import resolve
+from runtime.state import State
 from runtime.worker import Worker
 
 
