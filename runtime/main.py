@@ -34,6 +34,9 @@ PORT_TRIES = 100
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="llamabundle: %(message)s", stream=sys.stderr)
+    # asyncio warns "socket.send() raised exception." for every client that hangs up while its
+    # answer streams: normal for a chat server, and thousands of lines under load.
+    logging.getLogger("asyncio").setLevel(logging.ERROR)
     argv = list(sys.argv[1:] if argv is None else argv)
     if paths.frozen():
         _prepare_frozen_process()

@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,29 +85,35 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, proc: subprocess.Popen[str], port: int):
+    def __init__(self, proc: subprocess.Popen[str], port: int, log: Path):
         self.proc = proc
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+        self.log = log
 
     def stop(self) -> str:
+        """Stops the artifact; returns everything it printed."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        return self.proc.stdout.read() if self.proc.stdout else ""
+        text = self.log.read_text() if self.log.exists() else ""
+        self.log.unlink(missing_ok=True)
+        return text
 
 
 def launch(artifact: Path, *args: str, port: int | None = None, env: dict | None = None,
            timeout: float = 120) -> Server:
     """Starts an artifact and waits until /health says ok."""
     port = port or free_port()
-    proc = subprocess.Popen([str(artifact), "--nobrowser", "--port", str(port), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env)
-    server = Server(proc, port)
+    # A file, not a pipe: a pipe nobody reads fills up and blocks the server's logging.
+    log = Path(tempfile.mkstemp(prefix=f"artifact-{port}-", suffix=".log")[1])
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(artifact), "--nobrowser", "--port", str(port), *args],
+                                stdout=out, stderr=subprocess.STDOUT, text=True, env=env)
+    server = Server(proc, port, log)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
