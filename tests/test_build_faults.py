@@ -71,10 +71,31 @@ def test_output_that_is_a_directory_is_refused(runner, tiny_gguf, tmp_path):
     assert result.exit_code == 1 and "is a directory" in result.output
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_unreadable_model_is_refused(runner, tiny_gguf, tmp_path):
+def test_unreadable_model_is_refused(tiny_gguf, tmp_path):
+    """As a user who may not read the file (root drops to `nobody` in a forked child)."""
+    from bundler.gguf_info import read_model
+    from runtime.errors import InvalidModelError
+
     model = tmp_path / "locked.gguf"
     model.write_bytes(tiny_gguf.read_bytes())
     model.chmod(0)
-    result = runner.invoke(main, ["build", str(model), "-o", str(tmp_path / "o")])
-    assert result.exit_code == 1 and "Permission denied" in result.output
+    tmp_path.chmod(0o755)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: become another user, try, report, exit without cleanup
+        try:
+            if os.geteuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            read_model(model)
+            message = "no error"
+        except InvalidModelError as e:
+            message = str(e)
+        except BaseException as e:  # anything else is the failure to report
+            message = f"unexpected {e!r}"
+        os.write(write_end, message.encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    message = os.read(read_end, 4096).decode()
+    assert message == f"{model}: cannot read (Permission denied)"
