@@ -76,6 +76,20 @@ def test_verify_catches_a_flipped_bit_in_the_weights(tiny_artifact, tmp_path):
     assert proc.stderr.strip().endswith("weights are corrupted (sha256 mismatch); get a fresh copy")
 
 
+def test_a_flipped_bit_in_the_manifest_is_caught_at_launch(tiny_artifact, tmp_path):
+    broken = tmp_path / "broken.llamabundle"
+    data = bytearray(tiny_artifact.read_bytes())
+    offset = int.from_bytes(data[-16:-8], "little")  # the footer's manifest offset
+    data[offset + 10] ^= 0x01
+    broken.write_bytes(data)
+    broken.chmod(0o755)
+    proc = subprocess.run([str(broken), "--nobrowser"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().endswith("corrupted artifact (manifest checksum mismatch)")
+    assert "Traceback" not in proc.stderr
+
+
 def test_a_truncated_artifact_says_so_in_one_line(tiny_artifact, tmp_path):
     cut = tmp_path / "cut.llamabundle"
     cut.write_bytes(tiny_artifact.read_bytes()[:-5000])

@@ -60,6 +60,15 @@ def test_build_refuses_to_overwrite_without_force(runner, tiny_gguf, tmp_path):
     assert out.read_bytes()[:4] == b"\x7fELF"
 
 
+def _tensor_infos_middle(gguf_path: Path) -> int:
+    """A byte offset inside the tensor-info table (after the metadata, before the data)."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(gguf_path)
+    first_info = reader.tensors[0].field.offset
+    return (first_info + reader.data_offset) // 2
+
+
 def _cut(source: Path, dest: Path, size: int) -> Path:
     dest.write_bytes(source.read_bytes()[:size])
     return dest
@@ -68,6 +77,8 @@ def _cut(source: Path, dest: Path, size: int) -> Path:
 @pytest.mark.parametrize("make, message", [
     (lambda p, g: p.write_bytes(b"PK\x03\x04 not a model") and p, "not a GGUF file (magic b'PK"),
     (lambda p, g: p.write_bytes(b"") or p, "empty file"),
+    (lambda p, g: p.write_bytes(os.urandom(1 << 16)) and p, "not a GGUF file (magic"),
+    (lambda p, g: _cut(g, p, _tensor_infos_middle(g)), "damaged or truncated GGUF"),
     (lambda p, g: _cut(g, p, 40), "damaged or truncated GGUF"),
     (lambda p, g: _cut(g, p, 2000), "damaged or truncated GGUF"),
     (lambda p, g: _cut(g, p, g.stat().st_size - 1000), "truncated GGUF"),

@@ -16,15 +16,31 @@ from bundler.cli import main
 pytestmark = pytest.mark.usefixtures("built")
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    mount = tmp_path / "disk"
+def _mount_tmpfs(mount: Path, options: str):
     mount.mkdir()
     if os.geteuid() != 0 or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=10m", "tmpfs", str(mount)]).returncode != 0:
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)]).returncode != 0:
         pytest.skip("needs root to mount a small tmpfs")
     yield mount
     subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    yield from _mount_tmpfs(tmp_path / "disk", "size=10m")
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    yield from _mount_tmpfs(tmp_path / "ro", "ro,size=1m")
+
+
+def test_read_only_output_folder_fails_cleanly(runner, tiny_gguf, read_only_folder):
+    result = runner.invoke(main, ["build", str(tiny_gguf), "-o",
+                                  str(read_only_folder / "x.llamabundle")])
+    assert result.exit_code == 1
+    assert "not writable" in result.output or "Read-only file system" in result.output
+    assert list(read_only_folder.iterdir()) == []
 
 
 def test_full_disk_fails_cleanly_and_leaves_nothing(runner, tiny_gguf, small_disk):
