@@ -49,6 +49,7 @@ HIDDEN = ["uvicorn.loops.asyncio", "uvicorn.protocols.http.h11_impl",
 
 COOKIE_MAGIC = b"MEI\014\013\012\013\016"
 COOKIE_LENGTH = 88  # PyInstaller's '!8sIIII64s'
+COOKIE_SEARCH = 64 * 1024  # only the ELF section table (objcopy's) follows the cookie
 
 
 @dataclass
@@ -139,10 +140,14 @@ exe = EXE(pyz, a.scripts, a.binaries, a.datas, [], name="runtime", debug=False,
 
 
 def archive_offset(path: Path) -> int:
-    """Where PyInstaller's archive starts: its cookie holds the archive's length."""
-    data = path.read_bytes()
-    pos = data.rfind(COOKIE_MAGIC)
+    """Where PyInstaller's archive starts: its cookie, near the end, holds its length."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        tail_start = max(0, size - COOKIE_SEARCH)
+        f.seek(tail_start)
+        tail = f.read()
+    pos = tail.rfind(COOKIE_MAGIC)
     if pos < 0:
         raise BuildError(f"{path}: no PyInstaller archive found; delete {cache_dir()}")
-    length = int.from_bytes(data[pos + 8:pos + 12], "big")
-    return pos + COOKIE_LENGTH - length
+    length = int.from_bytes(tail[pos + 8:pos + 12], "big")
+    return tail_start + pos + COOKIE_LENGTH - length

@@ -88,6 +88,7 @@ class Decoder:
         self.memory = llama_cpp.llama_get_memory(ctx)
         self.cached: list[int] = []
         self._piece_buf = ctypes.create_string_buffer(256)
+        self._tokens = (llama_cpp.llama_token * n_batch)()  # reused: decode runs per token
 
     def generate(self, prompt: list[int], sampling: Sampling, max_tokens: int,
                  stops: list[str]) -> Iterator[str | Finish]:
@@ -151,8 +152,9 @@ class Decoder:
         return keep
 
     def _decode(self, tokens: list[int]) -> None:
-        array = (llama_cpp.llama_token * len(tokens))(*tokens)
-        code = llama_cpp.llama_decode(self.ctx, llama_cpp.llama_batch_get_one(array, len(tokens)))
+        self._tokens[:len(tokens)] = tokens  # type: ignore[assignment]
+        code = llama_cpp.llama_decode(self.ctx,
+                                      llama_cpp.llama_batch_get_one(self._tokens, len(tokens)))
         if code != 0:
             # The KV cache may hold part of the batch: forget it all rather than trust it.
             llama_cpp.llama_memory_clear(self.memory, True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,9 +19,14 @@ PUBLIC_PREFIXES = ("/assets/",)
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "[::1]"}
 
 
-def error_body(status: int, message: str, type_: str, code: str | None = None) -> bytes:
-    return json.dumps({"error": {"message": message, "type": type_, "param": None,
-                                 "code": code}}).encode()
+def error_payload(message: str, type_: str, code: str | None = None,
+                  param: str | None = None) -> dict[str, Any]:
+    """OpenAI's error shape."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def error_body(message: str, type_: str, code: str | None = None) -> bytes:
+    return json.dumps(error_payload(message, type_, code)).encode()
 
 
 async def _reply(send: Send, status: int, body: bytes, headers: list | None = None) -> None:
@@ -52,20 +58,20 @@ class Guard:
         # DNS rebinding: a hostile page's fetch to evil.example resolving to 127.0.0.1 still
         # says "Host: evil.example"; only requests naming this server get through.
         if host_name(headers.get(b"host", b"").decode("latin-1").lower()) not in self.allowed_hosts:
-            await _reply(send, 421, error_body(421, "unknown Host header; use "
+            await _reply(send, 421, error_body("unknown Host header; use "
                          "http://localhost:<port>/", "invalid_request_error", "bad_host"))
             return
         path = scope["path"]
         if self.api_key and path not in PUBLIC_PATHS and not path.startswith(PUBLIC_PREFIXES):
             given = headers.get(b"authorization", b"")
             if not hmac.compare_digest(given, b"Bearer " + self.api_key):
-                await _reply(send, 401, error_body(401, "missing or wrong API key: send "
+                await _reply(send, 401, error_body("missing or wrong API key: send "
                              "'Authorization: Bearer KEY'", "authentication_error",
                              "invalid_api_key"), [(b"www-authenticate", b"Bearer")])
                 return
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            await _reply(send, 413, error_body(413, f"request body larger than {self.max_body} "
+            await _reply(send, 413, error_body(f"request body larger than {self.max_body} "
                          "bytes", "invalid_request_error", "body_too_large"))
             return
         await self.app(scope, self._limited(receive), send)

@@ -22,7 +22,7 @@ from typing import Any
 
 from runtime import __version__, paths, tempdirs
 from runtime import settings as settings_mod
-from runtime.errors import ArtifactError, LlamabundleError, RequestError
+from runtime.errors import LlamabundleError, RequestError
 from runtime.manifest import Manifest, read_manifest_at
 from runtime.state import State
 from runtime.worker import Worker
@@ -81,7 +81,6 @@ def _run(artifact: str, manifest: Manifest, args: argparse.Namespace) -> int:
         return verify(artifact, manifest)
     given = {o.name: getattr(args, o.name) for o in settings_mod.OPTIONS}
     settings = settings_mod.resolve(manifest.defaults, given)
-    check_weights_header(artifact, manifest)
     if args.prompt is not None:
         return one_shot(artifact, manifest, settings, args.prompt)
     return serve(artifact, manifest, settings)
@@ -104,15 +103,6 @@ def verify(artifact: str, manifest: Manifest) -> int:
         return 1
     print(f"OK: weights match sha256 {weights.sha256}")
     return 0
-
-
-def check_weights_header(artifact: str, manifest: Manifest) -> None:
-    """A cheap launch-time check, so llama.cpp is never handed something that is not a GGUF."""
-    weights = manifest.section("weights")
-    with open(artifact, "rb") as f:
-        f.seek(weights.offset)
-        if f.read(4) != b"GGUF":
-            raise ArtifactError(f"{artifact}: corrupted artifact (no GGUF at the weights offset)")
 
 
 def _load_engine(artifact: str, manifest: Manifest, settings: Any) -> Any:

@@ -116,6 +116,10 @@ def read_manifest(f: BinaryIO, where: str) -> Manifest:
         if section.offset + section.length > offset:
             raise ArtifactError(f"{where}: corrupted artifact "
                                 f"(section {section.name!r} out of bounds)")
+    # Cheap, and it means llama.cpp is never handed something that is not a GGUF.
+    f.seek(manifest.section("weights").offset)
+    if f.read(4) != b"GGUF":
+        raise ArtifactError(f"{where}: corrupted artifact (no GGUF at the weights offset)")
     return manifest
 
 

@@ -25,18 +25,22 @@ def collect(events: Iterable[str | Finish]) -> tuple[str, Finish]:
     raise RuntimeError("generation ended without a Finish")
 
 
-def chat_completion(results: list[tuple[str, Finish]], model: str) -> dict[str, Any]:
-    """One choice per (text, finish); usage counts the prompt once, as OpenAI does."""
+def total_usage(results: list[tuple[str, Finish]]) -> dict[str, Any]:
+    """Usage of n choices: the prompt counted once, as OpenAI does."""
     first = results[0][1]
-    total = Finish(first.reason, first.prompt_tokens,
-                   sum(f.completion_tokens for _, f in results), first.cached_tokens)
+    return usage(Finish(first.reason, first.prompt_tokens,
+                        sum(f.completion_tokens for _, f in results), first.cached_tokens))
+
+
+def chat_completion(results: list[tuple[str, Finish]], model: str) -> dict[str, Any]:
+    """One choice per (text, finish)."""
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
         "created": int(time.time()), "model": model,
         "choices": [{"index": i, "message": {"role": "assistant", "content": text},
                      "logprobs": None, "finish_reason": f.reason}
                     for i, (text, f) in enumerate(results)],
-        "usage": usage(total),
+        "usage": total_usage(results),
     }
 
 
@@ -60,15 +64,12 @@ def chat_chunks(events: Iterable[str | Finish], model: str,
 
 
 def text_completion(results: list[tuple[str, Finish]], model: str) -> dict[str, Any]:
-    prompt = results[0][1].prompt_tokens
-    completion = sum(f.completion_tokens for _, f in results)
     return {
         "id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
         "created": int(time.time()), "model": model,
         "choices": [{"index": i, "text": text, "logprobs": None, "finish_reason": f.reason}
                     for i, (text, f) in enumerate(results)],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                  "total_tokens": prompt + completion},
+        "usage": total_usage(results),
     }
 
 

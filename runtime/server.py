@@ -7,7 +7,7 @@ import json
 import logging
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 
 from runtime import __version__
 from runtime.errors import LlamabundleError, RequestError
-from runtime.guard import Guard, error_body
+from runtime.guard import Guard, error_body, error_payload
 from runtime.paths import templates_dir
 from runtime.responses import (
     chat_chunks,
@@ -33,6 +33,7 @@ from runtime.schemas import (
     CompletionRequest,
     DetokenizeRequest,
     EmbeddingRequest,
+    Generation,
     NativeCompletionRequest,
     NativeEmbeddingRequest,
     TokenizeRequest,
@@ -60,9 +61,7 @@ def create_app(settings: Any, state: State) -> Any:
 
 def _error(status: int, message: str, type_: str, code: str | None = None,
            param: str | None = None) -> JSONResponse:
-    body = json.loads(error_body(status, message, type_, code))
-    body["error"]["param"] = param
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(error_payload(message, type_, code, param), status_code=status)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -135,29 +134,27 @@ def _add_api_routes(app: FastAPI, settings: Any, state: State) -> None:
             "id": state.manifest.model_id, "object": "model", "created": created,
             "owned_by": "llamabundle"}]}
 
-    @app.post("/v1/chat/completions")
-    async def chat(body: ChatRequest) -> Response:
-        engine = state.ready_engine()
+    async def openai_generation(body: Generation, run: Callable[[dict[str, Any]], Any],
+                                whole: Callable[..., dict[str, Any]],
+                                chunks: Callable[..., Iterator[dict[str, Any]]]) -> Response:
+        """One answer object (n choices), or its SSE chunks: shared by chat and completions."""
         request = body.engine_request()
         model = state.manifest.model_id
         if not body.stream:
-            return JSONResponse(await state.worker.call(lambda: chat_completion(
-                [collect(engine.chat(r)) for r in _choices(request, body.n)], model)))
+            return JSONResponse(await state.worker.call(lambda: whole(
+                [collect(run(r)) for r in _choices(request, body.n)], model)))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return await sse(state.worker.stream(
-            lambda: chat_chunks(engine.chat(request), model, include_usage)))
+        return await sse(state.worker.stream(lambda: chunks(run(request), model, include_usage)))
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: ChatRequest) -> Response:
+        engine = state.ready_engine()
+        return await openai_generation(body, engine.chat, chat_completion, chat_chunks)
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest) -> Response:
         engine = state.ready_engine()
-        request = body.engine_request()
-        model = state.manifest.model_id
-        if not body.stream:
-            return JSONResponse(await state.worker.call(lambda: text_completion(
-                [collect(engine.complete(r)) for r in _choices(request, body.n)], model)))
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return await sse(state.worker.stream(
-            lambda: text_chunks(engine.complete(request), model, include_usage)))
+        return await openai_generation(body, engine.complete, text_completion, text_chunks)
 
     @app.post("/completion")
     async def native_completion(body: NativeCompletionRequest) -> Response:
@@ -194,11 +191,13 @@ def _add_api_routes(app: FastAPI, settings: Any, state: State) -> None:
     @app.post("/tokenize")
     async def tokenize(body: TokenizeRequest) -> dict[str, Any]:
         engine = state.ready_engine()
-        tokens = await state.worker.call(engine.tokenize, body.content, body.add_special)
-        if not body.with_pieces:
-            return {"tokens": tokens}
-        pieces = await state.worker.call(lambda: [engine.piece(t) for t in tokens])
-        return {"tokens": [{"id": t, "piece": p} for t, p in zip(tokens, pieces, strict=True)]}
+        def run() -> list[Any]:
+            tokens = engine.tokenize(body.content, body.add_special)
+            if not body.with_pieces:
+                return tokens
+            return [{"id": t, "piece": engine.piece(t)} for t in tokens]
+
+        return {"tokens": await state.worker.call(run)}
 
     @app.post("/detokenize")
     async def detokenize(body: DetokenizeRequest) -> dict[str, Any]:
@@ -232,7 +231,7 @@ async def sse(chunks: AsyncIterator[Any], done: bool = True) -> Response:
                 yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
         except LlamabundleError as e:
             log.error("generation failed: %s", e)
-            yield b"data: " + error_body(500, str(e), "server_error") + b"\n\n"
+            yield b"data: " + error_body(str(e), "server_error") + b"\n\n"
             return
         if done:
             yield b"data: [DONE]\n\n"

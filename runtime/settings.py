@@ -63,8 +63,6 @@ OPTIONS: tuple[Option, ...] = (
            "Require 'Authorization: Bearer KEY' on every API route.", "KEY"),
 )
 
-OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
-
 
 # The settings type is made from OPTIONS, so a new option needs one line, above, and nothing else.
 Settings = make_dataclass(
