@@ -2,12 +2,15 @@
 PYTHON ?= python3
 LLAMA_CPP_VERSION := 0.3.36
 # How llama.cpp is compiled is part of the product: it decides which CPUs the artifact runs on.
-# Not -march=native: an artifact must run on other machines than the builder's, and a native
-# build on a CPU with AMX crashes in ggml's AMX kernels under virtualisation (seen here with
-# Q4_K weights). AVX2/FMA/F16C/BMI2 (Haswell, 2013+) is the baseline until runtime CPU
-# dispatch lands.
-CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
-export LLAMA_CPP_VERSION CMAKE_ARGS PYTHON
+# Never -march=native: the artifact must run on other machines than the builder's. Instead
+# llama.cpp's CPU backend is compiled once per CPU_VARIANTS entry, each a shared library, and
+# the artifact loads the best one for the CPU it starts on (GGML_BACKEND_DL). The subset, and
+# why sapphirerapids (AMX) is left out, is explained in the README's "Which CPUs" section.
+# LLAVA_BUILD=OFF: the runtime does not use images, and libmtmd is minutes of compiling.
+CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON \
+	-DGGML_BACKEND_DIR:STRING=llama_cpp/lib -DLLAVA_BUILD=OFF
+CPU_VARIANTS ?= x64 sse42 sandybridge haswell alderlake skylakex icelake
+export LLAMA_CPP_VERSION CMAKE_ARGS CPU_VARIANTS PYTHON
 
 VENV := .venv
 PY := $(VENV)/bin/python

@@ -84,12 +84,12 @@ def llama_server(binary: Path, model: Path, threads: int, ctx: int, chat: ChatFo
 
 def llama_cpp_python(model: Path, threads: int, ctx: int, chat: ChatFormat,
                      no_repack: bool = False) -> ServerSpec:
-    module = "bench.lcp_no_repack" if no_repack else "llama_cpp.server"
     format_args = ["--chat_format", chat.name] if chat.name else []
+    format_args += ["--no-repack"] * no_repack
 
     # This server has no /health; it binds its port only after loading, so /v1/models will do.
     def argv(port: int) -> list[str]:
-        return [sys.executable, "-m", module, "--model", str(model),
+        return [sys.executable, "-m", "bench.lcp_server", "--model", str(model),
                 "--host", "127.0.0.1", "--port", str(port), "--n_threads", str(threads),
                 "--n_threads_batch", str(threads), "--n_ctx", str(ctx), *format_args]
     return ServerSpec(LLAMA_CPP_PYTHON, argv, "/v1/models")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import threading
@@ -18,7 +17,7 @@ from bundler.gguf_info import ModelInfo, read_model
 from runtime import __version__
 from runtime.chat_templates import FALLBACKS, fallback_for
 from runtime.errors import BuildError
-from runtime.manifest import Manifest, Section, align, footer
+from runtime.manifest import Manifest, Section, align, checksum_text, footer, new_checksum
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +94,13 @@ def _manifest(info: ModelInfo, options: BuildOptions) -> Manifest:
 
 
 def _write_atomically(output: Path, write: Callable[[BinaryIO], None]) -> None:
+    # Written beside the output and renamed over it: a failed or interrupted build leaves no
+    # partial file. No fsync, as `cp` does none: it cost more than the copy itself (0.14 s for
+    # 250 MB), and what a power cut can leave, a truncated file, the artifact reports as such.
     tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
         os.chmod(tmp, 0o755)
         os.replace(tmp, output)
     except OSError as e:
@@ -134,7 +134,7 @@ def _copy_hashing(source: Path, out: BinaryIO, advance: Progress) -> str:
     """Copies source into out in the kernel (copy_file_range: no trip through Python, and a
     reflink where the filesystem has them) while a second thread hashes the source: the goal
     is a build about as fast as `cp`."""
-    digest = hashlib.sha256()
+    digest = new_checksum()
     hasher = threading.Thread(target=_hash_file, args=(source, digest), daemon=True)
     hasher.start()
     out.flush()
@@ -151,7 +151,7 @@ def _copy_hashing(source: Path, out: BinaryIO, advance: Progress) -> str:
     finally:
         hasher.join()
     out.seek(0, os.SEEK_END)
-    return digest.hexdigest()
+    return checksum_text(digest)
 
 
 def _copy_chunk(src: BinaryIO, out: BinaryIO, length: int) -> int:
@@ -172,4 +172,4 @@ def _hash_file(path: Path, digest: Any) -> None:
     buffer = memoryview(bytearray(CHUNK))
     with open(path, "rb", buffering=0) as f:
         while n := f.readinto(buffer):
-            digest.update(buffer[:n])  # hashlib releases the GIL on large buffers
+            digest.update(buffer[:n])

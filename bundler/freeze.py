@@ -35,14 +35,19 @@ EXCLUDES = ["tkinter", "unittest", "pydoc", "doctest", "lib2to3", "idlelib", "en
             "pip", "setuptools", "distutils", "test", "IPython", "matplotlib", "PIL",
             "pytest", "bundler", "gguf", "zstandard", "PyInstaller",
             "llama_cpp.mtmd_cpp", "llama_cpp.llava_cpp", "llama_cpp.server",
+            # llama-cpp-python's high-level layer and numpy: runtime/bindings.py imports only
+            # the ctypes bindings (numpy and OpenBLAS are 40 MB to unpack at every launch)
+            "llama_cpp.llama", "llama_cpp._internals", "llama_cpp.llama_chat_format",
+            "llama_cpp.llama_speculative", "llama_cpp.llama_cache", "llama_cpp.llama_tokenizer",
+            "numpy",
             # dev tools installed beside us that optional imports would otherwise drag in
             "openai", "pygments", "requests", "urllib3", "httpx", "httpx2", "httpcore",
             "httpcore2", "yaml", "jiter", "mypy", "ast_serialize", "rich",
             "charset_normalizer", "curses", "readline", "langchain", "langchain_core",
             "hypothesis", "_pytest", "trio", "websockets", "selenium", "aiohttp", "sqlalchemy"]
-# llama_cpp loads libllama.so from its own lib/ folder by name; the others are its DT_NEEDED
-# (by soname, found through RUNPATH $ORIGIN). libmtmd (images) is not used by the runtime.
-LLAMA_LIBS = ["libllama.so", "libggml.so.0", "libggml-base.so.0", "libggml-cpu.so.0"]
+# llama_cpp loads libllama.so from its own lib/ folder by name; the ggml ones are its DT_NEEDED
+# (by soname, found through RUNPATH $ORIGIN).
+LLAMA_LIBS = ["libllama.so", "libggml.so.0", "libggml-base.so.0"]
 # uvicorn picks its protocol and loop modules by name at run time; PyInstaller cannot see that.
 HIDDEN = ["uvicorn.loops.asyncio", "uvicorn.protocols.http.h11_impl",
           "uvicorn.lifespan.off", "runtime.engine", "runtime.server"]
@@ -59,6 +64,13 @@ class Runtime:
     archive_offset: int  # where the PyInstaller archive starts; everything before is the ELF
 
 
+def llama_libs() -> list[Path]:
+    """llama.cpp's libraries, with its CPU backend: one library per CPU variant, which nothing
+    links (runtime/cpu.py loads the best at start), or the one built-in library."""
+    cpu = sorted(LIB_DIR.glob("libggml-cpu-*.so")) or [LIB_DIR / "libggml-cpu.so.0"]
+    return [*(LIB_DIR / name for name in LLAMA_LIBS), *cpu]
+
+
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "llamabundle" / "runtime"
@@ -68,9 +80,12 @@ def runtime_key() -> str:
     digest = hashlib.sha256()
     sources = sorted([*(ROOT / "runtime").glob("*.py"), *(ROOT / "templates").glob("*"),
                       Path(__file__)])
-    for path in [*sources, *sorted(LIB_DIR.glob("*"))]:
-        if path.is_file():
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in filter(Path.is_file, sources):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    # llama.cpp's libraries (tens of MB) by size and time: they change only when reinstalled.
+    for path in sorted(LIB_DIR.glob("*")):
+        st = path.stat()
+        digest.update(f"{path.name} {st.st_size} {st.st_mtime_ns}\n".encode())
     # Installed packages by their dist-info folder names ("name-version.dist-info"): reading
     # every METADATA file instead costs a third of a second per build.
     for dist in sorted(p.name for p in _LLAMA_CPP.parent.glob("*.dist-info")):
@@ -101,7 +116,7 @@ def _freeze(folder: Path, key: str) -> None:
         spec.write_text(SPEC.format(
             entry=str(ENTRY), root=str(ROOT), excludes=EXCLUDES, hidden=HIDDEN,
             datas=[(str(ROOT / "templates"), "templates")],
-            binaries=[(str(LIB_DIR / name), "llama_cpp/lib") for name in LLAMA_LIBS],
+            binaries=[(str(path), "llama_cpp/lib") for path in llama_libs()],
             stripped=str(work / "stripped")))
         cmd = [sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
                "--distpath", str(work / "dist"), "--workpath", str(work / "build"), str(spec)]
@@ -115,16 +130,17 @@ def _freeze(folder: Path, key: str) -> None:
         os.replace(staged, folder / key)  # one step: a reader sees all of it or nothing
 
 
-# A PyInstaller spec rather than flags, for one thing flags cannot say: strip every library but
-# numpy's vendored OpenBLAS/gfortran, which stop loading when stripped ("ELF load command
-# address/offset not page-aligned"). Unstripped, pyenv's libpython alone adds ~7 MB compressed.
+# A PyInstaller spec rather than flags, for one thing flags cannot say: strip every library.
+# (Vendored libraries in a wheel's "*.libs/" folder, as numpy's OpenBLAS once was here, stop
+# loading when stripped: "ELF load command address/offset not page-aligned".) Unstripped,
+# pyenv's libpython alone adds ~7 MB compressed.
 SPEC = """
 import os, shutil, subprocess
 a = Analysis([{entry!r}], pathex=[{root!r}], binaries={binaries!r}, datas={datas!r},
              hiddenimports={hidden!r}, excludes={excludes!r}, noarchive=False)
 
 def stripped(dest, src):
-    if dest.startswith("numpy.libs/"):
+    if dest.split("/")[0].endswith(".libs"):
         return src
     out = os.path.join({stripped!r}, dest)
     os.makedirs(os.path.dirname(out), exist_ok=True)

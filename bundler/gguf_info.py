@@ -10,22 +10,40 @@ llama.cpp.
 
 from __future__ import annotations
 
+import importlib.util
 import mmap
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from gguf import (
-    GGML_QUANT_SIZES,
-    GGUF_DEFAULT_ALIGNMENT,
-    READER_SUPPORTED_VERSIONS,
-    GGMLQuantizationType,
-    GGUFValueType,
-    LlamaFileType,
-)
-
 from runtime.errors import InvalidModelError
+
+
+def _gguf_constants() -> ModuleType:
+    # gguf/constants.py alone (it imports only enum and typing): `import gguf` also loads its
+    # reader, writer and numpy, 0.3 s, longer than copying a small model takes.
+    package = importlib.util.find_spec("gguf")
+    assert package and package.origin
+    name = "_llamabundle_gguf_constants"
+    spec = importlib.util.spec_from_file_location(name, Path(package.origin).parent
+                                                  / "constants.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # enum needs its module registered while the class is made
+    spec.loader.exec_module(module)
+    return module
+
+
+_gguf = _gguf_constants()
+GGML_QUANT_SIZES = _gguf.GGML_QUANT_SIZES
+GGUF_DEFAULT_ALIGNMENT = _gguf.GGUF_DEFAULT_ALIGNMENT
+GGMLQuantizationType = _gguf.GGMLQuantizationType
+GGUFValueType = _gguf.GGUFValueType
+LlamaFileType = _gguf.LlamaFileType
+READER_SUPPORTED_VERSIONS = [2, _gguf.GGUF_VERSION]  # as gguf/gguf_reader.py has it
 
 SCALARS = {GGUFValueType.UINT8: "B", GGUFValueType.INT8: "b", GGUFValueType.UINT16: "H",
            GGUFValueType.INT16: "h", GGUFValueType.UINT32: "I", GGUFValueType.INT32: "i",

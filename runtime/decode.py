@@ -15,8 +15,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import llama_cpp
-
+from runtime.bindings import llama_cpp
 from runtime.errors import ContextOverflowError, LlamabundleError, RequestError
 
 log = logging.getLogger(__name__)

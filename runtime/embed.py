@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import math
 
-import llama_cpp
-
+from runtime.bindings import llama_cpp
 from runtime.decode import DecodeError
 from runtime.errors import RequestError
 

@@ -1,10 +1,9 @@
 """The model: loaded straight from the artifact, called only from the worker thread.
 
-llama-cpp-python's `Llama` loads the model, makes the context, tokenizes and renders chat
-templates; generation runs in runtime/decode.py. The one thing `Llama` cannot do is read a GGUF
-that sits at an offset inside another file. llama.cpp can (`llama_model_load_from_file_ptr`
-reads from a FILE*'s current position and mmaps in place), so `_ArtifactModel` below is the
-bridge: nothing of the weights is ever copied to disk.
+llama.cpp's C API through llama-cpp-python's ctypes bindings (runtime/bindings.py): loading,
+the context, tokenizing; generation runs in runtime/decode.py. The weights are read in place:
+`llama_model_load_from_file_ptr` reads a GGUF from a FILE*'s current position, which we put at
+the weights' offset inside the artifact, and mmaps it there; nothing is copied to disk.
 """
 
 from __future__ import annotations
@@ -13,18 +12,17 @@ import contextlib
 import ctypes
 import glob
 import json
-import logging
 import os
-import threading
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import jinja2
-import llama_cpp
-import llama_cpp._internals as internals
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+import jinja2.ext
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from runtime import cpu
+from runtime.bindings import JSON_GBNF, json_schema_to_gbnf, llama_cpp
 from runtime.chat_templates import stop_strings
 from runtime.decode import Decoder, Finish, Sampling
 from runtime.embed import Embedder
@@ -33,20 +31,6 @@ from runtime.manifest import Manifest
 
 N_BATCH = 512  # n_ubatch == n_batch: llama.cpp aborts on bigger non-causal batches otherwise
 
-_llama_log = logging.getLogger("llama.cpp")
-GGML_LOG_LEVEL_ERROR = 4  # ggml.h of the pinned llama.cpp (llama-cpp-python maps 3, WARN)
-
-
-@llama_cpp.llama_log_callback
-def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-    # llama.cpp's chatter (model facts, cache notes, "this is probably a bug in the model") is
-    # for developers; an end user sees only its errors. `-v` style debugging: LOGLEVEL=DEBUG.
-    _llama_log.log(logging.ERROR if level == GGML_LOG_LEVEL_ERROR else logging.DEBUG,
-                   "%s", text.decode("utf-8", errors="replace").rstrip())
-
-
-llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
-
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 _libc.fopen.restype = ctypes.c_void_p
 _libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
@@ -54,58 +38,38 @@ _libc.fseeko.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
 _libc.fclose.argtypes = [ctypes.c_void_p]
 
 
-class _ArtifactModel(internals.LlamaModel):
-    """A LlamaModel whose GGUF starts at `offset` inside `path_model` (the artifact).
-
-    Mirrors LlamaModel.__init__ of the pinned llama-cpp-python, swapping the path-based load
-    for the FILE*-based one. The FILE* is only needed while loading: the mmap outlives it.
-    """
-
-    offset = 0
-
-    def __init__(self, *, path_model: str, params: Any, verbose: bool = True):
-        self.path_model = path_model
-        self.params = params
-        self.verbose = verbose
-        self._exit_stack = contextlib.ExitStack()
-        self.sampler = None
-        self.custom_samplers = []
-        fp = _libc.fopen(path_model.encode(), b"rb")
-        if not fp:
-            raise ArtifactError(f"{path_model}: cannot open ({os.strerror(ctypes.get_errno())})")
-        try:
-            if _libc.fseeko(fp, self.offset, os.SEEK_SET) != 0:
-                raise ArtifactError(f"{path_model}: cannot seek to the weights")
-            model = llama_cpp.llama_model_load_from_file_ptr(fp, params)
-        finally:
-            _libc.fclose(fp)
-        if not model:
-            raise ArtifactError(f"{path_model}: llama.cpp could not load the weights; "
-                                "the artifact may be corrupted (try --verify)")
-        self.model = model
-        self.vocab = llama_cpp.llama_model_get_vocab(model)
-        self._exit_stack.callback(self._free)
-
-    def _free(self) -> None:
-        if self.model is not None:
-            llama_cpp.llama_model_free(self.model)
-            self.model = None
+def _load_model(path: str, offset: int) -> Any:
+    """The GGUF at `offset` inside `path`. The FILE* is needed only while loading."""
+    params = llama_cpp.llama_model_default_params()
+    params.n_gpu_layers = 0
+    fp = _libc.fopen(path.encode(), b"rb")
+    if not fp:
+        raise ArtifactError(f"{path}: cannot open ({os.strerror(ctypes.get_errno())})")
+    try:
+        if _libc.fseeko(fp, offset, os.SEEK_SET) != 0:
+            raise ArtifactError(f"{path}: cannot seek to the weights")
+        model = llama_cpp.llama_model_load_from_file_ptr(fp, params)
+    finally:
+        _libc.fclose(fp)
+    if not model:
+        raise ArtifactError(f"{path}: llama.cpp could not load the weights; "
+                            "the artifact may be corrupted (try --verify)")
+    return model
 
 
-_swap_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def _models_from_offset(offset: int) -> Iterator[None]:
-    # Llama.__init__ builds its model with `internals.LlamaModel(...)`; swapping that name while
-    # one Llama is made is the smallest bridge (the alternative is copying all of __init__).
-    with _swap_lock:
-        original = internals.LlamaModel
-        internals.LlamaModel = type("_At", (_ArtifactModel,), {"offset": offset})  # type: ignore
-        try:
-            yield
-        finally:
-            internals.LlamaModel = original  # type: ignore[misc]
+def _new_context(model: Any, n_ctx: int, threads: int) -> Any:
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = n_ctx
+    params.n_batch = params.n_ubatch = N_BATCH
+    params.n_threads = params.n_threads_batch = threads
+    params.swa_full = True  # a full sliding-window cache keeps chat prefixes reusable
+    params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED  # llama-server's "auto"
+    params.no_perf = True
+    ctx = llama_cpp.llama_init_from_model(model, params)
+    if not ctx:
+        raise ArtifactError(f"llama.cpp could not make a {n_ctx}-token context (out of memory? "
+                            "try a smaller --ctx-size)")
+    return ctx
 
 
 def physical_cores() -> int:
@@ -120,15 +84,19 @@ def physical_cores() -> int:
 class Engine:
     """One loaded model. Not thread-safe: the Worker calls it from a single thread."""
 
-    def __init__(self, llama: llama_cpp.Llama, manifest: Manifest, settings: Any):
-        self.llama = llama
+    def __init__(self, model: Any, ctx: Any, manifest: Manifest, settings: Any,
+                 threads: int, cpu_backend: cpu.CpuBackend):
+        self.model = model
+        self.vocab = llama_cpp.llama_model_get_vocab(model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.manifest = manifest
         self.settings = settings
-        self.n_ctx = llama.n_ctx()
+        self.threads = threads
+        self.cpu = cpu_backend
+        self.n_ctx = llama_cpp.llama_n_ctx(ctx)
         self.extra_stops = stop_strings(manifest.chat_template_source)
-        self.formatter = _formatter(llama, manifest.chat_template)
-        self.decoder = Decoder(llama._ctx.ctx, llama._model.vocab, self.n_ctx, N_BATCH)
-        self.threads = llama.n_threads
+        self.template = _chat_template(manifest.chat_template)
+        self.decoder = Decoder(ctx, self.vocab, self.n_ctx, N_BATCH)
         self.embedder: Embedder | None = None
 
     @classmethod
@@ -136,20 +104,11 @@ class Engine:
         weights = manifest.section("weights")
         trained = manifest.context_length or settings.ctx_size or 4096
         threads = settings.threads or physical_cores()
-        with _models_from_offset(weights.offset):
-            llama = llama_cpp.Llama(
-                model_path=artifact,
-                n_ctx=min(settings.ctx_size or trained, trained),
-                n_batch=N_BATCH,
-                n_ubatch=N_BATCH,
-                n_threads=threads,
-                n_threads_batch=threads,
-                swa_full=True,  # a full sliding-window cache keeps chat prefixes reusable
-                flash_attn=True,  # llama-server's default ("auto" enables it on CPU)
-                use_mmap=True,
-                verbose=False,
-            )
-        return cls(llama, manifest, settings)
+        cpu_backend = cpu.load()  # first: llama_backend_init would search on its own
+        llama_cpp.llama_backend_init()
+        model = _load_model(artifact, weights.offset)
+        ctx = _new_context(model, min(settings.ctx_size or trained, trained), threads)
+        return cls(model, ctx, manifest, settings, threads, cpu_backend)
 
     def sampling(self, request: dict[str, Any]) -> Sampling:
         """The request's sampling fields, with the bundle's defaults where it left them out."""
@@ -176,28 +135,52 @@ class Engine:
         if self.settings.system_prompt and not any(m["role"] == "system" for m in messages):
             messages = [{"role": "system", "content": self.settings.system_prompt}, *messages]
         try:
-            rendered = self.formatter(messages=messages)  # type: ignore[arg-type]
+            rendered = self.template.render(
+                messages=messages, add_generation_prompt=True,
+                bos_token=self._token_text(llama_cpp.llama_vocab_bos(self.vocab)),
+                eos_token=self._token_text(llama_cpp.llama_vocab_eos(self.vocab)))
         except jinja2.TemplateError as e:  # e.g. a template's "roles must alternate"
             raise RequestError(f"the chat template rejected these messages: {e}",
                                param="messages") from None
-        return self.tokenize(rendered.prompt, add_bos=not rendered.added_special, special=True)
+        # The template writes the BOS itself (as text, parsed back as the special token).
+        return self.tokenize(rendered, add_bos=False, special=True)
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return llama_cpp.llama_vocab_get_text(self.vocab, token).decode(errors="replace")
 
     def tokenize(self, text: str, add_bos: bool = True, special: bool = True) -> list[int]:
-        return self.llama.tokenize(text.encode(), add_bos=add_bos, special=special)
+        data = text.encode()
+        room = len(data) + 2  # about one token per byte at most, and BOS/EOS
+        while True:
+            tokens = (llama_cpp.llama_token * room)()
+            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), tokens, room, add_bos,
+                                         special)
+            if n >= 0:
+                return tokens[:n]
+            room = -n  # llama.cpp says how many it needs
 
     def detokenize(self, tokens: list[int]) -> str:
-        return self.llama.detokenize(self.checked(tokens)).decode("utf-8", errors="replace")
+        tokens = self.checked(tokens)
+        ids = (llama_cpp.llama_token * len(tokens))(*tokens)
+        room = 16 * len(tokens) + 16
+        while True:
+            text = ctypes.create_string_buffer(room)
+            n = llama_cpp.llama_detokenize(self.vocab, ids, len(tokens), text, room, False, False)
+            if n >= 0:
+                return text.raw[:n].decode("utf-8", errors="replace")
+            room = -n
 
     def piece(self, token: int) -> str:
         return self.detokenize([token])
 
     def checked(self, tokens: list[int], param: str = "tokens") -> list[int]:
         """Token ids from a caller, range-checked: llama.cpp aborts on an unknown id."""
-        n_vocab = self.llama.n_vocab()
-        bad = next((t for t in tokens if not 0 <= t < n_vocab), None)
+        bad = next((t for t in tokens if not 0 <= t < self.n_vocab), None)
         if bad is not None:
-            raise RequestError(f"token id {bad} is not in the vocabulary (0..{n_vocab - 1})",
-                               param=param)
+            raise RequestError(f"token id {bad} is not in the vocabulary "
+                               f"(0..{self.n_vocab - 1})", param=param)
         return tokens
 
     def prompt_tokens(self, prompt: str | list[int]) -> list[int]:
@@ -218,19 +201,30 @@ class Engine:
     def embed(self, item: str | list[int]) -> tuple[list[float], int]:
         """A pooled, normalised vector and the number of tokens it took."""
         if self.embedder is None:
-            self.embedder = Embedder(self.llama._model.model, self.threads)
+            self.embedder = Embedder(self.model, self.threads)
         tokens = self.prompt_tokens(item) if item != "" else []
         return self.embedder.embed(tokens), len(tokens)
 
 
-def _formatter(llama: llama_cpp.Llama, template: str) -> Jinja2ChatFormatter:
-    model = llama._model
-    eos, bos = model.token_eos(), model.token_bos()
-    return Jinja2ChatFormatter(
-        template=template,
-        eos_token=model.token_get_text(eos) if eos != -1 else "",
-        bos_token=model.token_get_text(bos) if bos != -1 else "",
-    )
+def _chat_template(source: str) -> jinja2.Template:
+    """A chat template as Hugging Face's transformers renders them: sandboxed, trimmed blocks,
+    loop controls, `raise_exception` and `strftime_now`, non-ASCII-preserving `tojson`."""
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[jinja2.ext.loopcontrols])
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_template_error
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    return env.from_string(source)
+
+
+def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None,
+            separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                      sort_keys=sort_keys)
+
+
+def _raise_template_error(message: str) -> None:
+    raise jinja2.TemplateError(message)
 
 
 def _grammar(schema: dict[str, Any]) -> str:

@@ -7,7 +7,6 @@ import asyncio
 import ctypes
 import dataclasses
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ from typing import Any
 from runtime import __version__, paths, tempdirs
 from runtime import settings as settings_mod
 from runtime.errors import LlamabundleError, RequestError
-from runtime.manifest import Manifest, read_manifest_at
+from runtime.manifest import Manifest, checksum_text, new_checksum, read_manifest_at
 from runtime.state import State
 from runtime.worker import Worker
 
@@ -65,7 +64,8 @@ def _parser(manifest: Manifest) -> argparse.ArgumentParser:
     settings_mod.add_arguments(parser, manifest.defaults)
     parser.add_argument("-p", "--prompt", metavar="TEXT",
                         help="Answer TEXT on stdout and exit (no server).")
-    parser.add_argument("--info", action="store_true", help="Print the manifest as JSON.")
+    parser.add_argument("--info", action="store_true",
+                        help="Print the manifest, and the CPU code chosen here, as JSON.")
     parser.add_argument("--verify", action="store_true",
                         help="Check the weights against the manifest's checksum.")
     parser.add_argument("--version", action="version",
@@ -75,7 +75,10 @@ def _parser(manifest: Manifest) -> argparse.ArgumentParser:
 
 def _run(artifact: str, manifest: Manifest, args: argparse.Namespace) -> int:
     if args.info:
-        print(json.dumps(manifest.summary(), indent=2, ensure_ascii=False))
+        from runtime import cpu  # imports llama.cpp
+
+        info = {**manifest.summary(), "cpu": cpu.load().as_dict()}
+        print(json.dumps(info, indent=2, ensure_ascii=False))
         return 0
     if args.verify:
         return verify(artifact, manifest)
@@ -88,7 +91,7 @@ def _run(artifact: str, manifest: Manifest, args: argparse.Namespace) -> int:
 
 def verify(artifact: str, manifest: Manifest) -> int:
     weights = manifest.section("weights")
-    digest = hashlib.sha256()
+    digest = new_checksum()
     with open(artifact, "rb") as f:
         f.seek(weights.offset)
         remaining = weights.length
@@ -98,10 +101,10 @@ def verify(artifact: str, manifest: Manifest) -> int:
                 break
             digest.update(chunk)
             remaining -= len(chunk)
-    if remaining or digest.hexdigest() != weights.sha256:
-        log.error("%s: weights are corrupted (sha256 mismatch); get a fresh copy", artifact)
+    if remaining or checksum_text(digest) != weights.checksum:
+        log.error("%s: weights are corrupted (checksum mismatch); get a fresh copy", artifact)
         return 1
-    print(f"OK: weights match sha256 {weights.sha256}")
+    print(f"OK: weights match {weights.checksum}")
     return 0
 
 
@@ -115,6 +118,7 @@ def one_shot(artifact: str, manifest: Manifest, settings: Any, prompt: str) -> i
     from runtime.decode import Finish
 
     engine = _load_engine(artifact, manifest, settings)
+    log.info("CPU code: %s", engine.cpu.describe())
     try:
         for event in engine.chat({"messages": [{"role": "user", "content": prompt}]}):
             if not isinstance(event, Finish):
@@ -160,7 +164,8 @@ def serve(artifact: str, manifest: Manifest, settings: Any) -> int:
     def load() -> None:
         try:
             state.engine = _load_engine(artifact, manifest, settings)
-            log.info("model loaded; ready on %s", url)
+            log.info("model loaded (CPU code: %s); ready on %s", state.engine.cpu.describe(),
+                     url)
         except LlamabundleError as e:
             state.load_error = str(e)
             log.error("%s", e)

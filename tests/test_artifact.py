@@ -58,7 +58,7 @@ def test_info_and_verify(tiny_artifact):
                                      text=True, check=True).stdout)
     assert info["name"] == "Tiny Test" and info["sections"][0]["name"] == "weights"
     ok = subprocess.run([str(tiny_artifact), "--verify"], capture_output=True, text=True)
-    assert ok.returncode == 0 and ok.stdout.startswith("OK: weights match sha256")
+    assert ok.returncode == 0 and ok.stdout.startswith("OK: weights match xxh3-128:")
 
 
 def test_verify_catches_a_flipped_bit_in_the_weights(tiny_artifact, tmp_path):
@@ -73,7 +73,8 @@ def test_verify_catches_a_flipped_bit_in_the_weights(tiny_artifact, tmp_path):
         f.write(bytes([byte[0] ^ 0x10]))
     proc = subprocess.run([str(broken), "--verify"], capture_output=True, text=True)
     assert proc.returncode == 1
-    assert proc.stderr.strip().endswith("weights are corrupted (sha256 mismatch); get a fresh copy")
+    assert proc.stderr.strip().endswith(
+        "weights are corrupted (checksum mismatch); get a fresh copy")
 
 
 def test_a_flipped_bit_in_the_manifest_is_caught_at_launch(tiny_artifact, tmp_path):

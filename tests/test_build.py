@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -132,7 +133,7 @@ def test_inspect_artifact_shows_manifest_and_baked_defaults(runner, tiny_artifac
     assert info["kind"] == "artifact"
     assert info["defaults"] == {"system_prompt": "You are terse."}
     assert info["chat_template_source"] == "fallback:chatml"
-    assert len(info["sections"][0]["sha256"]) == 64
+    assert re.fullmatch(r"xxh3-128:[0-9a-f]{32}", info["sections"][0]["checksum"])
     assert info["runtime_version"]
     text = runner.invoke(main, ["inspect", str(tiny_artifact)]).output
     assert "architecture:" in text and "llama" in text

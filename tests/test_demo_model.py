@@ -8,18 +8,10 @@ from pathlib import Path
 
 import openai
 import pytest
-from conftest import build_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("built")]
 
 BIG = 50 * 1024 * 1024  # the demo weights are 253 MB; no file near that size may appear
-
-
-@pytest.fixture(scope="module")
-def demo_artifact(demo_model, tmp_path_factory, shared_cache) -> Path:
-    out = tmp_path_factory.mktemp("demo") / "gemma-3-270m-q4_k_m.llamabundle"
-    build_cli(demo_model, "-o", out, cache=shared_cache)
-    return out
 
 
 def big_files(*roots: Path) -> set[Path]:

@@ -1,0 +1,96 @@
+"""Which build of llama.cpp's CPU code runs here: the best one for this CPU, chosen at start.
+
+The runtime carries llama.cpp's CPU backend compiled several times, one shared library per
+instruction-set level (libggml-cpu-x64.so ... -icelake.so; the Makefile's CPU_VARIANTS). ggml
+scores each against the CPU's cpuid bits and keeps the best (ggml_backend_load_all_from_path).
+
+The folder is always given: left to itself (llama_backend_init with nothing loaded), ggml
+searches the executable's folder and the current directory, so any libggml-cpu-*.so lying
+beside the artifact, in the user's Downloads, would be loaded and run. The bindings do not
+expose the call, hence ctypes on libggml.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.bindings import llama_cpp
+from runtime.errors import ArtifactError
+
+LIB_DIR = Path(llama_cpp.__file__).resolve().parent / "lib"
+_VARIANT_FILE = re.compile(r"/libggml-cpu-([\w.]+)\.so$")
+
+
+@dataclass(frozen=True)
+class CpuBackend:
+    variant: str  # "icelake", ...; "built-in" when llama.cpp was compiled without variants
+    features: tuple[str, ...]  # instruction sets the loaded code uses, as llama.cpp names them
+    available: tuple[str, ...]  # every variant the artifact carries
+
+    def describe(self) -> str:
+        return f"{self.variant} ({' '.join(self.features) or 'baseline x86-64'})"
+
+    def as_dict(self) -> dict[str, object]:
+        return {"variant": self.variant, "features": list(self.features),
+                "available": list(self.available)}
+
+
+_loaded: CpuBackend | None = None
+
+
+def load() -> CpuBackend:
+    """Loads the best CPU variant (once per process) and says which one it is."""
+    global _loaded
+    if _loaded is None:
+        _loaded = _load(LIB_DIR)
+    return _loaded
+
+
+def _load(folder: Path) -> CpuBackend:
+    variants = tuple(sorted(_variant_name(p) for p in folder.glob("libggml-cpu-*.so")))
+    if not variants:
+        return CpuBackend("built-in", _features(), ())
+    ggml = ctypes.CDLL(str(min(folder.glob("libggml.so*"))))  # already loaded by llama_cpp
+    ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+    ggml.ggml_backend_reg_by_name.argtypes = [ctypes.c_char_p]
+    ggml.ggml_backend_reg_by_name.restype = ctypes.c_void_p
+    ggml.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    ggml.ggml_backend_reg_get_proc_address.restype = ctypes.c_void_p
+    ggml.ggml_backend_load_all_from_path(os.fsencode(folder))
+    reg = ggml.ggml_backend_reg_by_name(b"CPU")
+    if not reg:
+        raise ArtifactError("none of this artifact's CPU builds runs on this processor "
+                            f"({', '.join(variants)})")
+    # Which file the CPU backend came from: ask the dynamic linker about one of its functions
+    # (dladdr needs no /proc, which a chroot or a sandbox may lack).
+    function = ggml.ggml_backend_reg_get_proc_address(reg, b"ggml_backend_get_features")
+    info = _DlInfo()
+    if not function or not _libc.dladdr(ctypes.c_void_p(function), ctypes.byref(info)):
+        raise ArtifactError("llama.cpp loaded a CPU backend but cannot say which")
+    return CpuBackend(_variant_name(os.fsdecode(info.dli_fname or b"")), _features(), variants)
+
+
+def _variant_name(path: Path | str) -> str:
+    match = _VARIANT_FILE.search(str(path))
+    return match.group(1) if match else "built-in"
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+_libc = ctypes.CDLL(None)  # dladdr lives in libc itself since glibc 2.34
+_libc.dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+
+
+def _features() -> tuple[str, ...]:
+    # "CPU : SSE3 = 1 | AVX = 1 | ... | LLAMAFILE = 1 | REPACK = 1 |": the ISA flags, in order.
+    info = llama_cpp.llama_print_system_info().decode(errors="replace")
+    cpu = info.split("CPU :", 1)[-1]
+    flags = re.findall(r"(\w+) = 1", cpu)
+    return tuple(f for f in flags if f not in {"LLAMAFILE", "OPENMP", "REPACK", "KLEIDIAI"})
