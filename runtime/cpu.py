@@ -54,7 +54,10 @@ def _load(folder: Path) -> CpuBackend:
     variants = tuple(sorted(_variant_name(p) for p in folder.glob("libggml-cpu-*.so")))
     if not variants:
         return CpuBackend("built-in", _features(), ())
-    ggml = ctypes.CDLL(str(min(folder.glob("libggml.so*"))))  # already loaded by llama_cpp
+    # The copy libllama.so loaded, by its soname (libggml.so.0): a wheel holds libggml.so and
+    # libggml.so.0.x.y too, as separate files that would each bring a registry of their own.
+    soname = min(folder.glob("libggml.so.*"), key=lambda p: len(p.name))
+    ggml = ctypes.CDLL(str(soname))
     ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
     ggml.ggml_backend_reg_by_name.argtypes = [ctypes.c_char_p]
     ggml.ggml_backend_reg_by_name.restype = ctypes.c_void_p

@@ -35,7 +35,7 @@ NEEDS = {
     "skylakex": HASWELL | AVX512,
     "icelake": HASWELL | AVX512 | {"avx512vbmi", "avx512_vnni"},
 }
-GLIBC_FLOOR = "2.35"  # README, "Which computers it runs on"
+GLIBC_FLOOR = "2.36"  # README, "Which computers it runs on"
 
 
 def cpu_flags() -> set[str]:
@@ -91,12 +91,25 @@ def test_this_cpu_gets_its_best_variant(tiny_artifact):
     assert "SSE3" in cpu["features"]
 
 
+PROMPT = ["-p", "1, 2, 3, 4, 5, 6, 7, 8,", "-n", "8", "--temp", "0"]
+
+
+@pytest.fixture(scope="module")
+def native_answer(demo_artifact) -> str:
+    """The demo model's greedy answer with this CPU's (most capable) variant."""
+    proc = subprocess.run([str(demo_artifact), *PROMPT], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.split()) >= 3, proc.stdout
+    return proc.stdout
+
+
 @pytest.mark.parametrize(("model", "variant", "isa"), [
     ("Nehalem", "sse42", None),  # 2008: SSE4.2, no AVX
     ("Haswell", "haswell", "AVX2"),  # 2013: AVX2, no AVX-512
 ])
-def test_older_cpus_run_the_artifact_with_their_variant(emulation, demo_artifact, tmp_path,
-                                                        model, variant, isa):
+def test_older_cpus_run_the_artifact_with_their_variant(emulation, demo_artifact, native_answer,
+                                                        tmp_path, model, variant, isa):
     artifact = emulated(demo_artifact, tmp_path)
     env = dict(os.environ, QEMU_CPU=model)
     cpu = info(artifact, env)["cpu"]
@@ -105,18 +118,12 @@ def test_older_cpus_run_the_artifact_with_their_variant(emulation, demo_artifact
     assert isa is None or isa in cpu["features"]
     if isa is None:
         assert "AVX" not in cpu["features"]
-    proc = subprocess.run([str(artifact), "-p", "What is the capital of France?", "-n", "8",
-                           "--temp", "0"], capture_output=True, text=True, env=env, timeout=900)
+    proc = subprocess.run([str(artifact), *PROMPT], capture_output=True, text=True, env=env,
+                          timeout=900)
     assert proc.returncode == 0, proc.stderr
-    assert "Paris" in proc.stdout, proc.stdout
     assert f"CPU code: {variant} " in proc.stderr
-
-
-def test_native_answer_matches(demo_artifact):
-    proc = subprocess.run([str(demo_artifact), "-p", "What is the capital of France?",
-                           "-n", "8", "--temp", "0"], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert "Paris" in proc.stdout, proc.stdout
+    # The same greedy answer as the native run: other kernels, same model, same tokens.
+    assert proc.stdout == native_answer
 
 
 def test_a_planted_cpu_library_is_never_loaded(tiny_artifact, tmp_path):
