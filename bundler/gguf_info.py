@@ -66,6 +66,9 @@ class ModelInfo:
     tensors: int
 
 
+_U64 = struct.Struct("<Q")
+
+
 class _Damaged(Exception):
     pass
 
@@ -95,6 +98,16 @@ class _Cursor:
         n = self.take("Q")
         self.pos += n
 
+    def skip_strings(self, count: int) -> None:
+        # A vocabulary is one such array (262k strings for Gemma 3): the loop is kept bare.
+        length = _U64.unpack_from
+        data, pos, end = self.data, self.pos, len(self.data) - 8
+        for _ in range(count):
+            if pos > end:
+                raise _Damaged(f"ends inside a string array at byte {pos}")
+            pos += 8 + length(data, pos)[0]
+        self.pos = pos
+
     def value(self, kind: int, keep: bool) -> Any:
         if kind == GGUFValueType.STRING:
             return self.string() if keep else self.skip_string()
@@ -102,6 +115,8 @@ class _Cursor:
             item, count = self.take("I"), self.take("Q")
             if item in SCALARS:
                 self.pos += count * struct.calcsize(SCALARS[GGUFValueType(item)])
+            elif item == GGUFValueType.STRING:
+                self.skip_strings(count)
             else:
                 for _ in range(count):
                     self.value(item, keep=False)
