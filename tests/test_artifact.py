@@ -113,6 +113,8 @@ def test_baked_defaults_apply_and_one_flag_overrides_only_itself(tiny_gguf, tmp_
     assert props["defaults"]["temperature"] == 1.5  # the launch flag
     assert props["n_ctx"] == 256  # still the baked one
     assert props["system_prompt"] == "Be kind."
+    assert props["cpu"]["variant"] in props["cpu"]["available"]  # the CPU code it chose
+    assert "CPU code: " + props["cpu"]["variant"] in server.stop()  # and said so at start
 
 
 def test_environment_variable_overrides_the_baked_default(tiny_artifact, serve):
