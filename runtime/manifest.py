@@ -30,7 +30,7 @@ import xxhash
 from runtime.errors import ArtifactError
 
 ALIGNMENT = 64 * 1024
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: section checksums are XXH3 ("checksum"), not SHA-256 ("sha256")
 FOOTER_MAGIC = b"LLBUNDLE"
 FOOTER = struct.Struct("<8sIIQQ")  # magic, format, crc32(manifest), offset, length
 MAX_MANIFEST = 16 * 1024 * 1024
@@ -118,6 +118,9 @@ def read_manifest(f: BinaryIO, where: str) -> Manifest:
     if fmt > FORMAT_VERSION:
         raise ArtifactError(f"{where}: artifact format {fmt} is newer than this tool "
                             f"(supports {FORMAT_VERSION}); upgrade llamabundle")
+    if fmt < FORMAT_VERSION:
+        raise ArtifactError(f"{where}: artifact format {fmt} is from an older llamabundle "
+                            f"(this one reads {FORMAT_VERSION}); rebuild it from its GGUF")
     if length > MAX_MANIFEST or offset + length > size - FOOTER.size:
         raise ArtifactError(f"{where}: corrupted artifact (manifest out of bounds)")
     f.seek(offset)

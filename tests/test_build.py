@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 from pathlib import Path
 
@@ -126,6 +127,20 @@ def test_inspect_gguf_reports_model_facts(runner, tiny_gguf):
     assert info["kind"] == "gguf" and info["architecture"] == "llama"
     assert info["name"] == "Tiny Test" and info["chat_template"] is False
     assert info["context_length"] == 512 and info["parameters"] > 100_000
+
+
+@pytest.mark.parametrize(("fmt", "says"), [(1, "from an older llamabundle"),
+                                           (99, "newer than this tool")])
+def test_inspect_names_an_artifact_format_it_does_not_read(runner, tiny_artifact, tmp_path,
+                                                            fmt, says):
+    other = tmp_path / "other.llamabundle"
+    shutil.copy(tiny_artifact, other)
+    with open(other, "r+b") as f:
+        f.seek(-32 + 8, os.SEEK_END)  # the footer's format field, after its magic
+        f.write(fmt.to_bytes(4, "little"))
+    result = runner.invoke(main, ["inspect", str(other)])
+    assert result.exit_code == 1
+    assert says in result.output and "Traceback" not in result.output
 
 
 def test_inspect_artifact_shows_manifest_and_baked_defaults(runner, tiny_artifact):
