@@ -75,3 +75,54 @@ def measure(model: Path, work: Path, reps: int) -> tuple[Path, dict[str, Any]]:
 def _filesystem(path: Path) -> str:
     st = os.statvfs(path)
     return f"{path} ({st.f_bavail * st.f_frsize / 1e9:.0f} GB free)"
+
+
+def synthetic_gguf(path: Path, gigabytes: float) -> Path:
+    """A valid GGUF of about `gigabytes` of random F16 tensors (the build never runs it)."""
+    import numpy as np
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_name("Synthetic")
+    writer.add_context_length(512)
+    rng = np.random.default_rng(0)
+    chunk = 256 << 20  # bytes per tensor
+    for i in range(max(1, round(gigabytes * (1 << 30) / chunk))):
+        writer.add_tensor(f"blk.{i}.blob",
+                          rng.standard_normal(chunk // 2, dtype=np.float32).astype(np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def main() -> None:
+    """`python -m bench.buildtime [MODEL | --synthetic GB] [--reps N]`: build against `cp` alone,
+    for models larger than the demo (the full `make bench` needs one it can also serve)."""
+    import argparse
+    import json
+    import tempfile
+
+    from bench import stats
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("model", nargs="?", type=Path)
+    parser.add_argument("--synthetic", type=float, metavar="GB",
+                        help="build a synthetic GGUF of this size instead")
+    parser.add_argument("--reps", type=int, default=8)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="bench: %(message)s")
+    with tempfile.TemporaryDirectory(dir=Path.cwd(), prefix=".buildtime-") as tmp:
+        work = Path(tmp)
+        model = args.model or synthetic_gguf(work / "synthetic.gguf", args.synthetic or 2.0)
+        _, result = measure(model, work, args.reps)
+    ratios = [b / c for b, c in zip(result["build_s"], result["cp_s"], strict=True)]
+    print(json.dumps({"gguf_gb": result["gguf_bytes"] / 1e9,
+                      "build_s": stats.summary(result["build_s"]),
+                      "cp_s": stats.summary(result["cp_s"]),
+                      "build_over_cp": stats.summary(ratios)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
