@@ -39,6 +39,14 @@ class CpuBackend:
                 "available": list(self.available)}
 
 
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+_libc = ctypes.CDLL(None)  # dladdr lives in libc itself since glibc 2.34
+_libc.dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+
 _loaded: CpuBackend | None = None
 
 
@@ -80,15 +88,6 @@ def _load(folder: Path) -> CpuBackend:
 def _variant_name(path: Path | str) -> str:
     match = _VARIANT_FILE.search(str(path))
     return match.group(1) if match else "built-in"
-
-
-class _DlInfo(ctypes.Structure):
-    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
-                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
-
-
-_libc = ctypes.CDLL(None)  # dladdr lives in libc itself since glibc 2.34
-_libc.dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
 
 
 def _features() -> tuple[str, ...]:
