@@ -13,7 +13,7 @@ import runpy
 import sys
 from typing import Any
 
-import llama_cpp  # the whole package (before runtime.bindings): its server needs `Llama`
+# The whole package (its __init__ runs first), before runtime.bindings: the server needs Llama.
 import llama_cpp.llama_cpp as bindings  # the module llama.py calls through
 
 from runtime import cpu
@@ -28,7 +28,6 @@ def _params_without_repack() -> Any:
 
 
 if __name__ == "__main__":
-    assert llama_cpp.Llama
     cpu.load()
     if "--no-repack" in sys.argv:
         sys.argv.remove("--no-repack")

@@ -96,6 +96,8 @@ class Engine:
         self.n_ctx = llama_cpp.llama_n_ctx(ctx)
         self.extra_stops = stop_strings(manifest.chat_template_source)
         self.template = _chat_template(manifest.chat_template)
+        self.bos_text = self._token_text(llama_cpp.llama_vocab_bos(self.vocab))
+        self.eos_text = self._token_text(llama_cpp.llama_vocab_eos(self.vocab))
         self.decoder = Decoder(ctx, self.vocab, self.n_ctx, N_BATCH)
         self.embedder: Embedder | None = None
 
@@ -135,10 +137,8 @@ class Engine:
         if self.settings.system_prompt and not any(m["role"] == "system" for m in messages):
             messages = [{"role": "system", "content": self.settings.system_prompt}, *messages]
         try:
-            rendered = self.template.render(
-                messages=messages, add_generation_prompt=True,
-                bos_token=self._token_text(llama_cpp.llama_vocab_bos(self.vocab)),
-                eos_token=self._token_text(llama_cpp.llama_vocab_eos(self.vocab)))
+            rendered = self.template.render(messages=messages, add_generation_prompt=True,
+                                            bos_token=self.bos_text, eos_token=self.eos_text)
         except jinja2.TemplateError as e:  # e.g. a template's "roles must alternate"
             raise RequestError(f"the chat template rejected these messages: {e}",
                                param="messages") from None

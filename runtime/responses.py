@@ -32,11 +32,15 @@ def total_usage(results: list[tuple[str, Finish]]) -> dict[str, Any]:
                         sum(f.completion_tokens for _, f in results), first.cached_tokens))
 
 
+def _envelope(id_prefix: str, kind: str, model: str) -> dict[str, Any]:
+    """The fields every OpenAI completion object and chunk starts with."""
+    return {"id": f"{id_prefix}-{uuid.uuid4().hex}", "object": kind,
+            "created": int(time.time()), "model": model}
+
+
 def chat_completion(results: list[tuple[str, Finish]], model: str) -> dict[str, Any]:
     """One choice per (text, finish)."""
-    return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
-        "created": int(time.time()), "model": model,
+    return _envelope("chatcmpl", "chat.completion", model) | {
         "choices": [{"index": i, "message": {"role": "assistant", "content": text},
                      "logprobs": None, "finish_reason": f.reason}
                     for i, (text, f) in enumerate(results)],
@@ -46,8 +50,7 @@ def chat_completion(results: list[tuple[str, Finish]], model: str) -> dict[str, 
 
 def chat_chunks(events: Iterable[str | Finish], model: str,
                 include_usage: bool = False) -> Iterator[dict[str, Any]]:
-    base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
-            "created": int(time.time()), "model": model}
+    base = _envelope("chatcmpl", "chat.completion.chunk", model)
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return base | {"choices": [{"index": 0, "delta": delta, "logprobs": None,
@@ -64,9 +67,7 @@ def chat_chunks(events: Iterable[str | Finish], model: str,
 
 
 def text_completion(results: list[tuple[str, Finish]], model: str) -> dict[str, Any]:
-    return {
-        "id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
-        "created": int(time.time()), "model": model,
+    return _envelope("cmpl", "text_completion", model) | {
         "choices": [{"index": i, "text": text, "logprobs": None, "finish_reason": f.reason}
                     for i, (text, f) in enumerate(results)],
         "usage": total_usage(results),
@@ -75,8 +76,7 @@ def text_completion(results: list[tuple[str, Finish]], model: str) -> dict[str, 
 
 def text_chunks(events: Iterable[str | Finish], model: str,
                 include_usage: bool = False) -> Iterator[dict[str, Any]]:
-    base = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
-            "created": int(time.time()), "model": model}
+    base = _envelope("cmpl", "text_completion", model)
     for event in events:
         finish = event if isinstance(event, Finish) else None
         yield base | {"choices": [{"index": 0, "text": "" if finish else event,

@@ -4,6 +4,7 @@ older ones emulated by qemu, and it runs in a Debian root file system that has n
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -49,8 +50,6 @@ def best_variant(available: list[str], flags: set[str]) -> str:
 
 
 def info(artifact: Path, env: dict[str, str] | None = None) -> dict:
-    import json
-
     proc = subprocess.run([str(artifact), "--info"], capture_output=True, text=True,
                           timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr
