@@ -41,7 +41,7 @@ test-fast: venv
 
 lint: venv
 	$(VENV)/bin/ruff check bundler runtime tests
-	$(VENV)/bin/mypy bundler runtime
+	$(VENV)/bin/mypy bundler runtime tests/fake.py
 
 bench: venv $(DEMO_MODEL)
 	$(PY) -m bench $(if $(MODEL),--model $(MODEL))

@@ -2,7 +2,7 @@
 
 The venv's llama.cpp carries its CPU code as one library per CPU variant (the Makefile's
 CPU_VARIANTS), which llama-cpp-python's server cannot find on its own; this loads the best one
-first, as the artifact does (runtime/cpu.py). With `--no-repack` (llama-server's flag, which
+first, as the artifact does (runtime/llama/cpu.py). With `--no-repack` (llama-server's flag, which
 llama-cpp-python's server lacks) weights are loaded without llama.cpp's repacking, so all
 servers load them alike.
 """
@@ -13,10 +13,11 @@ import runpy
 import sys
 from typing import Any
 
-# The whole package (its __init__ runs first), before runtime.bindings: the server needs Llama.
+# The whole package (its __init__ runs first), before runtime.llama.bindings: the server
+# needs Llama.
 import llama_cpp.llama_cpp as bindings  # the module llama.py calls through
 
-from runtime import cpu
+from runtime.llama import cpu
 
 _default_params = bindings.llama_model_default_params
 

@@ -56,7 +56,7 @@ class ChatFormat:
 
 def chat_format_of(artifact: Path) -> ChatFormat:
     """The chat formatting our artifact chose at build time (its manifest says which)."""
-    from runtime.chat_templates import FALLBACKS  # the artifact's own fallback texts
+    from runtime.chat.fallbacks import FALLBACKS  # the artifact's own fallback texts
 
     info = json.loads(subprocess.run([str(artifact), "--info"], capture_output=True, text=True,
                                      check=True, timeout=120).stdout)

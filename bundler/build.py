@@ -15,9 +15,11 @@ from typing import Any, BinaryIO
 from bundler.freeze import Runtime, ensure_runtime
 from bundler.gguf_info import ModelInfo, read_model
 from runtime import __version__
-from runtime.chat_templates import FALLBACKS, fallback_for
-from runtime.errors import BuildError
-from runtime.manifest import Manifest, Section, align, checksum_text, footer, new_checksum
+from runtime.artifact.format import align, checksum_text, footer, new_checksum
+from runtime.artifact.manifest import Manifest, Section
+from runtime.chat.fallbacks import FALLBACKS, fallback_for
+from runtime.chat.template import ChatTemplate
+from runtime.errors import BuildError, TemplateError
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,21 @@ def build(options: BuildOptions, progress: Callable[[int], Progress] | None = No
     advance = progress(info.size) if progress else (lambda n: None)
     _write_atomically(output, lambda f: _write(f, runtime, info, manifest, advance))
     return BuildResult(output, output.stat().st_size, time.monotonic() - started, manifest)
+
+
+def chat_template_text(value: str) -> str:
+    """`--chat-template TEXT|PATH`: a file's contents, or the Jinja text itself; checked to
+    parse either way, so a mistyped path is never baked in as a "template"."""
+    path = Path(value)
+    if "{{" not in value and "{%" not in value:
+        try:
+            value = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+            raise TemplateError(f"--chat-template: {value}: cannot read ({reason}); give a "
+                                "template file or Jinja text with {{ }} or {% %}") from None
+    ChatTemplate(value)  # raises TemplateError if it does not parse
+    return value
 
 
 def _check_output(output: Path, force: bool) -> None:

@@ -11,10 +11,10 @@ from typing import Any
 import click
 
 from bundler import __version__
-from bundler.build import BuildOptions, build
+from bundler.build import BuildOptions, build, chat_template_text
 from bundler.inspect import inspect_path
 from runtime import settings as settings_mod
-from runtime.errors import LlamabundleError, SettingsError
+from runtime.errors import LlamabundleError, SettingsError, TemplateError
 
 
 def _baked_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -61,15 +61,16 @@ def build_command(model: Path, output: Path | None, force: bool, name: str | Non
       chmod +x gemma-3-270m.llamabundle && ./gemma-3-270m.llamabundle
     """
     if system_prompt_file is not None:
+        if baked.get("system_prompt") is not None:
+            raise click.UsageError("give --system-prompt or --system-prompt-file, not both")
         baked["system_prompt"] = system_prompt_file.read_text()
     defaults = {key: value for key, value in baked.items() if value is not None}
     try:
         settings_mod.resolve(defaults, {}, environ={})
-    except SettingsError as e:
+        template = None if chat_template is None else chat_template_text(chat_template)
+    except (SettingsError, TemplateError) as e:
         raise click.BadParameter(str(e)) from None
-    if chat_template and Path(chat_template).is_file():
-        chat_template = Path(chat_template).read_text()
-    options = BuildOptions(model, output, force, name, title, chat_template, defaults)
+    options = BuildOptions(model, output, force, name, title, template, defaults)
     try:
         result = build(options, progress=_progress_bar)
     except LlamabundleError as e:

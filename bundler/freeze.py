@@ -50,7 +50,7 @@ EXCLUDES = ["tkinter", "unittest", "pydoc", "doctest", "lib2to3", "idlelib", "en
 LLAMA_LIBS = ["libllama.so", "libggml.so.0", "libggml-base.so.0"]
 # uvicorn picks its protocol and loop modules by name at run time; PyInstaller cannot see that.
 HIDDEN = ["uvicorn.loops.asyncio", "uvicorn.protocols.http.h11_impl",
-          "uvicorn.lifespan.off", "runtime.engine", "runtime.server"]
+          "uvicorn.lifespan.off", "runtime.engine", "runtime.serve", "runtime.web.app"]
 
 COOKIE_MAGIC = b"MEI\014\013\012\013\016"
 COOKIE_LENGTH = 88  # PyInstaller's '!8sIIII64s'
@@ -78,10 +78,13 @@ def cache_dir() -> Path:
 
 def runtime_key() -> str:
     digest = hashlib.sha256()
-    sources = sorted([*(ROOT / "runtime").glob("*.py"), *(ROOT / "templates").glob("*"),
-                      Path(__file__)])
-    for path in filter(Path.is_file, sources):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    # Every file under runtime/ and templates/, at any depth, by its path: a file in a subfolder
+    # must invalidate the frozen runtime as surely as one at the top.
+    sources = sorted(p for folder in ("runtime", "templates") for p in (ROOT / folder).rglob("*")
+                     if p.is_file() and "__pycache__" not in p.parts)
+    for path in [*sources, Path(__file__)]:
+        name = path.relative_to(ROOT).as_posix()
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     # llama.cpp's libraries (tens of MB) by size and time: they change only when reinstalled.
     for path in sorted(LIB_DIR.glob("*")):
         st = path.stat()

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from bundler.gguf_info import read_model
+from runtime.artifact.manifest import read_manifest_at
 from runtime.errors import ArtifactError
-from runtime.manifest import read_manifest_at
 
 
 def inspect_path(path: Path) -> dict[str, Any]:

@@ -14,12 +14,21 @@ class ArtifactError(LlamabundleError):
     """An artifact is truncated, corrupted or not an artifact at all."""
 
 
+class LoadError(LlamabundleError):
+    """The model could not be loaded, for a reason that is not one of ours (a library that
+    will not load here, llama.cpp refusing the weights)."""
+
+
 class BuildError(LlamabundleError):
     """Writing an artifact failed (output path, disk, runtime freezing)."""
 
 
 class SettingsError(LlamabundleError):
     """A setting has a value that cannot work (e.g. a public host without an API key)."""
+
+
+class TemplateError(LlamabundleError):
+    """A chat template that cannot be used (it does not parse)."""
 
 
 class RequestError(LlamabundleError):

@@ -3,32 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import ctypes
-import dataclasses
-import errno
 import json
 import logging
 import os
-import signal
-import socket
 import sys
-import threading
-import webbrowser
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from runtime import __version__, paths, tempdirs
+from runtime import __version__, frozen
 from runtime import settings as settings_mod
-from runtime.errors import LlamabundleError, RequestError
-from runtime.manifest import Manifest, checksum_text, new_checksum, read_manifest_at
-from runtime.state import State
-from runtime.worker import Worker
+from runtime.artifact.format import new_checksum
+from runtime.artifact.manifest import Manifest, read_manifest_at
+from runtime.errors import LlamabundleError, LoadError, RequestError
+from runtime.generation import ChatMessage, Defaults, Finish
+from runtime.settings import Settings
+
+if TYPE_CHECKING:
+    from runtime.engine import Engine
 
 log = logging.getLogger("llamabundle")
-
-PORT_TRIES = 100
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,8 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # answer streams: normal for a chat server, and thousands of lines under load.
     logging.getLogger("asyncio").setLevel(logging.ERROR)
     argv = list(sys.argv[1:] if argv is None else argv)
-    if paths.frozen():
-        _prepare_frozen_process()
+    if frozen.frozen():
+        frozen.prepare_process()
         artifact = sys.executable
     else:  # run from a source checkout: python -m runtime ARTIFACT [options]
         if not argv or argv[0].startswith("-"):
@@ -58,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser(manifest: Manifest) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=os.path.basename(sys.executable) if paths.frozen() else "llamabundle-runtime",
+        prog=os.path.basename(sys.executable) if frozen.frozen() else "llamabundle-runtime",
         description=f"{manifest.title}: a local assistant. Serves a chat page and an "
                     "OpenAI-compatible API on http://localhost:8080/.")
     settings_mod.add_arguments(parser, manifest.defaults)
@@ -75,7 +68,7 @@ def _parser(manifest: Manifest) -> argparse.ArgumentParser:
 
 def _run(artifact: str, manifest: Manifest, args: argparse.Namespace) -> int:
     if args.info:
-        from runtime import cpu  # imports llama.cpp
+        from runtime.llama import cpu  # imports llama.cpp
 
         info = {**manifest.summary(), "cpu": cpu.load().as_dict()}
         print(json.dumps(info, indent=2, ensure_ascii=False))
@@ -86,12 +79,15 @@ def _run(artifact: str, manifest: Manifest, args: argparse.Namespace) -> int:
     settings = settings_mod.resolve(manifest.defaults, given)
     if args.prompt is not None:
         return one_shot(artifact, manifest, settings, args.prompt)
+    from runtime.serve import serve
+
     return serve(artifact, manifest, settings)
 
 
 def verify(artifact: str, manifest: Manifest) -> int:
     weights = manifest.section("weights")
-    digest = new_checksum()
+    algorithm, _, expected = weights.checksum.partition(":")
+    digest = new_checksum(algorithm)
     with open(artifact, "rb") as f:
         f.seek(weights.offset)
         remaining = weights.length
@@ -101,26 +97,32 @@ def verify(artifact: str, manifest: Manifest) -> int:
                 break
             digest.update(chunk)
             remaining -= len(chunk)
-    if remaining or checksum_text(digest) != weights.checksum:
+    if remaining or digest.hexdigest() != expected:
         log.error("%s: weights are corrupted (checksum mismatch); get a fresh copy", artifact)
         return 1
     print(f"OK: weights match {weights.checksum}")
     return 0
 
 
-def _load_engine(artifact: str, manifest: Manifest, settings: Any) -> Any:
-    from runtime.engine import Engine  # imports llama.cpp: only when a model is needed
-
-    return Engine.load(artifact, manifest, settings)
-
-
-def one_shot(artifact: str, manifest: Manifest, settings: Any, prompt: str) -> int:
-    from runtime.decode import Finish
-
-    engine = _load_engine(artifact, manifest, settings)
-    log.info("CPU code: %s", engine.cpu.describe())
+def load_engine(artifact: str, manifest: Manifest, settings: Settings) -> Engine:
+    """The loaded model; any failure, ours or not, as one LlamabundleError line."""
     try:
-        for event in engine.chat({"messages": [{"role": "user", "content": prompt}]}):
+        from runtime.engine import Engine  # imports llama.cpp: only when a model is needed
+
+        return Engine.load(artifact, manifest, settings)
+    except LlamabundleError:
+        raise
+    except Exception as e:  # e.g. OSError from a library that will not load on this system
+        log.debug("model load failed", exc_info=True)
+        raise LoadError(f"could not load the model: {type(e).__name__}: {e}") from None
+
+
+def one_shot(artifact: str, manifest: Manifest, settings: Settings, prompt: str) -> int:
+    engine = load_engine(artifact, manifest, settings)
+    log.info("CPU code: %s", engine.cpu.describe())
+    request = Defaults.from_settings(settings).request(messages=[ChatMessage("user", prompt)])
+    try:
+        for event in engine.generate(request):
             if not isinstance(event, Finish):
                 sys.stdout.write(event)
                 sys.stdout.flush()
@@ -130,84 +132,3 @@ def one_shot(artifact: str, manifest: Manifest, settings: Any, prompt: str) -> i
     sys.stdout.write("\n")
     sys.stdout.flush()
     return 0
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on `port`, or the next free one (said on stderr)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for candidate in range(port, min(port + PORT_TRIES, 65536)):
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host.strip("[]"), candidate))
-        except OSError as e:
-            sock.close()
-            if e.errno == errno.EADDRINUSE and port != 0:
-                continue
-            raise settings_mod.SettingsError(f"cannot listen on {host}:{candidate}: "
-                                             f"{e.strerror}") from None
-        sock.listen(128)
-        if candidate != port:
-            log.info("port %d is in use; using %d instead", port, candidate)
-        return sock
-    raise settings_mod.SettingsError(f"no free port in {port}..{port + PORT_TRIES - 1}")
-
-
-def serve(artifact: str, manifest: Manifest, settings: Any) -> int:
-    sock = bind(settings.host, settings.port)
-    port = sock.getsockname()[1]
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    url = f"http://{'localhost' if host == '127.0.0.1' else host}:{port}/"
-    state = State(manifest, Worker())
-    print(f"{manifest.title} is starting on {url}  (Ctrl-C to stop)", flush=True)
-
-    def load() -> None:
-        try:
-            state.engine = _load_engine(artifact, manifest, settings)
-            log.info("model loaded (CPU code: %s); ready on %s", state.engine.cpu.describe(),
-                     url)
-        except LlamabundleError as e:
-            state.load_error = str(e)
-            log.error("%s", e)
-
-    # First in line, so requests wait behind it; and started before the web stack is
-    # imported, so llama.cpp reads the model while Python imports FastAPI.
-    state.worker.submit(load)
-    import uvicorn
-
-    from runtime.server import create_app
-
-    app = create_app(dataclasses.replace(settings, port=port), state)
-    if not settings.nobrowser and _has_display():
-        threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                            ws="none", timeout_graceful_shutdown=2)
-    asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
-    # Skip interpreter teardown: freeing llama.cpp objects from finalizers at exit is where
-    # crashes happen, and a generation still running on the worker thread must not hold us up.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
-def _has_display() -> bool:
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-                or sys.platform == "darwin")
-
-
-def _prepare_frozen_process() -> None:
-    # PyInstaller points LD_LIBRARY_PATH at its unpacked libraries; programs we start (the
-    # browser) must see the user's own environment instead.
-    if "LD_LIBRARY_PATH_ORIG" in os.environ:
-        os.environ["LD_LIBRARY_PATH"] = os.environ["LD_LIBRARY_PATH_ORIG"]
-    else:
-        os.environ.pop("LD_LIBRARY_PATH", None)
-    # If the bootloader (our parent) dies, die too rather than live on holding the port.
-    PR_SET_PDEATHSIG = 1
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
-    own = Path(sys._MEIPASS)  # type: ignore[attr-defined]
-    tempdirs.claim(own)
-    tempdirs.sweep(own, own.parent)

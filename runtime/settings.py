@@ -1,23 +1,28 @@
-"""Every run-time option, declared once.
+"""Every run-time option, declared once, as a field of `Settings`.
 
 From each declaration derive: the artifact's command-line flag (argparse, here), the build tool's
-flag of the same name (click, in bundler/cli.py), the environment variable and the help text.
-A value's precedence, lowest first: built-in default, the default baked at build time, the
-environment variable, the flag given at launch. Overriding one setting never resets another.
+flag of the same name (click, in bundler/cli.py), the environment variable, the help text, the
+bounds a value is checked against, and the bounds of the matching request field
+(runtime/web/schemas.py). A value's precedence, lowest first: built-in default, the default
+baked at build time, the environment variable, the flag given at launch. Overriding one setting
+never resets another.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, make_dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from runtime.errors import SettingsError
 
 ENV_PREFIX = "LLAMABUNDLE_"
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off", "")
 
 
 @dataclass(frozen=True)
@@ -28,63 +33,84 @@ class Option:
     default: Any
     help: str
     metavar: str | None = None
+    low: float | None = None  # inclusive bounds, for numbers
+    high: float | None = None
 
     @property
     def env(self) -> str:
         return ENV_PREFIX + self.name.upper()
 
-    def parse(self, text: str) -> Any:
+    @property
+    def flag(self) -> str:
+        return self.flags[-1]
+
+    def parse(self, text: str, where: str) -> Any:
+        """A value from text (an environment variable); `where` names it in the error."""
         if self.type is bool:
-            return text.strip().lower() in ("1", "true", "yes", "on")
-        return self.type(text)
+            word = text.strip().lower()
+            if word not in TRUE_WORDS + FALSE_WORDS:
+                raise SettingsError(f"{where}: expected true or false, got {text!r}")
+            return word in TRUE_WORDS
+        return self.check(text, where)
+
+    def check(self, value: Any, where: str | None = None) -> Any:
+        """Coerces and range-checks one value; raises SettingsError naming `where`."""
+        where = where or self.flag
+        try:
+            value = self.type(value)
+        except (TypeError, ValueError):
+            raise SettingsError(
+                f"{where}: expected {_TYPE_WORDS[self.type]}, got {value!r}") from None
+        if self.low is not None and self.high is not None and not self.low <= value <= self.high:
+            raise SettingsError(f"{where}: {value} is out of range [{self.low}, {self.high}]")
+        return value
 
 
-OPTIONS: tuple[Option, ...] = (
-    Option("host", ("--host",), str, "127.0.0.1",
-           "Address to listen on. Anything but loopback needs --api-key.", "ADDR"),
-    Option("port", ("--port",), int, 8080,
-           "Port to listen on; the next free one is used if it is taken.", "PORT"),
-    Option("nobrowser", ("--nobrowser",), bool, False,
-           "Do not open the chat page in a browser."),
-    Option("ctx_size", ("-c", "--ctx-size"), int, 4096,
-           "Context size in tokens (0 = the model's trained context).", "N"),
-    Option("threads", ("-t", "--threads"), int, 0,
-           "CPU threads for generation (0 = one per physical core).", "N"),
-    Option("temp", ("--temp",), float, 0.8, "Sampling temperature.", "T"),
-    Option("top_p", ("--top-p",), float, 0.95, "Nucleus sampling threshold.", "P"),
-    Option("top_k", ("--top-k",), int, 40, "Sample from the K most likely tokens.", "K"),
-    Option("repeat_penalty", ("--repeat-penalty",), float, 1.1,
-           "Penalty for repeated tokens (1.0 = none).", "X"),
-    Option("n_predict", ("-n", "--n-predict"), int, 512,
-           "Most tokens to generate per answer (-1 = until the context is full).", "N"),
-    Option("system_prompt", ("--system-prompt",), str, "",
-           "System prompt used when a chat gives none.", "TEXT"),
-    Option("api_key", ("--api-key",), str, "",
-           "Require 'Authorization: Bearer KEY' on every API route.", "KEY"),
-)
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "text", bool: "true or false"}
+MAX_TOKENS = 1 << 20
 
 
-# The settings type is made from OPTIONS, so a new option needs one line, above, and nothing else.
-Settings = make_dataclass(
-    "Settings", [(o.name, o.type, o.default) for o in OPTIONS], frozen=True)
+def _option(*flags: str, default: Any, help: str, metavar: str | None = None,
+            low: float | None = None, high: float | None = None) -> Any:
+    # name and type are filled in from the field itself (Settings below): declared once.
+    spec = {"flags": flags, "help": help, "metavar": metavar, "low": low, "high": high}
+    return dataclasses.field(default=default, metadata={"option": spec})
 
 
-def validate_value(option: Option, value: Any) -> Any:
-    """Coerces and range-checks one value; raises SettingsError with a message for the user."""
-    try:
-        value = option.parse(value) if isinstance(value, str) and option.type is not str else value
-        value = option.type(value)
-    except (TypeError, ValueError):
-        raise SettingsError(
-            f"{option.flags[-1]}: expected {option.type.__name__}, got {value!r}") from None
-    bounds = {"port": (0, 65535), "ctx_size": (0, 1 << 20), "threads": (0, 1024),
-              "temp": (0.0, 100.0), "top_p": (0.0, 1.0), "top_k": (0, 1 << 20),
-              "repeat_penalty": (0.0, 100.0), "n_predict": (-1, 1 << 20)}
-    if option.name in bounds:
-        low, high = bounds[option.name]
-        if not low <= value <= high:
-            raise SettingsError(f"{option.flags[-1]}: {value} is out of range [{low}, {high}]")
-    return value
+@dataclass(frozen=True)
+class Settings:
+    host: str = _option("--host", default="127.0.0.1", metavar="ADDR",
+                        help="Address to listen on. Anything but loopback needs --api-key.")
+    port: int = _option("--port", default=8080, metavar="PORT", low=0, high=65535,
+                        help="Port to listen on; the next free one is used if it is taken.")
+    nobrowser: bool = _option("--nobrowser", default=False,
+                              help="Do not open the chat page in a browser.")
+    ctx_size: int = _option("-c", "--ctx-size", default=4096, metavar="N", low=0, high=MAX_TOKENS,
+                            help="Context size in tokens (0 = the model's trained context).")
+    threads: int = _option("-t", "--threads", default=0, metavar="N", low=0, high=1024,
+                           help="CPU threads for generation (0 = one per physical core).")
+    temp: float = _option("--temp", default=0.8, metavar="T", low=0.0, high=100.0,
+                          help="Sampling temperature.")
+    top_p: float = _option("--top-p", default=0.95, metavar="P", low=0.0, high=1.0,
+                           help="Nucleus sampling threshold.")
+    top_k: int = _option("--top-k", default=40, metavar="K", low=0, high=MAX_TOKENS,
+                         help="Sample from the K most likely tokens.")
+    repeat_penalty: float = _option("--repeat-penalty", default=1.1, metavar="X", low=0.0,
+                                    high=100.0, help="Penalty for repeated tokens (1.0 = none).")
+    n_predict: int = _option("-n", "--n-predict", default=512, metavar="N", low=-1,
+                             high=MAX_TOKENS, help="Most tokens to generate per answer "
+                             "(-1 = until the context is full, 0 = none).")
+    system_prompt: str = _option("--system-prompt", default="", metavar="TEXT",
+                                 help="System prompt used when a chat gives none.")
+    api_key: str = _option("--api-key", default="", metavar="KEY",
+                           help="Require 'Authorization: Bearer KEY' on every API route.")
+
+
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+OPTIONS: tuple[Option, ...] = tuple(
+    Option(f.name, type=_TYPES[str(f.type)], default=f.default, **f.metadata["option"])
+    for f in dataclasses.fields(Settings))
+BY_NAME = {o.name: o for o in OPTIONS}
 
 
 def is_loopback(host: str) -> bool:
@@ -97,18 +123,16 @@ def is_loopback(host: str) -> bool:
 
 
 def resolve(baked: Mapping[str, Any], given: Mapping[str, Any],
-            environ: Mapping[str, str] = os.environ) -> Any:
+            environ: Mapping[str, str] = os.environ) -> Settings:
     """Merges the layers for every option; `given` holds only the flags typed at launch."""
     values: dict[str, Any] = {}
     for option in OPTIONS:
-        value = option.default
-        if option.name in baked:
-            value = baked[option.name]
+        value = option.check(baked[option.name]) if option.name in baked else option.default
         if option.env in environ:
-            value = option.parse(environ[option.env])
+            value = option.parse(environ[option.env], option.env)
         if given.get(option.name) is not None:
-            value = given[option.name]
-        values[option.name] = validate_value(option, value)
+            value = option.check(given[option.name])
+        values[option.name] = value
     settings = Settings(**values)
     if not is_loopback(settings.host) and not settings.api_key:
         raise SettingsError(

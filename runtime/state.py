@@ -1,27 +1,28 @@
-"""What the app serves: the bundle's manifest, its worker and, once loaded, its engine.
+"""What the app serves: the bundle's manifest and settings, its worker and, once loaded, its
+model.
 
-Kept apart from runtime/server.py so the launcher can start loading the model before the web
-stack is imported: the two overlap, and launch gets faster."""
+Kept apart from runtime/web/ so the launcher can start loading the model before the web stack
+is imported: the two overlap, and launch gets faster."""
 
 from __future__ import annotations
 
-from typing import Any
-
+from runtime.artifact.manifest import Manifest
 from runtime.errors import NotReadyError
-from runtime.manifest import Manifest
+from runtime.generation import Defaults, Model
+from runtime.settings import Settings
 from runtime.worker import Worker
 
 
 class State:
-    """What the app serves: the bundle's manifest and, once loaded, its engine."""
-
-    def __init__(self, manifest: Manifest, worker: Worker):
+    def __init__(self, manifest: Manifest, settings: Settings, worker: Worker):
         self.manifest = manifest
+        self.settings = settings
+        self.defaults = Defaults.from_settings(settings)
         self.worker = worker
-        self.engine: Any = None
+        self.engine: Model | None = None
         self.load_error: str | None = None
 
-    def ready_engine(self) -> Any:
+    def ready_engine(self) -> Model:
         if self.engine is None:
             raise NotReadyError(self.load_error or "the model is still loading; try again "
                                 "in a moment (GET /health says when it is ready)")

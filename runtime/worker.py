@@ -10,12 +10,15 @@ is full.)
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from runtime.errors import BusyError
+
+log = logging.getLogger(__name__)
 
 _END = object()
 
@@ -83,5 +86,12 @@ class Worker:
             future.add_done_callback(lambda f: f.exception())  # never "exception not retrieved"
 
     def submit(self, fn: Callable[[], None]) -> None:
-        """Runs fn on the model thread without waiting for it (the model load at startup)."""
-        self._executor.submit(fn)
+        """Runs fn on the model thread without waiting for it (the model load at startup).
+        fn handles its own errors; anything it lets through is logged, never lost."""
+        self._executor.submit(fn).add_done_callback(_log_failure)
+
+
+def _log_failure(future: Future[None]) -> None:
+    error = future.exception()
+    if error is not None:
+        log.error("%s", error, exc_info=error)

@@ -1,37 +1,46 @@
 """A fake engine and a real HTTP server around it, for server behaviour that must not depend
-on a model's speed: queueing, disconnects, readiness."""
+on a model's speed: queueing, disconnects, readiness.
+
+FakeEngine satisfies runtime.generation.Model, as the real engine does (`make lint` runs mypy
+on this file), so the two cannot drift."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import uvicorn
 
-from runtime.cpu import CpuBackend
-from runtime.decode import Finish
-from runtime.manifest import Manifest
-from runtime.server import create_app
+from runtime.artifact.manifest import Manifest
+from runtime.generation import Embedding, Event, Finish, GenerationRequest, Model
 from runtime.settings import resolve
 from runtime.state import State
+from runtime.web.app import create_app
 from runtime.worker import Worker
 
 
 class FakeEngine:
     n_ctx = 256
-    cpu = CpuBackend("haswell", ("AVX", "AVX2", "FMA"), ("x64", "haswell"))
 
     def __init__(self, delay: float = 0.05):
         self.delay = delay
         self.produced = 0
         self.closed = 0
-        self.requests: list[dict[str, Any]] = []
+        self.requests: list[GenerationRequest] = []
 
-    def _words(self, request: dict[str, Any]) -> Iterator[str | Finish]:
-        n = request.get("max_tokens") or 20
+    def hardware(self) -> dict[str, Any]:
+        return {"variant": "haswell", "features": ["AVX", "AVX2", "FMA"],
+                "available": ["x64", "haswell"]}
+
+    def generate(self, request: GenerationRequest) -> Iterator[Event]:
+        self.requests.append(request)
+        return self._words(request)
+
+    def _words(self, request: GenerationRequest) -> Iterator[Event]:
+        n = 20 if request.max_tokens < 0 else request.max_tokens
         try:
             for i in range(n):
                 time.sleep(self.delay)
@@ -41,23 +50,17 @@ class FakeEngine:
         finally:
             self.closed += 1
 
-    def chat(self, request: dict[str, Any]) -> Iterator[str | Finish]:
-        self.requests.append(request)
-        return self._words(request)
+    def embed(self, item: str | Sequence[int]) -> Embedding:
+        return Embedding([1.0, 0.0], 2)
 
-    complete = chat
-
-    def embed(self, item: Any) -> tuple[list[float], int]:
-        return [1.0, 0.0], 2
-
-    def tokenize(self, text: str, add_special: bool = False) -> list[int]:
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         return [ord(c) for c in text]
 
-    def detokenize(self, tokens: list[int]) -> str:
+    def detokenize(self, tokens: Sequence[int]) -> str:
         return "".join(map(chr, tokens))
 
-    def piece(self, token: int) -> str:
-        return chr(token)
+
+_: type[Model] = FakeEngine  # mypy: the fake has the real interface
 
 
 def manifest() -> Manifest:
@@ -69,11 +72,12 @@ def manifest() -> Manifest:
 class FakeServer:
     def __init__(self, engine: FakeEngine | None, port: int, max_waiting: int = 32,
                  **settings: Any):
-        self.settings = resolve({}, settings | {"port": port}, environ={})
-        self.state = State(manifest(), Worker(max_waiting=max_waiting))
+        # n_predict 20: a default answer takes a second, not the real default's 512 tokens
+        self.settings = resolve({}, {"n_predict": 20} | settings | {"port": port}, environ={})
+        self.state = State(manifest(), self.settings, Worker(max_waiting=max_waiting))
         self.state.engine = engine
         self.url = f"http://127.0.0.1:{port}"
-        config = uvicorn.Config(create_app(self.settings, self.state), host="127.0.0.1",
+        config = uvicorn.Config(create_app(self.state), host="127.0.0.1",
                                 port=port, log_level="warning", lifespan="off")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()),

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from bundler.cli import main
-from runtime.manifest import ALIGNMENT, read_manifest_at
+from runtime.artifact.format import ALIGNMENT
+from runtime.artifact.manifest import read_manifest_at
 
 pytestmark = pytest.mark.usefixtures("built")
 
@@ -129,7 +130,7 @@ def test_inspect_gguf_reports_model_facts(runner, tiny_gguf):
     assert info["context_length"] == 512 and info["parameters"] > 100_000
 
 
-@pytest.mark.parametrize(("fmt", "says"), [(1, "from an older llamabundle"),
+@pytest.mark.parametrize(("fmt", "says"), [(0, "format 0 is unknown"),
                                            (99, "newer than this tool")])
 def test_inspect_names_an_artifact_format_it_does_not_read(runner, tiny_artifact, tmp_path,
                                                             fmt, says):

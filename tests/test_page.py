@@ -35,7 +35,7 @@ from browser import (  # noqa: E402
 from conftest import free_port, launch  # noqa: E402
 from fake import FakeEngine, FakeServer  # noqa: E402
 
-from runtime.decode import Finish  # noqa: E402
+from runtime.generation import Finish, GenerationRequest  # noqa: E402
 
 if find_chromium() is None:
     pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium "
@@ -325,7 +325,7 @@ class SaysEngine(FakeEngine):
         super().__init__(delay)
         self.text = text
 
-    def _words(self, request: dict[str, Any]) -> Iterator[Any]:
+    def _words(self, request: GenerationRequest) -> Iterator[Any]:
         pieces = [self.text[i:i + 7] for i in range(0, len(self.text), 7)]
         for piece in pieces:
             time.sleep(self.delay)

@@ -79,7 +79,7 @@ def test_requests_during_a_generation_wait_their_turn_in_order(server, fake):
     for t in threads:
         t.join()
     assert [code for code, _ in results] == [200] * 4
-    assert [r["seed"] for r in fake.requests] == [0, 1, 2, 3]
+    assert [r.sampling.seed for r in fake.requests] == [0, 1, 2, 3]
 
 
 def test_a_full_queue_gets_a_clear_503(fake):

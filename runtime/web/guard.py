@@ -7,26 +7,16 @@ client disconnects pass through untouched.
 from __future__ import annotations
 
 import hmac
-import json
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from runtime.web.errors import error_body
 
 # Routes anyone on this machine may read without the key: the page shell and readiness.
 PUBLIC_PATHS = {"/", "/health", "/props", "/favicon.ico"}
 PUBLIC_PREFIXES = ("/assets/",)
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "[::1]"}
-
-
-def error_payload(message: str, type_: str, code: str | None = None,
-                  param: str | None = None) -> dict[str, Any]:
-    """OpenAI's error shape."""
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
-
-
-def error_body(message: str, type_: str, code: str | None = None) -> bytes:
-    return json.dumps(error_payload(message, type_, code)).encode()
 
 
 async def _reply(send: Send, status: int, body: bytes, headers: list | None = None) -> None:
@@ -70,25 +60,50 @@ class Guard:
                              "invalid_api_key"), [(b"www-authenticate", b"Bearer")])
                 return
         length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            await _reply(send, 413, error_body(f"request body larger than {self.max_body} "
-                         "bytes", "invalid_request_error", "body_too_large"))
+        if length is not None:
+            if not length.isdigit() or int(length) > self.max_body:
+                await self._too_large(send)
+                return
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, self._limited(receive), send)
+        # No Content-Length (a chunked upload): read the body here, within the limit, and
+        # hand it on whole. Refusing it from inside receive() would not work: the framework's
+        # body parser turns any exception there into a 400.
+        body, more = await self._read_limited(receive)
+        if more:
+            await self._too_large(send)
+            return
+        await self.app(scope, _replay(body, receive), send)
 
-    def _limited(self, receive: Receive) -> Receive:
+    async def _read_limited(self, receive: Receive) -> tuple[bytes, bool]:
+        """The body, and whether it went past the limit (then reading stopped there)."""
+        parts: list[bytes] = []
         seen = 0
-
-        async def wrapped() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_body:  # chunked uploads carry no Content-Length
-                raise BodyTooLarge()
-            return message
+            if message["type"] != "http.request":
+                return b"", False  # the client left; the app will see http.disconnect
+            parts.append(message.get("body", b""))
+            seen += len(parts[-1])
+            if seen > self.max_body:
+                return b"", True
+            if not message.get("more_body", False):
+                return b"".join(parts), False
 
-        return wrapped
+    async def _too_large(self, send: Send) -> None:
+        await _reply(send, 413, error_body(f"request body larger than {self.max_body} bytes",
+                                           "invalid_request_error", "body_too_large"))
 
 
-class BodyTooLarge(Exception):
-    pass
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive() that gives `body` first, then whatever the client sends (a disconnect)."""
+    sent = False
+
+    async def wrapped() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return wrapped

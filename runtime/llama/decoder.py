@@ -12,67 +12,21 @@ from __future__ import annotations
 import codecs
 import ctypes
 import logging
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
-from runtime.bindings import llama_cpp
 from runtime.errors import ContextOverflowError, LlamabundleError, RequestError
+from runtime.generation import Event, Finish, Sampling
+from runtime.llama.bindings import llama_cpp
+from runtime.stops import StopScanner
 
 log = logging.getLogger(__name__)
 
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp: pick a random seed
 
 
-@dataclass
-class Sampling:
-    temperature: float = 0.8
-    top_p: float = 0.95
-    top_k: int = 40
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    repeat_last_n: int = 64
-    seed: int | None = None
-    grammar: str | None = None  # GBNF, e.g. from a response_format's JSON schema
-
-
-@dataclass
-class Finish:
-    reason: str  # "stop" (end of turn or a stop string) or "length"
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int  # prompt tokens whose KV entries were reused from the last request
-
-
 class DecodeError(LlamabundleError):
     pass
-
-
-class StopScanner:
-    """Holds back text that could be the start of a stop string; cuts at the first full one."""
-
-    def __init__(self, stops: list[str]):
-        self.stops = [s for s in stops if s]
-        self.pending = ""
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        self.pending += text
-        hits = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
-        if hits:
-            out, self.pending = self.pending[:min(hits)], ""
-            return out, True
-        hold = 0
-        for stop in self.stops:
-            for k in range(min(len(stop) - 1, len(self.pending)), hold, -1):
-                if self.pending.endswith(stop[:k]):
-                    hold = k
-                    break
-        out = self.pending[:len(self.pending) - hold]
-        self.pending = self.pending[len(out):]
-        return out, False
-
-    def flush(self) -> str:
-        out, self.pending = self.pending, ""
-        return out
 
 
 class Decoder:
@@ -90,10 +44,12 @@ class Decoder:
         self._tokens = (llama_cpp.llama_token * n_batch)()  # reused: decode runs per token
 
     def generate(self, prompt: list[int], sampling: Sampling, max_tokens: int,
-                 stops: list[str]) -> Iterator[str | Finish]:
+                 stops: tuple[str, ...], grammar: str | None = None) -> Iterator[Event]:
         """Text pieces as they are decoded, then one Finish; closing the iterator stops at once.
 
-        A prompt that cannot fit raises here, before anything is generated."""
+        max_tokens: 0 evaluates the prompt and generates nothing (it warms the cache, as
+        llama.cpp's n_predict 0 does); -1 generates until the context is full. A prompt that
+        cannot fit raises here, before anything is generated."""
         if not prompt:
             raise RequestError("the prompt is empty", param="prompt")
         if len(prompt) >= self.n_ctx:
@@ -101,18 +57,20 @@ class Decoder:
                 f"the prompt has {len(prompt)} tokens but the context holds {self.n_ctx}; "
                 "shorten the conversation or start the artifact with a larger -c")
         budget = self.n_ctx - len(prompt)
-        if max_tokens > 0:
+        if max_tokens >= 0:
             budget = min(budget, max_tokens)
-        chain = self._sampler(sampling, prompt)
+        chain = self._sampler(sampling, prompt, grammar)
         return self._run(prompt, chain, budget, stops)
 
     def _run(self, prompt: list[int], chain: llama_cpp.llama_sampler_p, budget: int,
-             stops: list[str]) -> Iterator[str | Finish]:
+             stops: tuple[str, ...]) -> Iterator[Event]:
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         scanner = StopScanner(stops)
         produced, reason = 0, "length"
         try:
+            started = time.perf_counter_ns()
             reused = self._prefill(prompt)
+            prefilled = time.perf_counter_ns()
             while produced < budget:
                 token = llama_cpp.llama_sampler_sample(chain, self.ctx, -1)
                 if llama_cpp.llama_vocab_is_eog(self.vocab, token):
@@ -130,7 +88,8 @@ class Decoder:
             tail = scanner.flush() + utf8.decode(b"", final=True)
             if tail:
                 yield tail
-            yield Finish(reason, len(prompt), produced, reused)
+            yield Finish(reason, len(prompt), produced, reused, prefilled - started,
+                         time.perf_counter_ns() - prefilled)
         finally:
             llama_cpp.llama_sampler_free(chain)
 
@@ -170,7 +129,8 @@ class Decoder:
                                                len(self._piece_buf), 0, False)
         return self._piece_buf.raw[:n]
 
-    def _sampler(self, s: Sampling, history: list[int]) -> llama_cpp.llama_sampler_p:
+    def _sampler(self, s: Sampling, history: list[int],
+                 grammar: str | None) -> llama_cpp.llama_sampler_p:
         # The order of llama.cpp's own default chain: penalties, top-k, top-p, min-p, temp, dist.
         chain = llama_cpp.llama_sampler_chain_init(
             llama_cpp.llama_sampler_chain_default_params())
@@ -184,14 +144,14 @@ class Decoder:
                                                        s.repeat_penalty, 0.0, 0.0))
             for token in history[-s.repeat_last_n:]:  # before the grammar joins: it must
                 llama_cpp.llama_sampler_accept(chain, token)  # only ever see the answer
-        if s.grammar:
-            grammar = llama_cpp.llama_sampler_init_grammar(self.vocab, s.grammar.encode(),
-                                                           b"root")
-            if not grammar:
+        if grammar:
+            constraint = llama_cpp.llama_sampler_init_grammar(self.vocab, grammar.encode(),
+                                                              b"root")
+            if not constraint:
                 llama_cpp.llama_sampler_free(chain)
                 raise RequestError("response_format: the schema could not be compiled",
                                    param="response_format")
-            add(grammar)
+            add(constraint)
         if s.temperature <= 0:
             add(llama_cpp.llama_sampler_init_greedy())
         else:

@@ -1,8 +1,8 @@
 """Fallback chat templates for models whose GGUF carries none (the demo model is one).
 
 The build tool picks one by the model's architecture and warns; `--chat-template` overrides it.
-They are rendered as transformers renders chat templates (runtime/engine.py), with trim_blocks
-and lstrip_blocks, so every newline that matters is written as an explicit {{ '\\n' }}.
+They are rendered as transformers renders chat templates (runtime/chat/template.py), with
+trim_blocks and lstrip_blocks, so every newline that matters is written as an explicit {{ '\\n' }}.
 """
 
 from __future__ import annotations

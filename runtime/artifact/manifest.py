@@ -1,39 +1,21 @@
-"""The one type that describes an artifact, and the artifact's layout on disk.
+"""The one type that describes an artifact, read back from any format this project has written.
 
-Layout (offsets in bytes):
-
-    [0, head)          the frozen runtime's executable part (PyInstaller's bootloader, ELF)
-    [.., W)            zero padding up to a 64 KiB boundary
-    [W, W+len)         section "weights": the GGUF, verbatim; mmap needs page alignment, and
-                       64 KiB covers every page size in use (4K, 16K, 64K)
-    ...                later sections (e.g. knowledge), each aligned the same way
-    [M, M+mlen)        the manifest, UTF-8 JSON
-    [.., end-32)       the frozen runtime's PyInstaller archive, cookie included
-    [end-32, end)      the footer: magic, format, manifest CRC-32, manifest offset and length
-
-PyInstaller's bootloader finds its archive by scanning backwards from the end of the file for its
-cookie, so the archive goes last (only our 32-byte footer follows it): launch never scans the
-weights. Nothing else in the file points at the weights; they are found through the manifest.
+Written as JSON at build time, read at run time, printed by `inspect` and `--info`. Each older
+format has a migration that turns its JSON into the current one, so an artifact built by an
+earlier llamabundle still runs, and `upgrade` can rewrap it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, BinaryIO
 
-import xxhash
-
+from runtime.artifact.format import FOOTER, FORMAT_VERSION, MAX_MANIFEST, Footer
 from runtime.errors import ArtifactError
-
-ALIGNMENT = 64 * 1024
-FORMAT_VERSION = 2  # 2: section checksums are XXH3 ("checksum"), not SHA-256 ("sha256")
-FOOTER_MAGIC = b"LLBUNDLE"
-FOOTER = struct.Struct("<8sIIQQ")  # magic, format, crc32(manifest), offset, length
-MAX_MANIFEST = 16 * 1024 * 1024
 
 
 @dataclass
@@ -42,21 +24,7 @@ class Section:
     version: int
     offset: int
     length: int
-    checksum: str  # "xxh3-128:<hex>" of the section's bytes (see new_checksum)
-
-
-CHECKSUM = "xxh3-128"
-
-
-def new_checksum() -> Any:
-    """The hash behind `--verify`. XXH3 rather than SHA-256: it hashes at memory speed (~10x
-    SHA-256 on a CPU without SHA extensions), so `build` keeps up with `cp`. It finds
-    corruption, which is what --verify promises; being unforgeable would need a signature."""
-    return xxhash.xxh3_128()
-
-
-def checksum_text(digest: Any) -> str:
-    return f"{CHECKSUM}:{digest.hexdigest()}"
+    checksum: str  # "<algorithm>:<hex>" of the section's bytes (see format.new_checksum)
 
 
 @dataclass
@@ -86,8 +54,14 @@ class Manifest:
         return json.dumps(asdict(self), indent=1, sort_keys=True, ensure_ascii=False).encode()
 
     @classmethod
-    def from_json(cls, data: bytes) -> Manifest:
+    def from_json(cls, data: bytes, fmt: int = FORMAT_VERSION) -> Manifest:
+        """The manifest of a format-`fmt` artifact, migrated to the current format."""
         raw = json.loads(data)
+        if not isinstance(raw, dict):
+            raise ValueError("the manifest is not a JSON object")
+        for version in range(fmt, FORMAT_VERSION):
+            raw = MIGRATIONS[version](raw)
+        raw["format"] = FORMAT_VERSION
         raw["sections"] = [Section(**s) for s in raw.get("sections", [])]
         return cls(**raw)
 
@@ -97,13 +71,16 @@ class Manifest:
             "chat_template_length": len(self.chat_template)}
 
 
-def footer(manifest_offset: int, manifest_bytes: bytes) -> bytes:
-    crc = zlib.crc32(manifest_bytes)
-    return FOOTER.pack(FOOTER_MAGIC, FORMAT_VERSION, crc, manifest_offset, len(manifest_bytes))
+def _from_format_1(raw: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 kept each section's SHA-256 as "sha256": "<hex>"."""
+    for section in raw.get("sections", []):
+        section["checksum"] = "sha256:" + section.pop("sha256")
+    return raw
 
 
-def align(offset: int) -> int:
-    return -(-offset // ALIGNMENT) * ALIGNMENT
+# MIGRATIONS[n] turns format n's manifest JSON into format n + 1's.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_format_1}
+OLDEST_FORMAT = min(MIGRATIONS)
 
 
 def read_manifest(f: BinaryIO, where: str) -> Manifest:
@@ -112,24 +89,23 @@ def read_manifest(f: BinaryIO, where: str) -> Manifest:
     if size < FOOTER.size:
         raise ArtifactError(f"{where}: not a llamabundle artifact (file too small)")
     f.seek(size - FOOTER.size)
-    magic, fmt, crc, offset, length = FOOTER.unpack(f.read(FOOTER.size))
-    if magic != FOOTER_MAGIC:
-        raise ArtifactError(f"{where}: not a llamabundle artifact, or truncated (no footer)")
-    if fmt > FORMAT_VERSION:
-        raise ArtifactError(f"{where}: artifact format {fmt} is newer than this tool "
+    foot = Footer.unpack(f.read(FOOTER.size), where)
+    if foot.format > FORMAT_VERSION:
+        raise ArtifactError(f"{where}: artifact format {foot.format} is newer than this tool "
                             f"(supports {FORMAT_VERSION}); upgrade llamabundle")
-    if fmt < FORMAT_VERSION:
-        raise ArtifactError(f"{where}: artifact format {fmt} is from an older llamabundle "
-                            f"(this one reads {FORMAT_VERSION}); rebuild it from its GGUF")
+    if foot.format < OLDEST_FORMAT:
+        raise ArtifactError(f"{where}: artifact format {foot.format} is unknown (this tool reads "
+                            f"{OLDEST_FORMAT} to {FORMAT_VERSION}); rebuild it from its GGUF")
+    offset, length = foot.manifest_offset, foot.manifest_length
     if length > MAX_MANIFEST or offset + length > size - FOOTER.size:
         raise ArtifactError(f"{where}: corrupted artifact (manifest out of bounds)")
     f.seek(offset)
     data = f.read(length)
-    if zlib.crc32(data) != crc:
+    if zlib.crc32(data) != foot.crc:
         raise ArtifactError(f"{where}: corrupted artifact (manifest checksum mismatch)")
     try:
-        manifest = Manifest.from_json(data)
-    except (ValueError, TypeError) as e:
+        manifest = Manifest.from_json(data, foot.format)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise ArtifactError(f"{where}: corrupted artifact (bad manifest: {e})") from None
     for section in manifest.sections:
         if section.offset + section.length > offset:

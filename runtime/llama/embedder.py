@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 
-from runtime.bindings import llama_cpp
-from runtime.decode import DecodeError
 from runtime.errors import RequestError
+from runtime.llama.bindings import llama_cpp
+from runtime.llama.decoder import DecodeError
 
 N_EMBED_CTX = 512
 

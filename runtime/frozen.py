@@ -1,4 +1,6 @@
-"""PyInstaller unpacks the runtime into a `_MEI*` folder under the temp dir and its bootloader
+"""The runtime frozen by PyInstaller: where its files are, and the process set-up it needs.
+
+PyInstaller unpacks the runtime into a `_MEI*` folder under the temp dir and its bootloader
 removes it at exit, unless the bootloader itself is killed (SIGKILL, power loss). Each running
 artifact holds an flock on a file in its own folder; at launch, any `_MEI*` folder whose lock
 can be taken belongs to no live artifact and is removed."""
@@ -6,10 +8,13 @@ can be taken belongs to no live artifact and is removed."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import logging
 import os
 import shutil
+import signal
+import sys
 import tempfile
 from pathlib import Path
 
@@ -41,3 +46,33 @@ def sweep(own: Path, parent: Path | None = None) -> list[Path]:
             removed.append(folder)
             log.info("removed %s, left behind by an artifact that was killed", folder)
     return removed
+
+
+def frozen() -> bool:
+    return bool(getattr(sys, "frozen", False))
+
+
+def templates_dir() -> Path:
+    if frozen():
+        return Path(sys._MEIPASS) / "templates"  # type: ignore[attr-defined]
+    return Path(__file__).resolve().parent.parent / "templates"
+
+
+def prepare_process() -> None:
+    """What a frozen artifact does first: the user's environment for the programs it starts,
+    dying with its bootloader, and sweeping the folders of artifacts that were killed."""
+    # PyInstaller points LD_LIBRARY_PATH at its unpacked libraries; programs we start (the
+    # browser) must see the user's own environment instead.
+    if "LD_LIBRARY_PATH_ORIG" in os.environ:
+        os.environ["LD_LIBRARY_PATH"] = os.environ["LD_LIBRARY_PATH_ORIG"]
+    else:
+        os.environ.pop("LD_LIBRARY_PATH", None)
+    # If the bootloader (our parent) dies, die too rather than live on holding the port.
+    PR_SET_PDEATHSIG = 1
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+    own = Path(sys._MEIPASS)  # type: ignore[attr-defined]
+    claim(own)
+    sweep(own, own.parent)

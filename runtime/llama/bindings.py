@@ -2,8 +2,8 @@
 
 `import llama_cpp` runs the package's __init__, which imports the high-level `Llama` and with it
 numpy: numpy and its OpenBLAS are 40 MB that PyInstaller would unpack at every launch, and
-0.15 s of import, for nothing the runtime uses (it drives llama.cpp's C API itself: decode.py,
-embed.py, engine.py). Registering a bare package object first lets Python import the two
+0.15 s of import, for nothing the runtime uses (it drives llama.cpp's C API itself, in this
+package). Registering a bare package object first lets Python import the two
 modules we need, the bindings and the JSON-schema-to-grammar converter, on their own.
 """
 

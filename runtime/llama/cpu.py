@@ -18,8 +18,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.bindings import llama_cpp
 from runtime.errors import ArtifactError
+from runtime.llama.bindings import llama_cpp
 
 LIB_DIR = Path(llama_cpp.__file__).resolve().parent / "lib"
 _VARIANT_FILE = re.compile(r"/libggml-cpu-([\w.]+)\.so$")

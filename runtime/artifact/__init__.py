@@ -1,0 +1,1 @@
+"""The artifact's format, in one place: bundler/ writes it, runtime/ reads it."""

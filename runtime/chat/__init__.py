@@ -1,0 +1,1 @@
+"""Chats as the model reads them: its chat template, and fallbacks for models without one."""

@@ -1,0 +1,142 @@
+"""The join between the API dialects and the engine: one typed request in, one typed result out.
+
+Every dialect (the page's and OpenAI's chat, OpenAI's and llama.cpp's completions; Ollama's
+next) builds a `GenerationRequest` with `Defaults.request(...)`, where the bundle's defaults are
+applied, once. The engine answers with text pieces and then one `Finish`; each dialect formats
+those. `Model` is the engine's interface as the web layer sees it: the real engine and the
+tests' fake both satisfy it (mypy checks), and the web layer never imports llama.cpp.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from runtime.settings import Settings
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    seed: int | None = None  # None: a random one
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str  # "system", "user" or "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What to generate. Exactly one of `messages` (a chat, rendered by the model's template)
+    and `prompt` (text, or token ids, continued as is) is set."""
+
+    messages: tuple[ChatMessage, ...] | None = None
+    prompt: str | tuple[int, ...] | None = None
+    sampling: Sampling = field(default_factory=Sampling)
+    max_tokens: int = 512  # 0: none (the prompt is still evaluated); -1: until the context is full
+    stop: tuple[str, ...] = ()
+    json_schema: dict[str, Any] | None = None  # {}: any JSON object
+
+
+@dataclass(frozen=True)
+class Finish:
+    """How a generation ended, with its counts and timings (nanoseconds)."""
+
+    reason: str  # "stop" (end of turn or a stop string) or "length"
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int  # prompt tokens whose KV entries were reused from the last request
+    prompt_ns: int = 0  # evaluating the prompt (the part not reused)
+    generation_ns: int = 0  # from the first generated token to the last
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+Event = str | Finish  # a generation yields text pieces, then one Finish
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish: Finish
+
+
+def collect(events: Iterable[Event]) -> Completion:
+    """A whole answer from a generation's events."""
+    parts: list[str] = []
+    for event in events:
+        if isinstance(event, Finish):
+            return Completion("".join(parts), event)
+        parts.append(event)
+    raise RuntimeError("generation ended without a Finish")
+
+
+@dataclass(frozen=True)
+class Embedding:
+    vector: list[float]  # pooled and L2-normalised
+    tokens: int
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """The bundle's defaults for a request, from its settings."""
+
+    sampling: Sampling
+    max_tokens: int
+    system_prompt: str
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Defaults:
+        return cls(Sampling(temperature=s.temp, top_p=s.top_p, top_k=s.top_k,
+                            repeat_penalty=s.repeat_penalty), s.n_predict, s.system_prompt)
+
+    def request(self, *, messages: Sequence[ChatMessage] | None = None,
+                prompt: str | Sequence[int] | None = None, max_tokens: int | None = None,
+                stop: str | Sequence[str] | None = None, json_schema: dict[str, Any] | None = None,
+                **sampling: Any) -> GenerationRequest:
+        """A request with these defaults where the caller gave None. A chat without a system
+        message gets the bundle's system prompt."""
+        if messages is not None and self.system_prompt and \
+                not any(m.role == "system" for m in messages):
+            messages = [ChatMessage("system", self.system_prompt), *messages]
+        given = {k: v for k, v in sampling.items() if v is not None}
+        return GenerationRequest(
+            messages=None if messages is None else tuple(messages),
+            prompt=prompt if prompt is None or isinstance(prompt, str) else tuple(prompt),
+            sampling=replace(self.sampling, **given),
+            max_tokens=self.max_tokens if max_tokens is None else max_tokens,
+            stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
+            json_schema=json_schema,
+        )
+
+
+class Model(Protocol):
+    """A loaded model as the web layer uses it; called only from the worker thread."""
+
+    @property
+    def n_ctx(self) -> int: ...
+
+    def hardware(self) -> dict[str, Any]:
+        """What runs the model (the CPU code chosen), for /props."""
+        ...
+
+    def generate(self, request: GenerationRequest) -> Iterator[Event]:
+        """Text pieces as they are decoded, then one Finish; raises before the first piece if
+        the request cannot be served (too long, bad schema); closing the iterator stops it."""
+        ...
+
+    def embed(self, item: str | Sequence[int]) -> Embedding: ...
+
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]: ...
+
+    def detokenize(self, tokens: Sequence[int]) -> str: ...

@@ -1,0 +1,92 @@
+"""Serving: the listening socket, the model loading on the worker, the web app around them.
+
+The web layer (runtime/web/) and the engine never import each other; this module wires them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import errno
+import logging
+import os
+import socket
+import sys
+import threading
+import webbrowser
+
+from runtime.artifact.manifest import Manifest
+from runtime.errors import LlamabundleError, SettingsError
+from runtime.main import load_engine
+from runtime.settings import Settings
+from runtime.state import State
+from runtime.worker import Worker
+
+log = logging.getLogger("llamabundle")
+
+PORT_TRIES = 100
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on `port`, or the next free one (said on stderr)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for candidate in range(port, min(port + PORT_TRIES, 65536)):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host.strip("[]"), candidate))
+        except OSError as e:
+            sock.close()
+            if e.errno == errno.EADDRINUSE and port != 0:
+                continue
+            raise SettingsError(f"cannot listen on {host}:{candidate}: {e.strerror}") from None
+        sock.listen(128)
+        if candidate != port:
+            log.info("port %d is in use; using %d instead", port, candidate)
+        return sock
+    raise SettingsError(f"no free port in {port}..{port + PORT_TRIES - 1}")
+
+
+def serve(artifact: str, manifest: Manifest, settings: Settings) -> int:
+    """Serves until stopped. Exit code 0, or 1 if the model could not be loaded (the page and
+    /health say why meanwhile)."""
+    sock = bind(settings.host, settings.port)
+    port = sock.getsockname()[1]
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    url = f"http://{'localhost' if host == '127.0.0.1' else host}:{port}/"
+    state = State(manifest, dataclasses.replace(settings, port=port), Worker())
+    print(f"{manifest.title} is starting on {url}  (Ctrl-C to stop)", flush=True)
+
+    def load() -> None:
+        try:
+            engine = load_engine(artifact, manifest, settings)
+        except LlamabundleError as e:
+            state.load_error = str(e)
+            log.error("%s", e)
+            return
+        state.engine = engine
+        log.info("model loaded (CPU code: %s); ready on %s", engine.cpu.describe(), url)
+
+    # First in line, so requests wait behind it; and started before the web stack is
+    # imported, so llama.cpp reads the model while Python imports FastAPI.
+    state.worker.submit(load)
+    import uvicorn
+
+    from runtime.web.app import create_app
+
+    app = create_app(state)
+    if not settings.nobrowser and _has_display():
+        threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                            ws="none", timeout_graceful_shutdown=2)
+    asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
+    # Skip interpreter teardown: freeing llama.cpp objects from finalizers at exit is where
+    # crashes happen, and a generation still running on the worker thread must not hold us up.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1 if state.load_error else 0)
+
+
+def _has_display() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+                or sys.platform == "darwin")

@@ -1,0 +1,97 @@
+"""Errors in OpenAI's shape, chosen by exception type, never by message text; and a catch-all
+that answers in the same shape when something unexpected fails."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from runtime.errors import LlamabundleError, RequestError
+
+log = logging.getLogger(__name__)
+
+INTERNAL = "internal error; see the server's log"
+
+
+def error_payload(message: str, type_: str, code: str | None = None,
+                  param: str | None = None) -> dict[str, Any]:
+    """OpenAI's error shape."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def error_body(message: str, type_: str, code: str | None = None) -> bytes:
+    return json.dumps(error_payload(message, type_, code)).encode()
+
+
+def error_response(status: int, message: str, type_: str, code: str | None = None,
+                   param: str | None = None) -> JSONResponse:
+    return JSONResponse(error_payload(message, type_, code, param), status_code=status)
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestError)
+    async def request_error(_: Request, e: RequestError) -> JSONResponse:
+        return error_response(e.status, str(e), e.type, e.code, e.param)
+
+    @app.exception_handler(LlamabundleError)
+    async def internal(_: Request, e: LlamabundleError) -> JSONResponse:
+        log.error("%s", e)
+        return error_response(500, str(e), "server_error")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+        first = e.errors()[0]
+        if first.get("type") == "json_invalid":
+            return error_response(400, "the request body is not valid JSON",
+                                  "invalid_request_error", "json_invalid")
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        message = f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
+        return error_response(400, message, "invalid_request_error", first.get("type"),
+                              where or None)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, e: HTTPException) -> JSONResponse:
+        return error_response(e.status_code, str(e.detail), "invalid_request_error")
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, e: Exception) -> JSONResponse:
+        # Starlette sends this, then raises e on: CatchAll (around the app) logs it, once.
+        return error_response(500, INTERNAL, "server_error")
+
+
+class CatchAll:
+    """Any exception the app lets out: logged once with its traceback, and answered as an
+    OpenAI-shaped 500 if no answer has started (Starlette's own is plain text); not raised on
+    to uvicorn, which would log it a second time.
+
+    Plain ASGI, so streaming responses pass through untouched."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("internal error on %s %s", scope.get("method"), scope.get("path"))
+            if scope["type"] != "http" or started:
+                return  # the answer is under way: all we can do is end it
+            body = error_body(INTERNAL, "server_error")
+            await send({"type": "http.response.start", "status": 500,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,50 @@
+"""Request fields shared by the dialects, validated by pydantic: a caller's mistake becomes a
+400 naming the field. Numeric bounds come from the matching setting's declaration
+(runtime/settings.py), so a flag and a request field can never disagree.
+
+Unknown fields are ignored, as OpenAI's clients send fields we have no use for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from runtime.settings import BY_NAME
+
+MAX_STOPS = 16
+
+
+def bounded(setting: str, **kwargs: Any) -> Any:
+    """An optional request field bounded as the setting of that name is."""
+    option = BY_NAME[setting]
+    return Field(None, ge=option.low, le=option.high, **kwargs)
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class SamplingFields(Request):
+    """Sampling fields every generating dialect accepts, under llama.cpp's and OpenAI's names."""
+
+    temperature: float | None = bounded("temp")
+    top_p: float | None = bounded("top_p")
+    top_k: int | None = bounded("top_k")
+    repeat_penalty: float | None = bounded("repeat_penalty")
+    seed: int | None = Field(None, ge=-(1 << 63), le=(1 << 64) - 1)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    model: str | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _few_stops(cls, value: Any) -> Any:
+        if isinstance(value, list) and len(value) > MAX_STOPS:
+            raise ValueError(f"at most {MAX_STOPS} stop sequences")
+        return value
+
+    def sampling(self) -> dict[str, Any]:
+        """The sampling keywords of `Defaults.request` (None: the bundle's default)."""
+        return {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k,
+                "repeat_penalty": self.repeat_penalty, "seed": self.seed}
