@@ -82,9 +82,10 @@ def runtime_key() -> str:
     # must invalidate the frozen runtime as surely as one at the top.
     sources = sorted(p for folder in ("runtime", "templates") for p in (ROOT / folder).rglob("*")
                      if p.is_file() and "__pycache__" not in p.parts)
-    for path in [*sources, Path(__file__)]:
+    for path in sources:
         name = path.relative_to(ROOT).as_posix()
         digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    digest.update(Path(__file__).read_bytes())  # how it is frozen
     # llama.cpp's libraries (tens of MB) by size and time: they change only when reinstalled.
     for path in sorted(LIB_DIR.glob("*")):
         st = path.stat()

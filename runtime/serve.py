@@ -10,10 +10,12 @@ import dataclasses
 import errno
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
 import webbrowser
+from types import FrameType
 
 from runtime.artifact.manifest import Manifest
 from runtime.errors import LlamabundleError, SettingsError
@@ -67,6 +69,7 @@ def serve(artifact: str, manifest: Manifest, settings: Settings) -> int:
         state.engine = engine
         log.info("model loaded (CPU code: %s); ready on %s", engine.cpu.describe(), url)
 
+    _exit_on_signal(state)
     # First in line, so requests wait behind it; and started before the web stack is
     # imported, so llama.cpp reads the model while Python imports FastAPI.
     state.worker.submit(load)
@@ -85,6 +88,20 @@ def serve(artifact: str, manifest: Manifest, settings: Settings) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(1 if state.load_error else 0)
+
+
+def _exit_on_signal(state: State) -> None:
+    """SIGTERM and SIGINT end the process with 1 if the model could not be loaded, else as
+    killed by the signal (128 + its number). uvicorn handles them while it serves (a graceful
+    shutdown), then hands them back here."""
+
+    def handler(sig: int, frame: FrameType | None) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1 if state.load_error else 128 + sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
 
 
 def _has_display() -> bool:
