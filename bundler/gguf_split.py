@@ -99,9 +99,11 @@ def _check_together(headers: list[Header]) -> None:
     if tensors != total:
         raise InvalidModelError(f"{first.path}: its {count} parts hold {tensors} tensors, but "
                                 f"split.tensors.count says {total}")
-    names = [t.name for h in headers for t in h.tensors]
-    if len(set(names)) != len(names):
-        raise InvalidModelError(f"{first.path}: the same tensor appears in two parts")
+    seen: set[str] = set()
+    for name in (t.name for h in headers for t in h.tensors):
+        if name in seen:
+            raise InvalidModelError(f"{first.path}: tensor {name} is in two parts")
+        seen.add(name)
 
 
 def _plus_one(no: Any) -> str:
