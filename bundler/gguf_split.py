@@ -174,7 +174,9 @@ def write_merged(plan: MergePlan, out: BinaryIO, advance: Callable[[int], None])
     Returns the checksum text (runtime.manifest) of exactly the bytes written."""
     digest = new_checksum()
     failure: list[BaseException] = []
-    hasher = threading.Thread(target=_hash_plan, args=(plan, digest, failure), daemon=True)
+    stop = threading.Event()  # set when the copy fails or is interrupted: stop hashing too
+    hasher = threading.Thread(target=_hash_plan, args=(plan, digest, failure, stop),
+                              daemon=True)
     hasher.start()
     try:
         out.write(plan.header)
@@ -186,6 +188,9 @@ def write_merged(plan: MergePlan, out: BinaryIO, advance: Callable[[int], None])
             if pad:
                 _write_all(out.fileno(), bytes(pad))
                 advance(pad)
+    except BaseException:
+        stop.set()
+        raise
     finally:
         hasher.join()
     out.seek(0, os.SEEK_END)  # the copies moved the descriptor, not the buffered writer
@@ -223,13 +228,14 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _hash_plan(plan: MergePlan, digest: Any, failure: list[BaseException]) -> None:
+def _hash_plan(plan: MergePlan, digest: Any, failure: list[BaseException],
+               stop: threading.Event) -> None:
     try:
         digest.update(plan.header)
         for path, offset, length, pad in plan.ranges:
             with open(path, "rb", buffering=0) as f:
                 end = offset + length
-                while offset < end:
+                while offset < end and not stop.is_set():
                     data = os.pread(f.fileno(), min(CHUNK, end - offset), offset)
                     if not data:
                         raise OSError(f"{path}: shorter than its header says")

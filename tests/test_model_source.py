@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ from split_model import gguf_split_merge_header, split_gguf
 
 from bundler.gguf_info import read_header, read_model
 from bundler.model_source import plan_merge, resolve_model, write_merged
+from bundler.ollama_store import parse_name, short_name
 from runtime.errors import InvalidModelError
 
 
@@ -86,6 +88,23 @@ def test_merged_model_generates_what_the_unsplit_model_does(parts: list[Path], t
     assert tokens_a == tokens_b and len(tokens_a) > 3
     assert np.array_equal(logits_a, logits_b) and np.abs(logits_a).sum() > 0
     assert text_a == text_b and text_a
+
+
+def test_merge_without_copy_file_range_writes_the_same_bytes_after_a_prefix(
+        parts: list[Path], tiny_gguf: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object) -> int:
+        raise OSError(errno.EXDEV, "cross-device")  # as older kernels answer across filesystems
+
+    monkeypatch.setattr(os, "copy_file_range", refuse)
+    out = tmp_path / "artifact"
+    with open(out, "wb") as f:
+        f.write(b"x" * 65536)  # the merged GGUF lands after the runtime, as in an artifact
+        checksum = write_merged(plan_merge(parts), f, lambda n: None)
+        f.write(b"manifest")
+    data = out.read_bytes()
+    assert data[65536:-8] == tiny_gguf.read_bytes() and data.endswith(b"manifest")
+    assert checksum == f"xxh3-128:{xxhash.xxh3_128(data[65536:-8]).hexdigest()}"
 
 
 def test_plan_of_one_file_keeps_its_layout(tiny_gguf: Path) -> None:
@@ -213,6 +232,24 @@ def store(tmp_path: Path, tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch) -> P
     add_model(root, "registry.ollama.ai/alice/tiny2:v1", tiny_gguf.read_bytes())
     monkeypatch.setenv("OLLAMA_MODELS", str(root))
     return root
+
+
+@pytest.mark.parametrize(("text", "parsed", "shown"), [
+    ("qwen2.5:1.5b", ("registry.ollama.ai", "library", "qwen2.5", "1.5b"), "qwen2.5:1.5b"),
+    ("tiny", ("registry.ollama.ai", "library", "tiny", "latest"), "tiny:latest"),
+    ("alice/tiny", ("registry.ollama.ai", "alice", "tiny", "latest"), "alice/tiny:latest"),
+    ("localhost:5000/ns/m:q4", ("localhost:5000", "ns", "m", "q4"), "localhost:5000/ns/m:q4"),
+])
+def test_ollama_names_parse_with_ollama_defaults(text: str, parsed: tuple[str, ...],
+                                                 shown: str) -> None:
+    assert parse_name(text) == parsed
+    assert short_name(*parsed) == shown
+
+
+@pytest.mark.parametrize("text", ["", "a/b/c/d", "/tiny", "tiny:a:b"])
+def test_malformed_ollama_name_is_refused(text: str) -> None:
+    with pytest.raises(InvalidModelError, match="not an Ollama model name"):
+        resolve_model(f"ollama:{text}")
 
 
 @pytest.mark.parametrize("spec", ["ollama:tiny", "ollama:tiny:latest",
