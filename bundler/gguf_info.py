@@ -50,7 +50,8 @@ SCALARS = {GGUFValueType.UINT8: "B", GGUFValueType.INT8: "b", GGUFValueType.UINT
            GGUFValueType.FLOAT32: "f", GGUFValueType.BOOL: "?", GGUFValueType.UINT64: "Q",
            GGUFValueType.INT64: "q", GGUFValueType.FLOAT64: "d"}
 WANTED = ("general.name", "general.architecture", "general.file_type", "general.alignment",
-          "tokenizer.chat_template")
+          "tokenizer.chat_template", "split.no", "split.count", "split.tensors.count")
+SPLIT_KEYS = ("split.no", "split.count", "split.tensors.count")  # llama.cpp's gguf-split
 
 
 @dataclass
@@ -64,6 +65,41 @@ class ModelInfo:
     context_length: int | None
     chat_template: str | None
     tensors: int
+
+
+@dataclass
+class Tensor:
+    name: str
+    shape: tuple[int, ...]
+    kind: int  # GGMLQuantizationType
+    offset: int  # from the start of the data section
+    nbytes: int
+
+    @property
+    def elements(self) -> int:
+        count = 1
+        for n in self.shape:
+            count *= n
+        return count
+
+
+@dataclass
+class Header:
+    """One GGUF file's header, walked: what merging split parts needs to rewrite it."""
+
+    path: Path
+    size: int
+    version: int
+    kvs: list[tuple[str, int, int]]  # key, and the record's [start, end) bytes in the file
+    meta: dict[str, Any]  # the values of WANTED keys (others are None)
+    tensors: list[Tensor]
+    alignment: int
+    data_start: int
+
+    @property
+    def split_count(self) -> int:
+        """How many parts the model is split into (0 or 1: not split)."""
+        return int(self.meta.get("split.count") or 0)
 
 
 _U64 = struct.Struct("<Q")
@@ -127,7 +163,20 @@ class _Cursor:
 
 
 def read_model(path: Path) -> ModelInfo:
-    """Validates `path` as a complete GGUF; raises InvalidModelError with one clear line."""
+    """Validates `path` as a complete GGUF; raises InvalidModelError with one clear line.
+
+    A part of a split model is refused here (the rest of the model would be missing): the
+    split-aware entry is bundler.gguf_split.read_split_model."""
+    header = read_header(path)
+    if header.split_count > 1:
+        no = int(header.meta.get("split.no") or 0)
+        raise InvalidModelError(f"{path}: part {no + 1} of a GGUF split into "
+                                f"{header.split_count}; it must be merged with its other parts")
+    return describe([header], header.size)
+
+
+def read_header(path: Path) -> Header:
+    """Walks and checks one GGUF file's header (a split part may hold no tensors)."""
     size = _check_file(path)
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
         if data[:4] != b"GGUF":
@@ -138,41 +187,41 @@ def read_model(path: Path) -> ModelInfo:
             raise InvalidModelError(f"{path}: damaged or truncated GGUF ({e})") from None
 
 
-def _walk(path: Path, size: int, cur: _Cursor) -> ModelInfo:
+def _walk(path: Path, size: int, cur: _Cursor) -> Header:
     cur.pos = 4
     version = cur.take("I")
     if version not in READER_SUPPORTED_VERSIONS:
         raise InvalidModelError(f"{path}: GGUF version {version} is not supported "
                                 f"(supported: {', '.join(map(str, READER_SUPPORTED_VERSIONS))})")
     n_tensors, n_kv = cur.take("Q"), cur.take("Q")
-    if n_tensors == 0:
-        raise InvalidModelError(f"{path}: GGUF has no tensors (a vocab-only file?)")
     meta: dict[str, Any] = {}
+    kvs = []
     for _ in range(n_kv):
+        start = cur.pos
         key = cur.string()
         keep = key in WANTED or key.endswith(".context_length")
         meta[key] = cur.value(cur.take("I"), keep)
+        kvs.append((key, start, cur.pos))
     tensors = [_tensor_info(cur) for _ in range(n_tensors)]
     alignment = meta.get("general.alignment") or GGUF_DEFAULT_ALIGNMENT
     data_start = -(-cur.pos // alignment) * alignment
-    end = max(data_start + offset + nbytes for _, offset, nbytes in tensors)
+    end = max((data_start + t.offset + t.nbytes for t in tensors), default=cur.pos)
     if end > size:
         raise InvalidModelError(f"{path}: truncated GGUF ({size} bytes, tensor data needs {end})")
-    return _describe(path, size, meta, tensors)
+    return Header(path, size, version, kvs, meta, tensors, alignment, data_start)
 
 
-def _tensor_info(cur: _Cursor) -> tuple[int, int, int]:
-    """(elements, data offset, bytes) of one tensor, checked."""
-    cur.string()
+def _tensor_info(cur: _Cursor) -> Tensor:
+    name = cur.string()
     n_dims = cur.take("I")
     if not 1 <= n_dims <= 4:
         raise _Damaged(f"tensor with {n_dims} dimensions")
-    elements = 1
-    for _ in range(n_dims):
-        elements *= cur.take("Q")
+    shape = tuple(cur.take("Q") for _ in range(n_dims))
     kind = GGMLQuantizationType(cur.take("I"))
     block, type_size = GGML_QUANT_SIZES[kind]
-    return elements, cur.take("Q"), elements // block * type_size
+    tensor = Tensor(name, shape, int(kind), cur.take("Q"), 0)
+    tensor.nbytes = tensor.elements // block * type_size
+    return tensor
 
 
 def _check_file(path: Path) -> int:
@@ -189,17 +238,22 @@ def _check_file(path: Path) -> int:
     return size
 
 
-def _describe(path: Path, size: int, meta: dict[str, Any],
-              tensors: list[tuple[int, int, int]]) -> ModelInfo:
-    arch = str(meta.get("general.architecture") or "unknown")
+def describe(headers: list[Header], size: int) -> ModelInfo:
+    """The model that `headers` (one file, or a split model's parts in order) hold together;
+    the metadata is the first part's, as gguf-split writes it."""
+    first, path = headers[0].meta, headers[0].path
+    tensors = [t for h in headers for t in h.tensors]
+    if not tensors:
+        raise InvalidModelError(f"{path}: GGUF has no tensors (a vocab-only file?)")
+    arch = str(first.get("general.architecture") or "unknown")
     try:
-        quant = LlamaFileType(meta["general.file_type"]).name.removeprefix("MOSTLY_")
+        quant = LlamaFileType(first["general.file_type"]).name.removeprefix("MOSTLY_")
     except (KeyError, ValueError):
         quant = "unknown"
-    ctx = meta.get(f"{arch}.context_length")
+    ctx = first.get(f"{arch}.context_length")
     return ModelInfo(
-        path=path, size=size, name=str(meta.get("general.name") or path.stem),
-        architecture=arch, parameters=sum(t[0] for t in tensors), quantization=quant,
+        path=path, size=size, name=str(first.get("general.name") or path.stem),
+        architecture=arch, parameters=sum(t.elements for t in tensors), quantization=quant,
         context_length=int(ctx) if isinstance(ctx, int) else None,
-        chat_template=meta.get("tokenizer.chat_template"), tensors=len(tensors),
+        chat_template=first.get("tokenizer.chat_template"), tensors=len(tensors),
     )
