@@ -1,1 +1,1 @@
-"""Chat-level helpers shared by every API dialect: tool calling (tools, tool_grammar, tool_parse)."""
+"""Chat helpers every API dialect shares: tool calling (tools, tool_grammar, tool_parse)."""

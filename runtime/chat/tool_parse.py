@@ -45,7 +45,7 @@ class CallArguments:
 
 
 Event = Content | CallStart | CallArguments
-Wait = Generator[None, None, object]  # the parser's steps: they yield to ask for more text
+Wait = Generator[None, None, None]  # the parser's steps: they yield to ask for more text
 
 
 def bare_calls(text: str, names: set[str]) -> list[tuple[str, str]] | None:
