@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 
 from bundler.gguf_info import SPLIT_KEYS, Header, ModelInfo, Tensor, describe, read_header
 from runtime.errors import BuildError, InvalidModelError
-from runtime.manifest import checksum_text, new_checksum
+from runtime.artifact.format import checksum_text, new_checksum
 
 PART_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 CHUNK = 64 * 1024 * 1024
@@ -171,7 +171,7 @@ def _tensor_record(tensor: Tensor, offset: int, as_gguf_split: bool) -> bytes:
 def write_merged(plan: MergePlan, out: BinaryIO, advance: Callable[[int], None]) -> str:
     """Writes the merged GGUF at `out`'s position: the header, then each range copied in the
     kernel (copy_file_range), while a second thread hashes the same bytes from the parts.
-    Returns the checksum text (runtime.manifest) of exactly the bytes written."""
+    Returns the checksum text (runtime.artifact.format) of exactly the bytes written."""
     digest = new_checksum()
     failure: list[BaseException] = []
     stop = threading.Event()  # set when the copy fails or is interrupted: stop hashing too

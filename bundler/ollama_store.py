@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.errors import InvalidModelError, SettingsError
-from runtime.settings import OPTIONS, validate_value
+from runtime.settings import BY_NAME
 
 HOST, NAMESPACE, TAG = "registry.ollama.ai", "library", "latest"
 MEDIA = "application/vnd.ollama.image."
@@ -155,7 +155,6 @@ def _map_params(spec: str, path: Path, model: OllamaModel) -> None:
             raise ValueError("not an object")
     except (OSError, ValueError) as e:
         raise InvalidModelError(f"{spec}: unreadable params blob {path.name} ({e})") from None
-    options = {o.name: o for o in OPTIONS}
     for key, value in params.items():
         ours = PARAMS.get(key)
         if ours is None:
@@ -164,6 +163,6 @@ def _map_params(spec: str, path: Path, model: OllamaModel) -> None:
                                             "answers)" if key == "stop" else ""))
             continue
         try:
-            model.defaults[ours] = validate_value(options[ours], value)
+            model.defaults[ours] = BY_NAME[ours].check(value)
         except SettingsError as e:
             model.notes.append(f"parameter {key}={json.dumps(value)} not used ({e})")

@@ -69,7 +69,7 @@ def test_merged_model_generates_what_the_unsplit_model_does(parts: list[Path], t
                                                             tmp_path: Path) -> None:
     from llama_cpp import Llama
 
-    from runtime import cpu
+    from runtime.llama import cpu
 
     cpu.load()  # llama.cpp's CPU backend, as the runtime loads it
     merge(parts, tmp_path / "merged.gguf")
