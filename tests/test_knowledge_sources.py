@@ -315,3 +315,11 @@ def test_find_documents_reads_duplicates_once_and_survives_a_symlink_loop(tmp_pa
         ("docs/sub/loop", "folder already read (symlink loop?)"),
         ("docs/one.md", f"same content as {docs / 'one.md'}"),
     }
+
+
+def test_pdf_body_lines_repeated_on_every_page_are_kept(tmp_path: Path) -> None:
+    body = ["Chapter text differs here.", "", "Warning: unplug the router first.", "", "End."]
+    pages = [[f"Page body {n}.", *body] for n in (1, 2, 3)]
+    path = _pdf(tmp_path / "warn.pdf", pages, header="Manual")
+    texts = [block.text for block in read_document(Source(path, "warn.pdf")).blocks]
+    assert texts.count("Warning: unplug the router first.") == 3

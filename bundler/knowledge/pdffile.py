@@ -38,7 +38,12 @@ _MARGIN = 0.12
 @dataclass
 class _Page:
     boxes: list[list[str]]  # text boxes in reading order, each a list of lines
-    edges: list[str]  # the topmost and bottommost lines: where running headers/footers sit
+    # (box, line) indexes of the topmost and bottommost lines: where running headers and footers
+    # sit. Only these are ever dropped, so body text that repeats is kept.
+    edges: set[tuple[int, int]]
+
+    def edge_lines(self) -> set[str]:
+        return {_shape(self.boxes[box][line]) for box, line in self.edges}
 
 
 def read_pdf(path: Path, name: str) -> tuple[str | None, list[Block]]:
@@ -54,8 +59,11 @@ def read_pdf(path: Path, name: str) -> tuple[str | None, list[Block]]:
     repeated = _running_lines(pages)
     blocks = []
     for number, page in enumerate(pages, start=1):
-        for box in page.boxes:
-            kept = [line for line in box if _shape(line) not in repeated]
+        for b, box in enumerate(page.boxes):
+            kept = [
+                line for i, line in enumerate(box)
+                if (b, i) not in page.edges or _shape(line) not in repeated
+            ]
             if text := join_lines(kept):
                 blocks.append(Block(text, (), number))
     return title, blocks
@@ -89,20 +97,20 @@ def _layouts(document: PDFDocument, name: str) -> list[LTPage]:
 
 def _page_text(layout: LTPage) -> _Page:
     boxes: list[list[str]] = []
-    placed: list[tuple[float, str]] = []  # (height on the page, line)
+    placed: list[tuple[float, int, int]] = []  # (height on the page, box, line)
     for element in layout:
         if isinstance(element, LTTextBox):
-            box = []
+            box: list[str] = []
             for line in element:
                 if isinstance(line, LTTextLine) and (text := _clean(line.get_text())):
+                    placed.append((line.y0, len(boxes), len(box)))
                     box.append(text)
-                    placed.append((line.y0, text))
             if box:
                 boxes.append(box)
     placed.sort(key=lambda item: -item[0])
-    top = [text for y, text in placed[:_EDGE_LINES] if y > layout.y1 - _MARGIN * layout.height]
-    low = [text for y, text in placed[-_EDGE_LINES:] if y < layout.y0 + _MARGIN * layout.height]
-    return _Page(boxes, top + low)
+    top = [(b, i) for y, b, i in placed[:_EDGE_LINES] if y > layout.y1 - _MARGIN * layout.height]
+    low = [(b, i) for y, b, i in placed[-_EDGE_LINES:] if y < layout.y0 + _MARGIN * layout.height]
+    return _Page(boxes, set(top + low))
 
 
 def _clean(text: str) -> str:
@@ -118,7 +126,7 @@ def _running_lines(pages: list[_Page]) -> set[str]:
     """Lines at a page's top or bottom that recur on most pages (at least two)."""
     counts: Counter[str] = Counter()
     for page in pages:
-        counts.update({_shape(line) for line in page.edges})
+        counts.update(page.edge_lines())
     return {shape for shape, n in counts.items() if n >= 2 and n * 2 > len(pages)}
 
 
