@@ -23,6 +23,10 @@ class BuildError(LlamabundleError):
     """Writing an artifact failed (output path, disk, runtime freezing)."""
 
 
+class DocumentError(LlamabundleError):
+    """A knowledge document cannot be read (unreadable, encrypted, empty, a scan, undecodable)."""
+
+
 class SettingsError(LlamabundleError):
     """A setting has a value that cannot work (e.g. a public host without an API key)."""
 

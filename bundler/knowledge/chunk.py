@@ -1,0 +1,168 @@
+"""Chunking: documents into passages of whole sentences, sized in the embedder's own tokens.
+
+A chunk never mixes two heading sections or two PDF pages (a PDF chunk never spans a page break),
+so its location ("p. 3", "Install › Linux") is exact when it is cited. Sentences end at Chinese
+and Western terminators alike, so Chinese text is never cut mid-word as a character splitter
+would; only a sentence longer than a whole chunk is cut, at clauses first."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import groupby
+
+from bundler.knowledge.document import Block, Document, is_cjk
+
+_TERMINATOR = re.compile(r"(?:[。！？；…]+|[!?;]+|\.+)[”’\"'」』）)】》\]]*")
+_CLAUSE = re.compile(r"[，、,：:]+")
+# Words that end with a period without ending the sentence ("etc." usually does end one).
+_ABBREVIATIONS = {
+    "e.g", "i.e", "eg", "ie", "vs", "cf", "mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr",
+    "no", "nos", "fig", "figs", "approx", "ca", "inc", "ltd", "co", "corp", "dept", "vol",
+    "p", "pp", "sec", "ch", "ed", "eds", "al", "jan", "feb", "mar", "apr", "jun", "jul", "aug",
+    "sep", "sept", "oct", "nov", "dec", "min", "max", "ref", "u.s", "a.m", "p.m",
+}
+
+
+@dataclass(frozen=True)
+class Chunk:
+    document: str  # the document's relative path
+    title: str
+    location: str  # "p. 3", "Install › Linux", or "" for a document without either
+    text: str
+    headings: tuple[str, ...]
+    page: int | None
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of `text`: cut after 。！？!?；;… (closing quotes kept), after ". " that
+    does not follow an abbreviation, and at line breaks."""
+    return [sentence for sentence, _ in _sentences(text)]
+
+
+def _sentences(text: str) -> Iterator[tuple[str, bool]]:
+    """Sentences, each with whether a line break came before it."""
+    for number, line in enumerate(line for line in text.split("\n") if line.strip()):
+        start = 0
+        for match in _TERMINATOR.finditer(line):
+            if _ends_sentence(line, match):
+                if sentence := line[start : match.end()].strip():
+                    yield sentence, number > 0 and start == 0
+                start = match.end()
+        if rest := line[start:].strip():
+            yield rest, number > 0 and start == 0
+
+
+def _ends_sentence(line: str, match: re.Match[str]) -> bool:
+    mark, after = match.group(), line[match.end() : match.end() + 1]
+    if not after or is_cjk(after) or mark[0] in "。！？；…":
+        return True
+    if not after.isspace():
+        return False  # 3.14, e.g, example.com, "?!" inside a word
+    if mark[0] != ".":
+        return True
+    nxt = line[match.end() :].lstrip()[:1]
+    word = re.search(r"([\w.]*)$", line[: match.start()])
+    before = word.group(1).lower() if word else ""
+    if before in _ABBREVIATIONS or (len(before) == 1 and before.isalpha()):
+        return False  # "e.g. Linux", "Dr. Smith", "J. Smith"
+    return not nxt.islower()  # a lower-case word after ". " continues the sentence
+
+
+def chunk_document(
+    doc: Document,
+    count_tokens: Callable[[str], int],
+    max_tokens: int = 256,
+    overlap: int = 1,
+) -> list[Chunk]:
+    """Chunks of whole sentences, each at most `max_tokens` by `count_tokens`; consecutive
+    chunks of one section share `overlap` sentences. A new section (heading path or PDF page)
+    always starts a new chunk."""
+    chunks = []
+    for (headings, page), section in groupby(doc.blocks, key=lambda b: (b.headings, b.page)):
+        location = f"p. {page}" if page is not None else " › ".join(headings)
+        units = list(_units(list(section), count_tokens, max_tokens))
+        for text in _pack(units, count_tokens, max_tokens, overlap):
+            chunks.append(Chunk(doc.relpath, doc.title, location, text, headings, page))
+    return chunks
+
+
+def _units(
+    blocks: list[Block], count: Callable[[str], int], limit: int
+) -> Iterator[tuple[str, str]]:
+    """(piece, separator before it): sentences, or clauses and slices of over-long ones."""
+    for index, block in enumerate(blocks):
+        for number, (sentence, broken) in enumerate(_sentences(block.text)):
+            # A new block or a line break stays a line break; other pieces join as the script
+            # does (a space, or nothing between CJK characters).
+            newline = (index > 0 and number == 0) or broken
+            for part, piece in enumerate(_fit(sentence, count, limit)):
+                yield piece, "\n" if newline and part == 0 else ""
+
+
+def _fit(sentence: str, count: Callable[[str], int], limit: int) -> Iterator[str]:
+    if count(sentence) <= limit:
+        yield sentence
+        return
+    pieces, start = [], 0
+    for match in _CLAUSE.finditer(sentence):
+        pieces.append(sentence[start : match.end()])
+        start = match.end()
+    pieces.append(sentence[start:])
+    # Clauses are packed back together up to the limit; one still too long is sliced.
+    current = ""
+    for clause in (piece for piece in pieces if piece.strip()):
+        if current and count(current + clause) > limit:
+            yield current.strip()
+            current = ""
+        if count(clause) > limit:
+            yield from _slice(clause.strip(), count, limit)
+        else:
+            current += clause
+    if current.strip():
+        yield current.strip()
+
+
+def _slice(text: str, count: Callable[[str], int], limit: int) -> Iterator[str]:
+    """The longest prefixes that fit, cut at a space where there is one."""
+    while text:
+        low, high = 1, len(text)
+        while low < high:  # the longest prefix within the limit (at least one character)
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if count(text[:middle]) <= limit else (low, middle - 1)
+        cut = low
+        if cut < len(text) and (space := text.rfind(" ", 0, cut)) > 0:
+            cut = space
+        yield text[:cut].strip()
+        text = text[cut:].strip()
+
+
+def _join(units: list[tuple[str, str]]) -> str:
+    text = ""
+    for piece, separator in units:
+        if not text:
+            text = piece
+        elif separator == "\n":
+            text += "\n" + piece
+        elif is_cjk(text[-1]) and is_cjk(piece[0]):
+            text += piece
+        else:
+            text += " " + piece
+    return text
+
+
+def _pack(
+    units: list[tuple[str, str]], count: Callable[[str], int], limit: int, overlap: int
+) -> Iterator[str]:
+    current: list[tuple[str, str]] = []
+    for unit in units:
+        if current and count(_join([*current, unit])) > limit:
+            yield _join(current)
+            # The next chunk repeats the last sentences, as many as fit with the new one.
+            current = current[len(current) - overlap :] if overlap > 0 else []
+            while current and count(_join([*current, unit])) > limit:
+                current.pop(0)
+        current.append(unit)
+    if current:
+        yield _join(current)

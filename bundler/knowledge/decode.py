@@ -1,0 +1,94 @@
+"""Bytes to text for .txt/.md/.html: UTF-8/16/32, GB18030/GBK, Big5, and what charset-normalizer
+recognises. Chinese files are often not UTF-8, and short ones fool statistical detectors (two
+characters of GBK are also valid Big5), so Chinese encodings are decided by which decoding gives
+common Chinese characters."""
+
+from __future__ import annotations
+
+import codecs
+
+import charset_normalizer
+
+from runtime.errors import DocumentError
+
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16: its BOM starts with UTF-16 LE's
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_CHINESE = ("gb18030", "big5")
+# Below this share of plausible characters a Chinese decoding is taken for noise.
+_PLAUSIBLE = 0.6
+
+
+def decode_text(data: bytes, name: str) -> str:
+    """The text of a document file, or DocumentError naming why it cannot be decoded."""
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return _strict(data, encoding, name)
+    try:
+        text = data.decode("utf-8")  # strict first: valid UTF-8 is almost never anything else
+    except UnicodeDecodeError:
+        pass
+    else:
+        if "\x00" not in text:  # NULs: UTF-16 without a BOM, or binary
+            return text
+    chinese = _guess_chinese(data)
+    if chinese is not None:
+        return chinese
+    best = charset_normalizer.from_bytes(data).best()
+    if best is None or best.encoding is None or _looks_binary(str(best)):
+        raise DocumentError(f"{name}: not text in any known encoding (binary file?)")
+    return str(best)
+
+
+def _strict(data: bytes, encoding: str, name: str) -> str:
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise DocumentError(f"{name}: invalid {encoding} text at byte {exc.start}") from None
+
+
+def _guess_chinese(data: bytes) -> str | None:
+    """The best-scoring of the Chinese decodings, if one looks like real Chinese text."""
+    scored: list[tuple[float, int, str]] = []
+    for encoding in _CHINESE:  # the order breaks ties: GBK files are the more common
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        scored.append((_plausibility(text), -len(scored), text))
+    if not scored:
+        return None
+    score, _, text = max(scored)
+    return text if score >= _PLAUSIBLE and not _looks_binary(text) else None
+
+
+def _plausibility(text: str) -> float:
+    """Share of the non-ASCII characters that are common Chinese characters or CJK punctuation.
+    A wrong decoding gives rare characters, bopomofo, small forms and private-use code points."""
+    wide = [c for c in text if ord(c) > 0x7F]
+    if not wide:
+        return 0.0
+    return sum(1 for c in wide if _common(c)) / len(wide)
+
+
+def _common(char: str) -> bool:
+    if "\u3000" <= char <= "\u303f" or "\uff01" <= char <= "\uff5e":
+        return True  # CJK and full-width punctuation
+    for encoding, low, high in (("gb2312", 0xB0A1, 0xD7FE), ("big5", 0xA440, 0xC67E)):
+        # GB2312 level 1 and Big5's frequent characters: the ones real text is made of.
+        try:
+            code = char.encode(encoding)
+        except UnicodeEncodeError:
+            continue
+        if len(code) == 2 and low <= (code[0] << 8 | code[1]) <= high:
+            return True
+    return False
+
+
+def _looks_binary(text: str) -> bool:
+    controls = sum(1 for c in text[:4096] if c < " " and c not in "\t\n\r\f")
+    return "\x00" in text or controls > len(text[:4096]) // 100

@@ -1,0 +1,146 @@
+"""PDF text with pdfminer.six (it keeps words whole where pypdf splits them; PyMuPDF is AGPL).
+
+A PDF has no paragraphs or headings, only positioned lines: each of pdfminer's text boxes becomes
+a block carrying its page; running headers and footers (the same line on most pages, page numbers
+included) are dropped, so they neither pollute every chunk nor win every search."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from pdfminer.converter import PDFPageAggregator
+from pdfminer.layout import LAParams, LTPage, LTTextBox, LTTextLine
+from pdfminer.pdfdocument import PDFDocument, PDFPasswordIncorrect
+from pdfminer.pdfinterp import PDFPageInterpreter, PDFResourceManager
+from pdfminer.pdfpage import PDFPage
+from pdfminer.pdfparser import PDFParser
+from pdfminer.utils import decode_text
+
+from bundler.knowledge.document import Block, join_lines
+from runtime.errors import DocumentError
+
+# Some fonts map the fi/fl ligatures to these private-use code points.
+_LIGATURES = {"\uf001": "fi", "\uf002": "fl"} | {
+    chr(c): unicodedata.normalize("NFKC", chr(c)) for c in range(0xFB00, 0xFB07)
+}
+_LIGATURE = re.compile("[" + "".join(_LIGATURES) + "]")
+# How many lines at the top and the bottom of a page may be a running header or footer, and
+# within what share of the page's height from its edge (the margin, not the body).
+_EDGE_LINES = 2
+_MARGIN = 0.12
+
+
+
+@dataclass
+class _Page:
+    boxes: list[list[str]]  # text boxes in reading order, each a list of lines
+    # (box, line) indexes of the topmost and bottommost lines: where running headers and footers
+    # sit. Only these are ever dropped, so body text that repeats is kept.
+    edges: set[tuple[int, int]]
+
+    def edge_lines(self) -> set[str]:
+        return {_shape(self.boxes[box][line]) for box, line in self.edges}
+
+
+def read_pdf(path: Path, name: str) -> tuple[str | None, list[Block]]:
+    """The PDF's metadata title (or None) and its blocks, each with its 1-based page."""
+    with path.open("rb") as file:
+        document = _open(file, name)
+        title = _title(document)
+        pages = [_page_text(layout) for layout in _layouts(document, name)]
+    if not pages:
+        raise DocumentError(f"{name}: the PDF has no pages")
+    if not any(page.boxes for page in pages):
+        raise DocumentError(f"{name}: no text layer (a scanned PDF?); run OCR on it first")
+    repeated = _running_lines(pages)
+    blocks = []
+    for number, page in enumerate(pages, start=1):
+        for b, box in enumerate(page.boxes):
+            kept = [
+                line for i, line in enumerate(box)
+                if (b, i) not in page.edges or _shape(line) not in repeated
+            ]
+            if text := join_lines(kept):
+                blocks.append(Block(text, (), number))
+    return title, blocks
+
+
+def _open(file, name: str) -> PDFDocument:  # type: ignore[no-untyped-def]
+    try:
+        return PDFDocument(PDFParser(file))
+    except PDFPasswordIncorrect:
+        raise DocumentError(f"{name}: the PDF is encrypted (needs a password)") from None
+    except Exception as exc:  # pdfminer raises many types on broken files; all mean the same
+        raise DocumentError(f"{name}: not a readable PDF ({_describe(exc)})") from None
+
+
+def _layouts(document: PDFDocument, name: str) -> list[LTPage]:
+    manager = PDFResourceManager(caching=True)
+    device = PDFPageAggregator(manager, laparams=LAParams())
+    interpreter = PDFPageInterpreter(manager, device)
+    layouts = []
+    try:
+        for page in PDFPage.create_pages(document):
+            interpreter.process_page(page)
+            layouts.append(device.get_result())
+    except DocumentError:
+        raise
+    except Exception as exc:
+        raise DocumentError(f"{name}: PDF page {len(layouts) + 1} is unreadable "
+                            f"({_describe(exc)})") from None
+    return layouts
+
+
+def _page_text(layout: LTPage) -> _Page:
+    boxes: list[list[str]] = []
+    placed: list[tuple[float, int, int]] = []  # (height on the page, box, line)
+    for element in layout:
+        if isinstance(element, LTTextBox):
+            box: list[str] = []
+            for line in element:
+                if isinstance(line, LTTextLine) and (text := _clean(line.get_text())):
+                    placed.append((line.y0, len(boxes), len(box)))
+                    box.append(text)
+            if box:
+                boxes.append(box)
+    placed.sort(key=lambda item: -item[0])
+    top = [(b, i) for y, b, i in placed[:_EDGE_LINES] if y > layout.y1 - _MARGIN * layout.height]
+    low = [(b, i) for y, b, i in placed[-_EDGE_LINES:] if y < layout.y0 + _MARGIN * layout.height]
+    return _Page(boxes, set(top + low))
+
+
+def _clean(text: str) -> str:
+    return _LIGATURE.sub(lambda m: _LIGATURES[m.group()], text).strip()
+
+
+def _shape(line: str) -> str:
+    """A line with its numbers blanked: "Page 3 of 9" on each page is one running footer."""
+    return re.sub(r"\d+", "#", " ".join(line.split()))
+
+
+def _running_lines(pages: list[_Page]) -> set[str]:
+    """Lines at a page's top or bottom that recur on most pages (at least two)."""
+    counts: Counter[str] = Counter()
+    for page in pages:
+        counts.update(page.edge_lines())
+    return {shape for shape, n in counts.items() if n >= 2 and n * 2 > len(pages)}
+
+
+def _title(document: PDFDocument) -> str | None:
+    for info in document.info:
+        raw = info.get("Title")
+        if raw is not None and hasattr(raw, "resolve"):
+            raw = raw.resolve()
+        if isinstance(raw, bytes):
+            raw = decode_text(raw)
+        if isinstance(raw, str) and raw.strip():
+            return raw.strip()
+    return None
+
+
+def _describe(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,325 @@
+"""Finding and reading knowledge documents: every format, encoding and bad file a builder has."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import docx
+import pytest
+from PIL import Image
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+from reportlab.pdfgen import canvas
+
+from bundler.knowledge import Block, Source, find_documents, read_document
+from runtime.errors import DocumentError
+
+ZH_HANS = (
+    "本手册介绍路由器的安装、配置和日常维护。请在开始之前阅读安全须知。\n"
+    "如何安装软件：先下载安装包，然后双击运行。安装完成后，请重新启动设备。\n"
+    "如果遇到问题，请联系技术支持，或者访问我们的网站查看常见问题。\n"
+)
+ZH_HANT = (
+    "本手冊介紹路由器的安裝、設定和日常維護。請在開始之前閱讀安全須知。\n"
+    "如何安裝軟體：先下載安裝包，然後按兩下執行。安裝完成後，請重新啟動裝置。\n"
+    "如果遇到問題，請聯絡技術支援，或者造訪我們的網站查看常見問題。\n"
+)
+EN = (
+    "The router needs a stable power supply.\n"
+    "Connect the WAN port to your modem before you switch it on.\n"
+)
+
+
+def _read(path: Path) -> list[str]:
+    return [block.text for block in read_document(Source(path, path.name)).blocks]
+
+
+def _paragraphs(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line]
+
+
+@pytest.mark.parametrize(
+    ("encoding", "text"),
+    [
+        ("utf-8", EN + ZH_HANS),
+        ("utf-8-sig", ZH_HANS),
+        ("utf-16", EN + ZH_HANT),  # Python writes it with a BOM
+        ("gb18030", ZH_HANS),
+        ("gbk", ZH_HANT),  # traditional characters in a GBK file are still GBK
+        ("big5", ZH_HANT),
+    ],
+)
+def test_text_files_are_decoded_in_their_encoding(
+    tmp_path: Path, encoding: str, text: str
+) -> None:
+    path = tmp_path / "manual.txt"
+    path.write_bytes("\n".join(_paragraphs(text)).replace("\n", "\n\n").encode(encoding))
+    assert _read(path) == _paragraphs(text)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "text"),
+    [
+        ("gbk", "你好"), ("big5", "你好"), ("gbk", "資料"), ("big5", "資料"),
+        ("gbk", "配置文件位于用户目录。"), ("big5", "設定檔案位於使用者目錄。"),
+    ],
+)
+def test_very_short_chinese_files_are_told_apart_between_gbk_and_big5(
+    tmp_path: Path, encoding: str, text: str
+) -> None:
+    path = tmp_path / "short.txt"
+    path.write_bytes(text.encode(encoding))
+    assert _read(path) == [text]
+
+
+def test_plain_text_wraps_are_undone_without_spaces_between_chinese_characters(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "wrapped.txt"
+    path.write_text("Hard wrapped\nEnglish line.\n\n硬换行的\n中文段落。\n- item one\n- item two\n")
+    assert _read(path) == [
+        "Hard wrapped English line.", "硬换行的中文段落。", "- item one", "- item two",
+    ]
+
+
+def test_markdown_blocks_carry_their_heading_path_and_the_first_heading_is_the_title(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "guide.md"
+    path.write_text(
+        "---\nlayout: x\n---\n# Router guide\n\nRead **this** [first](http://x).\n\n"
+        "## Install\n\n### Linux\n\n- Run the\n  installer.\n- Reboot.\n\n"
+        "## 配置\n\n| Name | Value |\n|---|---|\n| port | 80 |\n\n"
+        "```\n# not a heading\n```\n"
+    )
+    doc = read_document(Source(path, "docs/guide.md"))
+    assert doc.title == "Router guide" and doc.relpath == "docs/guide.md"
+    assert doc.blocks == [
+        Block("Read this first.", ("Router guide",)),
+        Block("Run the installer.", ("Router guide", "Install", "Linux")),
+        Block("Reboot.", ("Router guide", "Install", "Linux")),
+        Block("Name | Value\nport | 80", ("Router guide", "配置")),
+        Block("# not a heading", ("Router guide", "配置")),
+    ]
+
+
+def test_html_keeps_headings_lists_and_table_rows_and_drops_page_chrome(tmp_path: Path) -> None:
+    path = tmp_path / "page.html"
+    path.write_text(
+        "<html><head><title>Help centre</title><style>p {color: red}</style>"
+        "<script>document.write('<p>tracking</p>')</script></head><body>"
+        "<header>Site name</header><nav><ul><li>Home</li><li>Login</li></ul></nav>"
+        "<h1>安装指南</h1><p>First   download\nthe <b>package</b> &amp; run it.</p>"
+        "<ul><li>Step one</li><li>Step two</li></ul><h2>Ports</h2>"
+        "<table><tr><th>Port</th><th>Use</th></tr><tr><td>80</td><td>web</td></tr></table>"
+        "<aside>Related links</aside><noscript>Enable JS</noscript>"
+        "<footer>© 2024 ACME</footer></body></html>",
+        encoding="utf-8",
+    )
+    doc = read_document(Source(path, "page.html"))
+    assert doc.title == "安装指南"
+    assert doc.blocks == [
+        Block("First download the package & run it.", ("安装指南",)),
+        Block("Step one", ("安装指南",)),
+        Block("Step two", ("安装指南",)),
+        Block("Port | Use\n80 | web", ("安装指南", "Ports")),
+    ]
+
+
+def test_html_without_headings_takes_its_title_element(tmp_path: Path) -> None:
+    path = tmp_path / "faq.htm"
+    path.write_text("<title>FAQ</title><p>Answer.</p>")
+    assert read_document(Source(path, "faq.htm")).title == "FAQ"
+
+
+def test_docx_keeps_body_order_heading_styles_and_tables(tmp_path: Path) -> None:
+    document = docx.Document()
+    document.core_properties.title = "Metadata title"
+    document.add_paragraph("Before any heading.")
+    document.add_heading("Installation", level=1)
+    document.add_paragraph("Download the installer.")
+    document.add_heading("Linux", level=2)
+    table = document.add_table(rows=2, cols=2)
+    rows = [("Distro", "Command"), ("Debian", "apt install")]
+    for row, cells in zip(table.rows, rows, strict=True):
+        for cell, text in zip(row.cells, cells, strict=True):
+            cell.text = text
+    document.add_heading("常见问题", level=1)
+    document.add_paragraph("请联系技术支持。")
+    path = tmp_path / "manual.docx"
+    document.save(str(path))
+    doc = read_document(Source(path, "manual.docx"))
+    assert doc.title == "Installation"
+    assert doc.blocks == [
+        Block("Before any heading.", ()),
+        Block("Download the installer.", ("Installation",)),
+        Block("Distro | Command\nDebian | apt install", ("Installation", "Linux")),
+        Block("请联系技术支持。", ("常见问题",)),
+    ]
+
+
+def test_docx_without_headings_takes_its_metadata_title(tmp_path: Path) -> None:
+    document = docx.Document()
+    document.core_properties.title = "Quarterly notes"
+    document.add_paragraph("Plain paragraph.")
+    path = tmp_path / "notes.docx"
+    document.save(str(path))
+    assert read_document(Source(path, "notes.docx")).title == "Quarterly notes"
+
+
+def _pdf(path: Path, pages: list[list[str]], *, title: str = "", encrypt: str | None = None,
+         header: str | None = None) -> Path:
+    pdfmetrics.registerFont(UnicodeCIDFont("STSong-Light"))  # Adobe's CJK font: no file needed
+    pdf = canvas.Canvas(str(path), pagesize=(595, 842), encrypt=encrypt, invariant=True)
+    if title:
+        pdf.setTitle(title)
+    for number, lines in enumerate(pages, start=1):
+        if header:
+            pdf.setFont("Helvetica", 9)
+            pdf.drawString(72, 805, header)
+            pdf.drawString(280, 30, f"Page {number} of {len(pages)}")
+        y = 740.0
+        for line in lines:
+            if not line:
+                y -= 30  # a gap: a new paragraph
+                continue
+            cjk = any(ord(char) > 0x2E80 for char in line)
+            pdf.setFont("STSong-Light" if cjk else "Helvetica", 11)
+            pdf.drawString(72, y, line)
+            y -= 14
+        pdf.showPage()
+    pdf.save()
+    return path
+
+
+def test_pdf_text_keeps_pages_and_drops_running_headers_footers_and_hyphenation(
+    tmp_path: Path,
+) -> None:
+    path = _pdf(
+        tmp_path / "router.pdf",
+        [
+            [
+                "The router needs a stable power supply and a",
+                "wired connection for the first config-",
+                "uration step.", "", "如何安装软件：先下载安装", "包，然后双击运行。",
+            ],
+            ["Reset the device by holding the button", "for ten seconds."],
+        ],
+        title="ACME Router",
+        header="ACME Router Manual, version 2",
+    )
+    doc = read_document(Source(path, "router.pdf"))
+    assert doc.title == "ACME Router"
+    assert doc.blocks == [
+        Block("The router needs a stable power supply and a wired connection for the first "
+              "configuration step.", (), 1),
+        Block("如何安装软件：先下载安装包，然后双击运行。", (), 1),
+        Block("Reset the device by holding the button for ten seconds.", (), 2),
+    ]
+
+
+def test_pdf_ligatures_and_soft_hyphens_become_plain_text() -> None:
+    from bundler.knowledge.document import join_lines
+    from bundler.knowledge.pdffile import _clean
+
+    assert _clean("\uf001rst \ufb02ow \uf002ag \ufb00") == "first flow flag ff"
+    joined = join_lines(["a docu\u00ad", "ment with soft\u00adhyphens"])
+    assert joined == "a document with softhyphens"
+
+
+def test_encrypted_pdf_is_named_as_encrypted(tmp_path: Path) -> None:
+    path = _pdf(tmp_path / "secret.pdf", [["Top secret text."]], encrypt="hunter2")
+    with pytest.raises(DocumentError, match=r"^secret\.pdf: the PDF is encrypted"):
+        read_document(Source(path, "secret.pdf"))
+
+
+def test_pdf_with_only_an_image_is_named_as_a_scan(tmp_path: Path) -> None:
+    image = tmp_path / "scan.png"
+    Image.new("RGB", (200, 100), "white").save(image)
+    path = tmp_path / "scan.pdf"
+    pdf = canvas.Canvas(str(path))
+    pdf.drawImage(str(image), 72, 600, width=200, height=100)
+    pdf.showPage()
+    pdf.save()
+    with pytest.raises(DocumentError, match=r"^scan\.pdf: no text layer \(a scanned PDF\?\)"):
+        read_document(Source(path, "scan.pdf"))
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("empty.txt", b"", "empty.txt: empty file"),
+        ("blank.md", b"  \n\n \t\n", "blank.md: empty file"),
+        ("tags.html", b"<html><script>x()</script></html>", "tags.html: no text in it"),
+        ("image.txt", bytes(range(256)) * 8, "image.txt: not text in any known encoding"),
+        ("fake.pdf", b"%PDF-1.4 garbage", "fake.pdf: not a readable PDF"),
+        ("fake.docx", b"PK\x03\x04 not really a zip", "fake.docx: not a readable .docx file"),
+        ("locked.docx", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(600),
+         "locked.docx: encrypted (password-protected) or an old binary .doc"),
+    ],
+)
+def test_unusable_files_raise_one_line_naming_the_file_and_why(
+    tmp_path: Path, name: str, content: bytes, reason: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DocumentError) as raised:
+        read_document(Source(path, name))
+    assert str(raised.value).startswith(reason)
+    assert "\n" not in str(raised.value)
+
+
+def test_unreadable_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "gone.txt"
+    with pytest.raises(DocumentError, match=r"^gone\.txt: cannot read it"):
+        read_document(Source(path, "gone.txt"))
+
+
+def test_find_documents_walks_folders_sorted_and_skips_hidden_and_unknown_files(
+    tmp_path: Path,
+) -> None:
+    docs = tmp_path / "docs"
+    (docs / "b").mkdir(parents=True)
+    (docs / ".git").mkdir()
+    (docs / "b" / "z.md").write_text("z")
+    (docs / "a.TXT").write_text("a")
+    (docs / "b" / "c.html").write_text("c")
+    (docs / ".hidden.md").write_text("h")
+    (docs / ".git" / "x.md").write_text("x")
+    (docs / "photo.jpg").write_bytes(b"\xff\xd8")
+    single = tmp_path / "extra.pdf"
+    single.write_bytes(b"%PDF")
+    found, skipped = find_documents([docs, single, tmp_path / "missing"])
+    assert [(s.relpath, s.path) for s in found] == [
+        ("a.TXT", docs / "a.TXT"), ("b/c.html", docs / "b" / "c.html"),
+        ("b/z.md", docs / "b" / "z.md"), ("extra.pdf", single),
+    ]
+    assert [(s.path.name, s.reason) for s in skipped] == [
+        ("photo.jpg", "not a supported document type (.jpg)"),
+        ("missing", "no such file or folder"),
+    ]
+
+
+def test_find_documents_reads_duplicates_once_and_survives_a_symlink_loop(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "one.md").write_text("same words")
+    (docs / "sub" / "copy.md").write_text("same words")
+    os.symlink(docs, docs / "sub" / "loop")
+    found, skipped = find_documents([docs, docs / "one.md"])
+    assert [s.relpath for s in found] == ["one.md"]
+    reasons = {(s.path.relative_to(tmp_path).as_posix(), s.reason) for s in skipped}
+    assert reasons == {
+        ("docs/sub/copy.md", f"same content as {docs / 'one.md'}"),
+        ("docs/sub/loop", "folder already read (symlink loop?)"),
+        ("docs/one.md", f"same content as {docs / 'one.md'}"),
+    }
+
+
+def test_pdf_body_lines_repeated_on_every_page_are_kept(tmp_path: Path) -> None:
+    body = ["Chapter text differs here.", "", "Warning: unplug the router first.", "", "End."]
+    pages = [[f"Page body {n}.", *body] for n in (1, 2, 3)]
+    path = _pdf(tmp_path / "warn.pdf", pages, header="Manual")
+    texts = [block.text for block in read_document(Source(path, "warn.pdf")).blocks]
+    assert texts.count("Warning: unplug the router first.") == 3
