@@ -1,0 +1,1 @@
+"""Knowledge bundles: the documents and the embedding model that go into an artifact."""
