@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from bundler.gguf_info import SPLIT_KEYS, Header, ModelInfo, Tensor, describe, read_header
-from runtime.errors import BuildError, InvalidModelError
 from runtime.artifact.format import checksum_text, new_checksum
+from runtime.errors import BuildError, InvalidModelError
 
 PART_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 CHUNK = 64 * 1024 * 1024

@@ -16,9 +16,7 @@ from hypothesis import strategies as st
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tiny_model import make_tiny_gguf
 
-from runtime.llama import cpu
-from runtime.llama.bindings import llama_cpp
-from runtime.llama.tool_grammar import tool_grammar
+from runtime.chat.fallbacks import fallback_for
 from runtime.chat.tool_parse import CallArguments, CallStart, Content, ToolStream, parse_tool_calls
 from runtime.chat.tools import (
     generic_instruction,
@@ -27,8 +25,10 @@ from runtime.chat.tools import (
     tool_family,
     tools_from_openai,
 )
-from runtime.chat.fallbacks import fallback_for
 from runtime.errors import RequestError
+from runtime.llama import cpu
+from runtime.llama.bindings import llama_cpp
+from runtime.llama.tool_grammar import tool_grammar
 
 TEMPLATES = Path(__file__).parent / "data" / "chat_templates"
 QWEN = (TEMPLATES / "Qwen-Qwen2.5-7B-Instruct.jinja").read_text()

@@ -16,9 +16,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from runtime.llama.bindings import json_schema_to_gbnf
 from runtime.chat.tools import Tool
 from runtime.errors import RequestError
+from runtime.llama.bindings import json_schema_to_gbnf
 
 # the answer is a bare JSON call (some models, Qwen2.5-Coder among them, write that, fenced or
 # not, even when their template asks for tags): the grammar applies from the `{` (or the `[`
