@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from bundler.freeze import Runtime, ensure_runtime
-from bundler.gguf_info import ModelInfo, read_model
+from bundler.model_source import ModelSource, plan_merge, resolve_model, write_merged
 from runtime import __version__
 from runtime.artifact.format import align, checksum_text, footer, new_checksum
 from runtime.artifact.manifest import Manifest, Section
@@ -31,7 +31,7 @@ Progress = Callable[[int], None]
 
 @dataclass
 class BuildOptions:
-    model: Path
+    model: Path  # a GGUF, the first part of a split GGUF, or Path("ollama:NAME[:TAG]")
     output: Path | None = None
     force: bool = False
     name: str | None = None
@@ -54,13 +54,16 @@ def build(options: BuildOptions, progress: Callable[[int], Progress] | None = No
     `progress(total)` returns a callback taking the bytes written since its last call.
     """
     started = time.monotonic()
-    info = read_model(options.model)
-    output = options.output or Path.cwd() / f"{options.model.stem}.llamabundle"
+    source = resolve_model(str(options.model))
+    for note in source.notes:
+        log.warning("%s: %s", source.display, note)
+    file_name = source.model_id.replace("/", "-").replace(":", "-")
+    output = options.output or Path.cwd() / f"{file_name}.llamabundle"
     _check_output(output, options.force)
     runtime = ensure_runtime()
-    manifest = _manifest(info, options)
-    advance = progress(info.size) if progress else (lambda n: None)
-    _write_atomically(output, lambda f: _write(f, runtime, info, manifest, advance))
+    manifest = _manifest(source, options)
+    advance = progress(source.size) if progress else (lambda n: None)
+    _write_atomically(output, lambda f: _write(f, runtime, source, manifest, advance))
     return BuildResult(output, output.stat().st_size, time.monotonic() - started, manifest)
 
 
@@ -90,7 +93,9 @@ def _check_output(output: Path, force: bool) -> None:
         raise BuildError(f"{output.parent}: not writable")
 
 
-def _manifest(info: ModelInfo, options: BuildOptions) -> Manifest:
+def _manifest(model: ModelSource, options: BuildOptions) -> Manifest:
+    info = model.info
+    assert info is not None  # resolve_model always reads it
     if options.chat_template:
         template, source = options.chat_template, "baked"
     elif info.chat_template:
@@ -99,15 +104,24 @@ def _manifest(info: ModelInfo, options: BuildOptions) -> Manifest:
         fallback = fallback_for(info.architecture)
         template, source = FALLBACKS[fallback][0], f"fallback:{fallback}"
         log.warning("%s has no chat template; using the %r fallback (give --chat-template to "
-                    "choose another)", info.path.name, fallback)
+                    "choose another)", model.display, fallback)
     name = options.name or info.name
     return Manifest(
         runtime_version=__version__, name=name, title=options.title or name,
-        model_id=info.path.stem, architecture=info.architecture, parameters=info.parameters,
+        model_id=model.model_id, architecture=info.architecture, parameters=info.parameters,
         quantization=info.quantization, context_length=info.context_length,
         gguf_chat_template=info.chat_template is not None, chat_template=template,
-        chat_template_source=source, defaults=dict(options.defaults or {}),
+        chat_template_source=source, defaults=_defaults(model, options),
     )
+
+
+def _defaults(model: ModelSource, options: BuildOptions) -> dict[str, Any]:
+    """The baked settings: what the model's source says (Ollama's parameters and system
+    prompt), overridden one by one by the builder's own flags."""
+    defaults = dict(model.defaults)
+    if model.system_prompt:
+        defaults["system_prompt"] = model.system_prompt
+    return defaults | dict(options.defaults or {})
 
 
 def _write_atomically(output: Path, write: Callable[[BinaryIO], None]) -> None:
@@ -126,7 +140,7 @@ def _write_atomically(output: Path, write: Callable[[BinaryIO], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _write(f: BinaryIO, runtime: Runtime, info: ModelInfo, manifest: Manifest,
+def _write(f: BinaryIO, runtime: Runtime, model: ModelSource, manifest: Manifest,
            advance: Progress) -> None:
     with open(runtime.path, "rb") as rt:
         head = bytearray(rt.read(runtime.archive_offset))
@@ -138,8 +152,11 @@ def _write(f: BinaryIO, runtime: Runtime, info: ModelInfo, manifest: Manifest,
     f.write(head)
     f.write(bytes(align(f.tell()) - f.tell()))
     offset = f.tell()
-    digest = _copy_hashing(info.path, f, advance)
-    manifest.sections = [Section("weights", 1, offset, info.size, digest)]
+    if len(model.parts) > 1:  # a split GGUF becomes one GGUF section, as gguf-split merges
+        digest = write_merged(plan_merge(model.parts), f, advance)
+    else:
+        digest = _copy_hashing(model.parts[0], f, advance)
+    manifest.sections = [Section("weights", 1, offset, model.size, digest)]
     data = manifest.to_json()
     manifest_offset = f.tell()
     f.write(data)

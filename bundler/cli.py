@@ -53,12 +53,14 @@ def main() -> None:
 def build_command(model: Path, output: Path | None, force: bool, name: str | None,
                   title: str | None, system_prompt_file: Path | None,
                   chat_template: str | None, **baked: Any) -> None:
-    """Build one executable from MODEL.gguf.
+    """Build one executable from MODEL: a GGUF, the first part of a split GGUF, or
+    ollama:NAME[:TAG] from the local Ollama store.
 
     \b
     Example:
       llamabundle build gemma-3-270m.gguf --system-prompt "Be brief." -c 8192
       chmod +x gemma-3-270m.llamabundle && ./gemma-3-270m.llamabundle
+      llamabundle build ollama:qwen2.5:1.5b
     """
     if system_prompt_file is not None:
         if baked.get("system_prompt") is not None:

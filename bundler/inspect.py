@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bundler.gguf_info import read_model
+from bundler.gguf_split import read_split_model
 from runtime.artifact.manifest import read_manifest_at
 from runtime.errors import ArtifactError
 
@@ -17,9 +17,9 @@ def inspect_path(path: Path) -> dict[str, Any]:
     except OSError as e:
         raise ArtifactError(f"{path}: cannot read ({e.strerror})") from None
     if magic == b"GGUF":
-        info = read_model(path)
-        return {"kind": "gguf", "name": info.name, "architecture": info.architecture,
-                "parameters": info.parameters, "quantization": info.quantization,
+        headers, info = read_split_model(path)
+        return {"kind": "gguf", "parts": len(headers), "name": info.name,
+                "architecture": info.architecture, "parameters": info.parameters, "quantization": info.quantization,
                 "context_length": info.context_length,
                 "chat_template": info.chat_template is not None, "size": info.size}
     manifest = read_manifest_at(str(path))

@@ -342,3 +342,63 @@ def test_no_ollama_store_says_where_it_looked(tmp_path: Path,
     with pytest.raises(InvalidModelError, match=r"ollama:tiny: no Ollama store at .*none "
                                                 r"\(set OLLAMA_MODELS"):
         resolve_model("ollama:tiny")
+
+
+# ---- `llamabundle build` and `inspect` on these sources, end to end
+
+@pytest.mark.usefixtures("built")
+def test_build_from_a_split_gguf_writes_one_weights_section_that_answers(
+        parts: list[Path], tiny_gguf: Path, tmp_path: Path) -> None:
+    import subprocess
+
+    from click.testing import CliRunner
+
+    from bundler.cli import main
+    from runtime.artifact.manifest import read_manifest_at
+
+    runner = CliRunner()
+    out = tmp_path / "split.llamabundle"
+    result = runner.invoke(main, ["build", str(parts[0]), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest_at(str(out))
+    assert manifest.model_id == "tiny"  # the -0000N-of-0000M suffix dropped
+    weights = manifest.section("weights")
+    with open(out, "rb") as f:
+        f.seek(weights.offset)
+        assert f.read(weights.length) == tiny_gguf.read_bytes()  # merged back byte for byte
+    info = json.loads(runner.invoke(main, ["inspect", str(parts[0]), "--json"]).output)
+    assert info["parts"] == 3 and info["size"] == tiny_gguf.stat().st_size
+    answer = subprocess.run([str(out), "-p", "hello", "-n", "4"], capture_output=True,
+                            text=True, timeout=120)
+    assert answer.returncode == 0 and answer.stdout.strip(), answer.stderr
+
+
+def test_build_from_a_later_part_is_one_line(parts: list[Path], tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from bundler.cli import main
+
+    result = CliRunner().invoke(main, ["build", str(parts[1]), "-o", str(tmp_path / "x")])
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert parts[0].name in result.output and not (tmp_path / "x").exists()
+
+
+@pytest.mark.usefixtures("built")
+def test_build_from_the_ollama_store_bakes_its_system_prompt_and_parameters(
+        store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from bundler.cli import main
+    from runtime.artifact.manifest import read_manifest_at
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["build", "ollama:tiny", "--temp", "0.6"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "tiny-latest.llamabundle"
+    manifest = read_manifest_at(str(out))
+    assert manifest.model_id == "tiny:latest"
+    assert manifest.defaults["system_prompt"] == "You are a tiny model. 回答要简短。"
+    assert manifest.defaults["temp"] == 0.6  # the builder's flag wins over Ollama's 0.2
+    assert manifest.defaults["ctx_size"] == 2048
+    missing = CliRunner().invoke(main, ["build", "ollama:nosuch", "-o", str(tmp_path / "y")])
+    assert missing.exit_code == 1 and "tiny:latest" in missing.output
