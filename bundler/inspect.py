@@ -19,7 +19,8 @@ def inspect_path(path: Path) -> dict[str, Any]:
     if magic == b"GGUF":
         headers, info = read_split_model(path)
         return {"kind": "gguf", "parts": len(headers), "name": info.name,
-                "architecture": info.architecture, "parameters": info.parameters, "quantization": info.quantization,
+                "architecture": info.architecture, "parameters": info.parameters,
+                "quantization": info.quantization,
                 "context_length": info.context_length,
                 "chat_template": info.chat_template is not None, "size": info.size}
     manifest = read_manifest_at(str(path))
