@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import threading
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from bundler.freeze import Runtime, ensure_runtime
+from bundler.gguf_split import copy_range
 from bundler.model_source import ModelSource, plan_merge, resolve_model, write_merged
 from runtime import __version__
 from runtime.artifact.format import align, checksum_text, footer, new_checksum
@@ -174,32 +174,11 @@ def _copy_hashing(source: Path, out: BinaryIO, advance: Progress) -> str:
     out.flush()
     try:
         with open(source, "rb") as src:
-            size = os.fstat(src.fileno()).st_size
-            offset = 0
-            while offset < size:
-                n = _copy_chunk(src, out, min(CHUNK, size - offset))
-                if n == 0:
-                    raise BuildError(f"{source}: changed size while being copied")
-                offset += n
-                advance(n)
+            copy_range(src, out, 0, os.fstat(src.fileno()).st_size, advance)
     finally:
         hasher.join()
     out.seek(0, os.SEEK_END)
     return checksum_text(digest)
-
-
-def _copy_chunk(src: BinaryIO, out: BinaryIO, length: int) -> int:
-    try:
-        return os.copy_file_range(src.fileno(), out.fileno(), length)
-    except OSError as e:
-        # Older kernels refuse across filesystems (EXDEV); some filesystems not at all.
-        if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-            raise
-    data = memoryview(os.read(src.fileno(), length))
-    written = 0
-    while written < len(data):
-        written += os.write(out.fileno(), data[written:])
-    return len(data)
 
 
 def _hash_file(path: Path, digest: Any) -> None:

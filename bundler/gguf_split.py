@@ -184,7 +184,7 @@ def write_merged(plan: MergePlan, out: BinaryIO, advance: Callable[[int], None])
         advance(len(plan.header))
         for path, offset, length, pad in plan.ranges:
             with open(path, "rb") as src:
-                _copy_range(src, out, offset, length, advance)
+                copy_range(src, out, offset, length, advance)
             if pad:
                 _write_all(out.fileno(), bytes(pad))
                 advance(pad)
@@ -199,8 +199,10 @@ def write_merged(plan: MergePlan, out: BinaryIO, advance: Callable[[int], None])
     return checksum_text(digest)
 
 
-def _copy_range(src: BinaryIO, out: BinaryIO, offset: int, length: int,
-                advance: Callable[[int], None]) -> None:
+def copy_range(src: BinaryIO, out: BinaryIO, offset: int, length: int,
+               advance: Callable[[int], None]) -> None:
+    """Copies src[offset:offset+length] to out's position in the kernel (copy_file_range:
+    no trip through Python, a reflink where the filesystem has them)."""
     end = offset + length
     while offset < end:
         n = _copy_chunk(src, out, offset, min(CHUNK, end - offset))
