@@ -1,0 +1,43 @@
+"""The join between a bundle's knowledge (its index and embedder) and what uses it: the engine's
+chat turns, /knowledge/search, /v1/embeddings. The real one reads the artifact's sections
+(runtime/knowledge/index.py); tests hand in fakes that satisfy the same Protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One stored chunk of a document."""
+
+    document: str  # the file's path relative to the --knowledge root it was found under
+    title: str  # the document's title (its heading, metadata or file name)
+    location: str  # where in it: "p. 3", "Install › Linux", or "" for a short document
+    text: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    passage: Passage
+    score: float  # the fused relevance; higher is better, comparable within one index
+
+
+class Knowledge(Protocol):
+    """A bundle's documents as the engine uses them; called only from the model thread."""
+
+    def describe(self) -> dict[str, Any]:
+        """For /props, --info and inspect: documents, chunks, embedding model, chunking."""
+        ...
+
+    def search(self, query: str, top_k: int) -> list[Hit]:
+        """The passages most relevant to `query`, best first, hybrid (full text and vectors,
+        fused). Only passages past the index's calibrated relevance threshold: [] means the
+        documents do not cover the question."""
+        ...
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """The bundled embedder's vectors (pooled, L2-normalised), for /v1/embeddings."""
+        ...
