@@ -42,6 +42,9 @@ class Manifest:
     chat_template_source: str  # "gguf", "baked" or "fallback:<name>"
     defaults: dict[str, Any] = field(default_factory=dict)  # baked run-time settings
     sections: list[Section] = field(default_factory=list)
+    # What --knowledge bundled (None: nothing): documents, chunks, the embedder with its
+    # checksum, the chunking parameters, the knowledge section's format version.
+    knowledge: dict[str, Any] | None = None
     format: int = FORMAT_VERSION
 
     def section(self, name: str) -> Section:
