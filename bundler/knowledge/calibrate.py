@@ -10,8 +10,11 @@ index just built, through the same search the runtime runs:
 - questions they do not: everyday questions in English and Chinese on unrelated subjects; the
   best cosine each reaches anywhere in the corpus is what noise looks like.
 
-The threshold sits where the two meet (see `choose_threshold`), and the report keeps both
-distributions' quantiles so `inspect` shows how clear the separation was.
+From them (see `choose`): the threshold, the noise ceiling (unrelated questions' 90th
+percentile: a question is answered only when some passage beats it), and the floor (their
+median: a passage below it is never returned). The report keeps both distributions' quantiles
+so `inspect` shows how clear the separation was. Relevance is "lift", the cosine above the
+passage group's baseline (runtime/knowledge/search.py).
 """
 
 from __future__ import annotations
@@ -53,15 +56,16 @@ OFF_TOPIC = [
 @dataclass
 class Calibration:
     threshold: float
+    floor: float
     probes: int
     hit_at_5: float
-    positive: list[float]  # cosines of probes with their own chunk
-    negative: list[float]  # best cosine of each off-topic question
+    positive: list[float]  # lift of probes with their own chunk (runtime/knowledge/search.py)
+    negative: list[float]  # best lift of each off-topic question
 
     def report(self) -> dict[str, Any]:
         return {"probes": self.probes, "hit_at_5": round(self.hit_at_5, 4),
-                "relevant_cosine": _quantiles(self.positive),
-                "unrelated_cosine": _quantiles(self.negative),
+                "relevant_lift": _quantiles(self.positive),
+                "unrelated_lift": _quantiles(self.negative),
                 "relevant_kept": round(_share(self.positive, self.threshold), 4),
                 "unrelated_kept": round(_share(self.negative, self.threshold), 4)}
 
@@ -74,10 +78,11 @@ def calibrate(index: Index, chunks: Sequence[Chunk],
     for (chunk, query), vector in zip(probes, vectors, strict=True):
         ranked = index.rank(query, vector)
         hits += chunk in [s.chunk for s in ranked[:5]]
-        positive.append(index.cosine(index.quantize(vector), chunk))
-    negative = [index.nearest(index.quantize(v), 1)[0][1] for v in embed_queries(OFF_TOPIC)]
-    return Calibration(choose_threshold(positive, negative), len(probes),
-                       hits / len(probes) if probes else 1.0, positive, negative)
+        positive.append(index.lift(index.prepare(vector), chunk))
+    negative = [index.nearest(index.prepare(v), 1)[0][1] for v in embed_queries(OFF_TOPIC)]
+    threshold, floor = choose(positive, negative)
+    return Calibration(threshold, floor, len(probes), hits / len(probes) if probes else 1.0,
+                       positive, negative)
 
 
 def probe_queries(chunks: Sequence[Chunk]) -> list[tuple[int, str]]:
@@ -93,14 +98,17 @@ def probe_queries(chunks: Sequence[Chunk]) -> list[tuple[int, str]]:
     return out
 
 
-def choose_threshold(positive: list[float], negative: list[float]) -> float:
-    """Midway between what relevant looks like (the probes' 10th percentile: most are kept)
-    and what noise looks like (the off-topic questions' 90th percentile)."""
+def choose(positive: list[float], negative: list[float]) -> tuple[float, float]:
+    """(threshold, floor). The threshold is the unrelated questions' 90th percentile, unless
+    the corpus's own probes do not clear it (a corpus about what the off-topic questions ask):
+    then midway between the probes' 10th percentile and that. The floor is the unrelated
+    questions' median, never above the threshold."""
     if not positive or not negative:
-        return 0.0
-    low = _quantile(positive, 0.10)
-    high = _quantile(negative, 0.90)
-    return (low + high) / 2
+        return 0.0, 0.0
+    ceiling = _quantile(negative, 0.90)
+    relevant = _quantile(positive, 0.10)
+    threshold = ceiling if ceiling < relevant else (ceiling + relevant) / 2
+    return threshold, min(threshold, statistics.median(negative))
 
 
 def _quantile(values: list[float], q: float) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +17,12 @@ import numpy as np
 
 from bundler.knowledge import calibrate
 from bundler.knowledge.chunk import Chunk, chunk_document
-from bundler.knowledge.document import Document, Skipped
+from bundler.knowledge.document import Document, Skipped, is_cjk
 from bundler.knowledge.embedder import default_embedder
 from bundler.knowledge.sources import find_documents, read_document
 from runtime.artifact.format import checksum_text, new_checksum
 from runtime.errors import BuildError, DocumentError
-from runtime.knowledge.format import FORMAT_VERSION, IndexMeta, pack, write_database
+from runtime.knowledge.format import FORMAT_VERSION, Group, IndexMeta, pack, write_database
 from runtime.knowledge.search import Index
 from runtime.knowledge.terms import terms
 from runtime.llama.embedder import N_EMBED_CTX, Embedder
@@ -67,15 +67,16 @@ def build_knowledge(options: KnowledgeOptions, progress: Progress | None = None)
     embedder = LoadedEmbedder(gguf, options.threads)
     try:
         count = embedder.counter()
-        chunks = [c for doc in documents
-                  for c in chunk_document(doc, count, options.max_tokens, options.overlap)]
+        chunks = by_script([c for doc in documents for c in chunk_document(
+            doc, count, options.max_tokens, options.overlap)])
         vectors = embedder.embed_passages([indexed_text(c) for c in chunks],
                                           bar(len(chunks), "Embedding"))
         meta, db = _database(documents, chunks, vectors, embedder)
         index = Index(db)
         calibration = calibrate.calibrate(index, chunks, embedder.embed_queries)
-        db.execute("UPDATE meta SET value = ? WHERE key = 'threshold'",
-                   (repr(calibration.threshold),))
+        db.executemany("UPDATE meta SET value = ? WHERE key = ?",
+                       [(repr(calibration.threshold), "threshold"),
+                        (repr(calibration.floor), "floor")])
         db.commit()
         section = pack(db)
     finally:
@@ -87,7 +88,7 @@ def build_knowledge(options: KnowledgeOptions, progress: Progress | None = None)
                             "query_prefix": meta.query_prefix,
                             "passage_prefix": meta.passage_prefix},
         "chunking": {"max_tokens": options.max_tokens, "overlap_sentences": options.overlap},
-        "threshold": round(calibration.threshold, 4),
+        "threshold": round(calibration.threshold, 4), "floor": round(calibration.floor, 4),
         "self_test": calibration.report(),
         "index_bytes": len(section),
     }
@@ -118,13 +119,37 @@ def indexed_text(chunk: Chunk) -> str:
     return f"{head}\n{chunk.text}" if head and head not in chunk.text else chunk.text
 
 
+def script(chunk: Chunk) -> str:
+    """"cjk" when most of a chunk's letters are Chinese, Japanese or Korean, else "other"."""
+    letters = [c for c in chunk.text if c.isalpha()]
+    cjk = sum(is_cjk(c) for c in letters)
+    return "cjk" if letters and cjk * 2 >= len(letters) else "other"
+
+
+def by_script(chunks: list[Chunk]) -> list[Chunk]:
+    """Chunks group by group (search centres each group's scores on its own baseline), in
+    document order within a group."""
+    return sorted(chunks, key=lambda c: script(c) == "cjk")
+
+
+def groups(chunks: list[Chunk], vectors: np.ndarray) -> list[dict[str, Any]]:
+    out = []
+    for name in ("other", "cjk"):
+        ids = [i for i, c in enumerate(chunks) if script(c) == name]
+        if ids:
+            centroid = vectors[ids].mean(axis=0)
+            out.append(asdict(Group(name, ids[0] + 1, ids[-1] + 2,
+                                    [round(float(v), 6) for v in centroid])))
+    return out
+
+
 def _database(documents: list[Document], chunks: list[Chunk], vectors: np.ndarray,
               embedder: LoadedEmbedder) -> tuple[IndexMeta, Any]:
     ids = {doc.relpath: i for i, doc in enumerate(documents)}
     quantized, scales = quantize(vectors)
     meta = IndexMeta(dims=vectors.shape[1], count=len(chunks), scales=scales.tolist(),
-                     threshold=0.0, query_prefix=embedder.query_prefix,
-                     passage_prefix=embedder.passage_prefix)
+                     threshold=0.0, floor=0.0, groups=groups(chunks, vectors),
+                     query_prefix=embedder.query_prefix, passage_prefix=embedder.passage_prefix)
     rows = [(ids[c.document], c.location, c.text, " ".join(terms(indexed_text(c))))
             for c in chunks]
     db = write_database(meta, [(d.relpath, d.title) for d in documents], rows,

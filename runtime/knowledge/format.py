@@ -43,13 +43,26 @@ CREATE TABLE vectors(id INTEGER PRIMARY KEY, data BLOB NOT NULL);
 
 
 @dataclass(frozen=True)
+class Group:
+    """Chunks [start, end) (ids) in one script group ("cjk" or "other"), and their centroid:
+    the mean of their float vectors, whose dot product with a query is the group's baseline."""
+
+    name: str
+    start: int
+    end: int
+    centroid: list[float]
+
+
+@dataclass(frozen=True)
 class IndexMeta:
     """How the index was built: what the runtime needs to search it the same way."""
 
     dims: int
     count: int  # chunks
     scales: list[float]  # per dimension: float value = int8 value * scale
-    threshold: float  # calibrated: a passage below this cosine does not answer the question
+    threshold: float  # calibrated: unless one passage has this much lift, nothing answers
+    floor: float  # calibrated: a passage with less lift than this is never returned
+    groups: list[dict[str, Any]]  # Group fields; chunks are stored group by group
     query_prefix: str  # e5 wants "query: " and "passage: "; "" for embedders without
     passage_prefix: str
 

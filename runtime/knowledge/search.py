@@ -4,9 +4,23 @@ Two rankings, fused: full text (FTS5's bm25 over runtime/knowledge/terms.py's te
 matches by character bigrams) finds exact names, numbers and rare words; the vectors find the
 same meaning in other words or the other language. Reciprocal rank fusion (k = 60, as GPT4All
 and most hybrid retrievers) combines ranks, not scores, so bm25's and cosine's scales never
-have to be reconciled. A passage is returned only when its cosine with the question reaches the
-threshold calibrated at build time from the corpus itself (bundler/knowledge/calibrate.py): a
-fused rank says what is best, not whether the best is any good.
+have to be reconciled.
+
+Relevance is the query's cosine with a passage *minus its cosine with the centroid of the
+passages in the same script group* (CJK or not), the "lift". A small multilingual embedder
+scores every passage in the query's own language higher (e5-small gives a Chinese question
+~0.82 with any Chinese passage and ~0.74 with any English one), so raw cosines rank unrelated
+same-language text above the right passage in the other language, and no single threshold
+fits both languages. Subtracting each group's baseline (a dot product with a stored centroid:
+exact, since the mean of dot products is the dot product with the mean) removes that bias.
+
+Two levels calibrated at build time from the corpus itself (bundler/knowledge/calibrate.py):
+the question counts as covered only when some passage's lift reaches `threshold` (what
+unrelated questions rarely reach), else search returns [] and the model says the documents do
+not cover it; and only passages past `floor` (what an unrelated question typically reaches)
+take part, in both rankings before they are fused, so a passage bm25 likes for its stop words
+cannot push the right one down. The full-text ranking is cut at FULL_TEXT_DEPTH: an OR of a
+question's words matches nearly every chunk, and its tail is noise.
 
 Vectors are int8 with one scale per dimension, searched exhaustively with simsimd (exact
 search is a fraction of a millisecond per 10,000 chunks; an approximate index would not pay
@@ -24,12 +38,13 @@ from typing import Any
 
 import simsimd
 
-from runtime.knowledge.format import IndexMeta, read_meta
+from runtime.knowledge.format import Group, IndexMeta, read_meta
 from runtime.knowledge.passage import Hit, Passage
 from runtime.knowledge.terms import terms
 
 RRF_K = 60
-CANDIDATES = 50  # from each ranking, before fusion
+CANDIDATES = 50  # from the vectors, before fusion
+FULL_TEXT_DEPTH = 10
 MAX_QUERY_TERMS = 64  # a pasted page as a query must not become a 5,000-term OR
 
 
@@ -37,7 +52,16 @@ MAX_QUERY_TERMS = 64  # a pasted page as a query must not become a 5,000-term OR
 class Scored:
     chunk: int  # the chunk's id (1-based)
     fused: float
-    cosine: float
+    lift: float  # cosine minus the passage group's baseline for this query
+
+
+@dataclass(frozen=True)
+class Query:
+    """A query vector ready for the index: int8 with the per-dimension scales folded in."""
+
+    int8: memoryview  # shape (1, dims)
+    factor: float  # int8 dot product / factor = cosine
+    baselines: list[float]  # per group: the cosine with its centroid
 
 
 class Index:
@@ -49,6 +73,7 @@ class Index:
         (blob,) = db.execute("SELECT data FROM vectors WHERE id = 1").fetchone()
         self.vectors = memoryview(blob).cast("b", (self.meta.count, self.meta.dims))
         self.rows = memoryview(blob).cast("b")
+        self.groups = [Group(**g) for g in self.meta.groups]
 
     def passage(self, chunk: int) -> Passage:
         path, title, location, text = self.db.execute(
@@ -60,25 +85,34 @@ class Index:
         return int(self.db.execute("SELECT count(*) FROM documents").fetchone()[0])
 
     def search(self, query: str, vector: Sequence[float], top_k: int) -> list[Hit]:
-        """The best `top_k` passages past the calibrated threshold, best first."""
-        kept = [s for s in self.rank(query, vector) if s.cosine >= self.meta.threshold]
-        return [Hit(self.passage(s.chunk), s.fused) for s in kept[:top_k]]
+        """The best `top_k` passages past the calibrated floor, best first; [] unless one
+        reaches the calibrated threshold."""
+        ranked = self.rank(query, vector, floor=self.meta.floor)
+        if not any(s.lift >= self.meta.threshold for s in ranked):
+            return []
+        return [Hit(self.passage(s.chunk), s.fused) for s in ranked[:top_k]]
 
-    def rank(self, query: str, vector: Sequence[float], candidates: int = CANDIDATES,
-             full_text: bool = True, vectors: bool = True) -> list[Scored]:
-        """Every candidate of either ranking, fused, best first, with its cosine (no
-        threshold). `full_text` / `vectors` turn one ranking off (for measuring each alone)."""
-        qvec = self.quantize(vector)
-        by_text = self.full_text(query, candidates) if full_text else []
-        by_vector = self.nearest(qvec, candidates) if vectors else []
+    def rank(self, query: str, vector: Sequence[float], floor: float | None = None,
+             candidates: int = CANDIDATES, full_text: bool = True,
+             vectors: bool = True) -> list[Scored]:
+        """The candidates of both rankings whose lift reaches `floor` (None: all), fused,
+        best first. `full_text` / `vectors` turn one ranking off (to measure each alone)."""
+        q = self.prepare(vector)
+        by_vector = self.nearest(q, candidates) if vectors else []
+        lifts = dict(by_vector)
+        by_text = self.full_text(query, FULL_TEXT_DEPTH) if full_text else []
+        for chunk in by_text:
+            if chunk not in lifts:
+                lifts[chunk] = self.lift(q, chunk)
+        if floor is not None:
+            by_vector = [(c, lift) for c, lift in by_vector if lift >= floor]
+            by_text = [c for c in by_text if lifts[c] >= floor]
         fused: dict[int, float] = {}
         for ranking in (by_text, [chunk for chunk, _ in by_vector]):
             for rank, chunk in enumerate(ranking):
                 fused[chunk] = fused.get(chunk, 0.0) + 1.0 / (RRF_K + rank + 1)
-        cosines = dict(by_vector)
-        order = sorted(fused, key=lambda chunk: (-fused[chunk], chunk))
-        return [Scored(chunk, fused[chunk], cosines.get(chunk) or self.cosine(qvec, chunk))
-                for chunk in order]
+        order = sorted(fused, key=lambda chunk: (-fused[chunk], -lifts[chunk]))
+        return [Scored(chunk, fused[chunk], lifts[chunk]) for chunk in order]
 
     def full_text(self, query: str, limit: int) -> list[int]:
         words = list(dict.fromkeys(terms(query)))[:MAX_QUERY_TERMS]
@@ -89,26 +123,31 @@ class Index:
                                (match, limit))
         return [rowid for (rowid,) in rows]
 
-    def nearest(self, qvec: tuple[memoryview, float], limit: int) -> list[tuple[int, float]]:
-        """(chunk id, cosine) of the `limit` nearest vectors, nearest first."""
-        query, factor = qvec
-        distances: Any = simsimd.cdist(query, self.vectors, metric="dot")  # a (1, n) tensor
-        dots = memoryview(distances).cast("B").cast("d")
-        best = heapq.nlargest(min(limit, len(dots)), range(len(dots)), key=dots.__getitem__)
-        return [(i + 1, dots[i] / factor) for i in best]
+    def nearest(self, q: Query, limit: int) -> list[tuple[int, float]]:
+        """(chunk id, lift) of the `limit` passages of highest lift, best first."""
+        best: list[tuple[int, float]] = []
+        for group, baseline in zip(self.groups, q.baselines, strict=True):
+            rows = self.vectors[group.start - 1:group.end - 1]
+            distances: Any = simsimd.cdist(q.int8, rows, metric="dot")  # a (1, n) tensor
+            dots = memoryview(distances).cast("B").cast("d")
+            top = heapq.nlargest(min(limit, len(dots)), range(len(dots)), key=dots.__getitem__)
+            best += [(group.start + i, dots[i] / q.factor - baseline) for i in top]
+        return sorted(best, key=lambda item: -item[1])[:limit]
 
-    def cosine(self, qvec: tuple[memoryview, float], chunk: int) -> float:
-        query, factor = qvec
+    def lift(self, q: Query, chunk: int) -> float:
         dims = self.meta.dims
-        row = self.rows[(chunk - 1) * dims: chunk * dims]
-        dot: Any = simsimd.dot(query.cast("B").cast("b"), row)
-        return float(dot) / factor
+        dot: Any = simsimd.dot(q.int8.cast("B").cast("b"), self.rows[(chunk - 1) * dims:
+                                                                     chunk * dims])
+        group = next(i for i, g in enumerate(self.groups) if g.start <= chunk < g.end)
+        return float(dot) / q.factor - q.baselines[group]
 
-    def quantize(self, vector: Sequence[float]) -> tuple[memoryview, float]:
-        """The query as int8 with the index's per-dimension scales folded in, and the factor
-        that turns an int8 dot product back into a cosine."""
+    def prepare(self, vector: Sequence[float]) -> Query:
+        """The query as int8 with the index's per-dimension scales folded in, the factor that
+        turns an int8 dot product back into a cosine, and its baseline in each group."""
         scaled = [v * s for v, s in zip(vector, self.meta.scales, strict=True)]
         top = max(abs(v) for v in scaled) or 1.0
         factor = 127.0 / top
         q = array.array("b", [round(v * factor) for v in scaled])
-        return memoryview(q).cast("B").cast("b", (1, len(q))), factor
+        baselines = [sum(v * c for v, c in zip(vector, g.centroid, strict=True))
+                     for g in self.groups]
+        return Query(memoryview(q).cast("B").cast("b", (1, len(q))), factor, baselines)
