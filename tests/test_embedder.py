@@ -166,3 +166,34 @@ def test_default_embedder_with_an_unwritable_cache_is_one_line(
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
     with pytest.raises(BuildError, match=r"cannot cache the embedding model"):
         default_embedder()
+
+
+def test_batched_embedding_matches_one_sequence_at_a_time(e5_gguf: Path) -> None:
+    """runtime/llama/embedder.py's embed_many packs several sequences per decode (each its own
+    sequence id): the vectors must be the ones each gets alone, in order, whatever the packing."""
+    from runtime.llama import cpu
+    from runtime.llama.bindings import llama_cpp
+    from runtime.llama.embedder import Embedder
+    from runtime.llama.model import Tokenizer
+
+    cpu.load()
+    llama_cpp.llama_backend_init()
+    model = llama_cpp.llama_model_load_from_file(str(e5_gguf).encode(),
+                                                 llama_cpp.llama_model_default_params())
+    tokenizer = Tokenizer(model)
+    texts = [*TEXTS.values(), "passage: " + "长文本。" * 120, "short", "passage: " + "x " * 200]
+    sequences = [tokenizer.tokenize(t, add_bos=True, special=False) for t in texts]
+    one = Embedder(model, 2, own_pooling=True)
+    many = Embedder(model, 2, n_batch=512, n_seq_max=4, own_pooling=True)
+    try:
+        alone = [np.asarray(one.embed(s)) for s in sequences]
+        packed = [np.asarray(v) for v in many.embed_many(sequences)]
+        assert len(packed) == len(sequences)
+        for a, b in zip(alone, packed, strict=True):
+            assert float(a @ b) >= 0.999
+        with pytest.raises(Exception, match="1 to 512"):
+            many.embed_many([[1] * 513])
+    finally:
+        one.close()
+        many.close()
+        llama_cpp.llama_model_free(model)
