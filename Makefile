@@ -45,6 +45,8 @@ lint: venv
 
 bench: venv $(DEMO_MODEL)
 	$(PY) -m bench $(if $(MODEL),--model $(MODEL))
+	@mkdir -p bench/results
+	$(PY) -m bench.knowledge --out bench/results/knowledge.json
 
 clean:
 	rm -rf $(VENV) build dist *.llamabundle

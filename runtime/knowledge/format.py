@@ -107,6 +107,9 @@ def unpack(data: bytes | memoryview, where: str) -> sqlite3.Connection:
         # Called from the model thread, opened from whichever thread loads the artifact.
         db = sqlite3.connect(":memory:", check_same_thread=False)
         db.deserialize(raw)
+        # How many chunks hold each term, for search to leave out the common ones (a view:
+        # nothing stored).
+        db.execute("CREATE VIRTUAL TABLE temp.vocab USING fts5vocab(main, fts, row)")
         db.execute("PRAGMA query_only = 1")
         db.execute("SELECT count(*) FROM chunks").fetchone()
     except (zlib.error, sqlite3.Error) as e:

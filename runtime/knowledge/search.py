@@ -46,6 +46,11 @@ RRF_K = 60
 CANDIDATES = 50  # from the vectors, before fusion
 FULL_TEXT_DEPTH = 10
 MAX_QUERY_TERMS = 64  # a pasted page as a query must not become a 5,000-term OR
+# A term in more than this share of chunks ("the", "how", 的是) is left out of the full-text
+# query: its weight in bm25 is next to nothing, and ranking every chunk it matches was 90 % of
+# a search's time at 10,000 chunks. Small corpora keep every term (MIN_COMMON).
+COMMON_SHARE = 0.1
+MIN_COMMON = 50
 
 
 @dataclass(frozen=True)
@@ -115,13 +120,21 @@ class Index:
         return [Scored(chunk, fused[chunk], lifts[chunk]) for chunk in order]
 
     def full_text(self, query: str, limit: int) -> list[int]:
-        words = list(dict.fromkeys(terms(query)))[:MAX_QUERY_TERMS]
+        words = self.distinctive(list(dict.fromkeys(terms(query)))[:MAX_QUERY_TERMS])
         if not words:
             return []
         match = " OR ".join('"' + word.replace('"', '""') + '"' for word in words)
         rows = self.db.execute("SELECT rowid FROM fts WHERE fts MATCH ? ORDER BY rank LIMIT ?",
                                (match, limit))
         return [rowid for (rowid,) in rows]
+
+    def distinctive(self, words: list[str]) -> list[str]:
+        """`words` less those too common to tell chunks apart (fts5vocab: chunks per term)."""
+        common = max(MIN_COMMON, COMMON_SHARE * self.meta.count)
+        marks = ",".join("?" * len(words))
+        counts = dict(self.db.execute(f"SELECT term, doc FROM vocab WHERE term IN ({marks})",
+                                      words)) if words else {}
+        return [w for w in words if counts.get(w, 0) <= common]
 
     def nearest(self, q: Query, limit: int) -> list[tuple[int, float]]:
         """(chunk id, lift) of the `limit` passages of highest lift, best first."""
