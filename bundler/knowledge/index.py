@@ -74,6 +74,7 @@ def build_knowledge(options: KnowledgeOptions, progress: Progress | None = None)
         meta, db = _database(documents, chunks, vectors, embedder)
         index = Index(db)
         calibration = calibrate.calibrate(index, chunks, embedder.embed_queries)
+        db.execute("PRAGMA query_only = 0")  # Index made it read-only: store the calibration
         db.executemany("UPDATE meta SET value = ? WHERE key = ?",
                        [(repr(calibration.threshold), "threshold"),
                         (repr(calibration.floor), "floor")])

@@ -93,7 +93,7 @@ def pack(db: sqlite3.Connection) -> bytes:
 
 
 def unpack(data: bytes | memoryview, where: str) -> sqlite3.Connection:
-    """The section's database, in memory, read-only; ArtifactError if it is not one we read."""
+    """The section's database, in memory; ArtifactError if it is not one we read."""
     if len(data) < HEADER.size:
         raise ArtifactError(f"{where}: corrupted knowledge section (too short)")
     magic, version, codec = HEADER.unpack(data[:HEADER.size])
@@ -107,10 +107,6 @@ def unpack(data: bytes | memoryview, where: str) -> sqlite3.Connection:
         # Called from the model thread, opened from whichever thread loads the artifact.
         db = sqlite3.connect(":memory:", check_same_thread=False)
         db.deserialize(raw)
-        # How many chunks hold each term, for search to leave out the common ones (a view:
-        # nothing stored).
-        db.execute("CREATE VIRTUAL TABLE temp.vocab USING fts5vocab(main, fts, row)")
-        db.execute("PRAGMA query_only = 1")
         db.execute("SELECT count(*) FROM chunks").fetchone()
     except (zlib.error, sqlite3.Error) as e:
         raise ArtifactError(f"{where}: corrupted knowledge section ({e})") from None

@@ -74,6 +74,10 @@ class Index:
 
     def __init__(self, db: sqlite3.Connection):
         self.db = db
+        # How many chunks hold each term, for full_text to leave out the common ones (a view
+        # over the FTS index: nothing stored).
+        db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.vocab USING fts5vocab(main, fts, row)")
+        db.execute("PRAGMA query_only = 1")
         self.meta: IndexMeta = read_meta(db)
         (blob,) = db.execute("SELECT data FROM vectors WHERE id = 1").fetchone()
         self.vectors = memoryview(blob).cast("b", (self.meta.count, self.meta.dims))
