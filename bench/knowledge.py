@@ -107,7 +107,12 @@ def throughput(threads: int = 2, chunks: int = 64, rounds: int = 3) -> dict[str,
     """Tokens per second embedding the test set's chunks (repeated up to `chunks`): ours and
     llama-cpp-python's batched embed, alternated `rounds` times, best of each (the machine is
     shared)."""
-    import llama_cpp  # the whole package first (runtime.llama.bindings would register a bare one)
+    package = sys.modules.get("llama_cpp")
+    if package is not None and not hasattr(package, "Llama"):
+        # runtime.llama.bindings registered a bare package (no high-level layer): import the
+        # whole one; its already-loaded ctypes module is reused, not loaded twice.
+        del sys.modules["llama_cpp"]
+    import llama_cpp
 
     from bundler.knowledge.chunk import chunk_document
     from bundler.knowledge.embedder import default_embedder
