@@ -48,8 +48,7 @@ def upgrade(old: Path, output: Path | None = None, *, in_place: bool = False,
     """Writes OLD's sections and settings around the current runtime, atomically, to
     `output` or (in_place) over OLD itself."""
     started = time.monotonic()
-    if old.is_dir():
-        raise ArtifactError(f"{old}: is a directory, not an artifact")
+    _check_old(old)
     previous = read_manifest_at(str(old))  # not an artifact, truncated, corrupted: one line
     target = _target(old, output, in_place, force)
     runtime = ensure_runtime()
@@ -64,6 +63,19 @@ def upgrade(old: Path, output: Path | None = None, *, in_place: bool = False,
                          durable=True)
     return UpgradeResult(target, target.stat().st_size, time.monotonic() - started, manifest,
                          previous, written=True)
+
+
+def _check_old(old: Path) -> None:
+    if old.is_dir():
+        raise ArtifactError(f"{old}: is a directory, not an artifact")
+    try:
+        with open(old, "rb") as f:
+            gguf = f.read(4) == b"GGUF"
+    except OSError as e:
+        raise ArtifactError(f"{old}: cannot read ({e.strerror})") from None
+    if gguf:
+        raise ArtifactError(f"{old}: is a GGUF model, not an artifact; `llamabundle build "
+                            f"{old}` makes one")
 
 
 def _ignore(n: int) -> None:

@@ -65,6 +65,8 @@ def _parser(manifest: Manifest) -> argparse.ArgumentParser:
                         help="Print the manifest, and the CPU code chosen here, as JSON.")
     parser.add_argument("--verify", action="store_true",
                         help="Check the weights against the manifest's checksum.")
+    parser.add_argument("--licenses", action="store_true",
+                        help="Print the license notices of the libraries bundled in the runtime.")
     parser.add_argument("--version", action="version",
                         version=f"llamabundle runtime {__version__}")
     return parser
@@ -103,6 +105,9 @@ def _run(artifact: str, manifest: Manifest, args: argparse.Namespace) -> int:
         return 2
     if args.gpu_layers is not None:
         log.info("-ngl %d: this build runs on the CPU; the flag is ignored", args.gpu_layers)
+    if args.licenses:
+        print(frozen.notices())
+        return 0
     if args.info:
         from runtime.llama import cpu  # imports llama.cpp
 

@@ -9,9 +9,11 @@ the lines piped in: one answer per question, exit 0 at the end of the input.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
+import termios
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
@@ -126,6 +128,9 @@ class Chat:
         with _interruptible() as interrupted:
             try:
                 for event in events:
+                    if interrupted.is_set:
+                        turn.interrupted = True
+                        break
                     if isinstance(event, str):
                         parts.append(event)
                         self.out.write(event)
@@ -134,9 +139,6 @@ class Chat:
                         turn.finish = event
                     else:
                         turn.extras.append(event)
-                    if interrupted.is_set:
-                        turn.interrupted = True
-                        break
             finally:
                 close = getattr(events, "close", None)
                 if close:
@@ -281,6 +283,25 @@ def chat(artifact: str, manifest: Manifest, settings: Settings) -> int:
     else:
         lines = piped_lines(sys.stdin)
     for line in lines:
-        if not conversation.handle(line):
-            break
+        with _no_echo(sys.stdin):
+            if not conversation.handle(line):
+                break
     return 0
+
+
+@contextlib.contextmanager
+def _no_echo(stdin: TextIO) -> Iterator[None]:
+    """While an answer is written, what the user types is not echoed into it; it waits for
+    the next prompt instead (type-ahead, as in a shell). Ctrl-C still interrupts."""
+    if not stdin.isatty():
+        yield
+        return
+    fd = stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    quiet = list(saved)
+    quiet[3] &= ~termios.ECHO
+    termios.tcsetattr(fd, termios.TCSANOW, quiet)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSANOW, saved)
