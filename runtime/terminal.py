@@ -276,8 +276,9 @@ def chat(artifact: str, manifest: Manifest, settings: Settings) -> int:
     engine = load_engine(artifact, manifest, settings)
     log.info("CPU code: %s", engine.cpu.describe())
     conversation = Chat(engine, Defaults.from_settings(settings), sys.stdout)
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
     lines: Iterable[str]
-    if sys.stdin.isatty() and sys.stdout.isatty():
+    if interactive:
         conversation.say(f"{manifest.title} is ready. /help for help, Ctrl-D to leave.")
         lines = terminal_lines(new_session(), conversation)
     else:
@@ -286,6 +287,8 @@ def chat(artifact: str, manifest: Manifest, settings: Settings) -> int:
         with _no_echo(sys.stdin):
             if not conversation.handle(line):
                 break
+        if conversation.interrupted and not interactive:
+            return 130  # Ctrl-C in a pipeline stops all of it, as in any filter
     return 0
 
 
