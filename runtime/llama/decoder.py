@@ -11,9 +11,9 @@ The KV cache is unified: every sequence may use the whole context, and they shar
 A single user keeps the full context (per-sequence slices would give each 1/N of it); several
 users share it, and when their conversations together overflow it, idle sequences' caches go
 first, then the newest request gets a clear 503. Each slot keeps its tokens between requests;
-a request goes to the idle slot whose tokens share the longest prefix with its prompt (else the
-least recently used), so interleaved conversations each keep their KV and turn 8 only
-evaluates the new messages.
+a request goes to the idle slot whose conversation it continues (else the least recently used
+one), so interleaved conversations each keep their KV and turn 8 only evaluates the new
+messages.
 
 Why not `Llama.create_completion`: per token it re-detokenizes the whole answer, scans numpy
 arrays and runs Python stop bookkeeping, and it decodes one sequence. Here each token costs one
@@ -163,12 +163,19 @@ class Decoder:
             self._decode_step()
 
     def _free_slot(self, sequence: _Sequence) -> _Slot | None:
-        """The idle slot sharing the longest prefix with the prompt, else the least recently
-        used one."""
+        """The idle slot whose conversation the prompt continues (it shares at least half of
+        what the slot holds: the longest such prefix wins), else the least recently used.
+        Half, as llama-server's slot similarity: a new chat that merely shares a system prompt
+        or a template's first tokens must not take the slot of a long conversation."""
         idle = [slot for slot in self.slots if not slot.busy]
         if not idle:
             return None
-        return max(idle, key=lambda s: (_common(s.cached, sequence.prompt), -s.last_used))
+        shared = {slot.id: _common(slot.cached, sequence.prompt) for slot in idle}
+        continued = [slot for slot in idle if slot.cached and
+                     shared[slot.id] * 2 >= len(slot.cached)]
+        if continued:
+            return max(continued, key=lambda slot: shared[slot.id])
+        return min(idle, key=lambda slot: slot.last_used)
 
     def _start(self, sequence: _Sequence, slot: _Slot) -> None:
         keep = min(_common(slot.cached, sequence.prompt), len(sequence.prompt) - 1)
