@@ -18,7 +18,15 @@ from old_formats import FORMATS, as_format
 import bundler.upgrade
 from bundler.freeze import runtime_key
 from bundler.upgrade import upgrade
-from runtime.artifact.format import FOOTER, Footer, align, checksum_text, footer, new_checksum
+from runtime.artifact.format import (
+    FOOTER,
+    FORMAT_VERSION,
+    Footer,
+    align,
+    checksum_text,
+    footer,
+    new_checksum,
+)
 from runtime.artifact.manifest import read_manifest_at
 from runtime.errors import BuildError
 
@@ -60,13 +68,13 @@ def test_upgrade_gives_an_old_format_the_current_runtime_and_keeps_its_settings(
     old, new = tmp_path / "old.llamabundle", tmp_path / "new.llamabundle"
     as_format(baked, old, fmt)
     before = read_manifest_at(str(old))
-    assert before.runtime_key == ""
+    assert before.runtime_key == "" and before.format == int(fmt[0])
     proc = upgrade_cli(old, "-o", new)
     assert proc.returncode == 0, proc.stderr
     key = runtime_key()
     assert f"runtime 0.1.0 (unrecorded) -> 0.1.0 ({key[:12]})" in proc.stdout
     after = read_manifest_at(str(new))
-    assert after.runtime_key == key
+    assert after.runtime_key == key and after.format == FORMAT_VERSION
     assert after.sections[0].checksum == before.sections[0].checksum  # sha256 stays sha256
     assert after.sections[0].offset % (64 * 1024) == 0
     for field in ("name", "title", "model_id", "chat_template", "chat_template_source",

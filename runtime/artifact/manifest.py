@@ -46,7 +46,7 @@ class Manifest:
     runtime_key: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)  # baked run-time settings
     sections: list[Section] = field(default_factory=list)
-    format: int = FORMAT_VERSION
+    format: int = FORMAT_VERSION  # the format the file was written in
 
     def section(self, name: str) -> Section:
         for section in self.sections:
@@ -65,7 +65,7 @@ class Manifest:
             raise ValueError("the manifest is not a JSON object")
         for version in range(fmt, FORMAT_VERSION):
             raw = MIGRATIONS[version](raw)
-        raw["format"] = FORMAT_VERSION
+        raw["format"] = fmt  # what the file says, for inspect; the fields are current now
         raw["sections"] = [Section(**s) for s in raw.get("sections", [])]
         return cls(**raw)
 
