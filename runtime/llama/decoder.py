@@ -13,11 +13,12 @@ import codecs
 import ctypes
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 
 from runtime.errors import ContextOverflowError, LlamabundleError, RequestError
 from runtime.generation import Event, Finish, Sampling
 from runtime.llama.bindings import llama_cpp
+from runtime.llama.tool_grammar import ToolGrammar
 from runtime.stops import StopScanner
 
 log = logging.getLogger(__name__)
@@ -44,12 +45,15 @@ class Decoder:
         self._tokens = (llama_cpp.llama_token * n_batch)()  # reused: decode runs per token
 
     def generate(self, prompt: list[int], sampling: Sampling, max_tokens: int,
-                 stops: tuple[str, ...], grammar: str | None = None) -> Iterator[Event]:
+                 stops: tuple[str, ...], grammar: str | ToolGrammar | None = None,
+                 visible: Set[int] = frozenset()) -> Iterator[Event]:
         """Text pieces as they are decoded, then one Finish; closing the iterator stops at once.
 
         max_tokens: 0 evaluates the prompt and generates nothing (it warms the cache, as
         llama.cpp's n_predict 0 does); -1 generates until the context is full. A prompt that
-        cannot fit raises here, before anything is generated."""
+        cannot fit raises here, before anything is generated. grammar: GBNF text, or a tool
+        grammar (lazy ones wait for their trigger). visible: control tokens whose text is
+        shown (tool-call markers such as [TOOL_CALLS], which the parser must see)."""
         if not prompt:
             raise RequestError("the prompt is empty", param="prompt")
         if len(prompt) >= self.n_ctx:
@@ -60,10 +64,10 @@ class Decoder:
         if max_tokens >= 0:
             budget = min(budget, max_tokens)
         chain = self._sampler(sampling, prompt, grammar)
-        return self._run(prompt, chain, budget, stops)
+        return self._run(prompt, chain, budget, stops, visible)
 
     def _run(self, prompt: list[int], chain: llama_cpp.llama_sampler_p, budget: int,
-             stops: tuple[str, ...]) -> Iterator[Event]:
+             stops: tuple[str, ...], visible: Set[int]) -> Iterator[Event]:
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         scanner = StopScanner(stops)
         produced, reason = 0, "length"
@@ -77,7 +81,7 @@ class Decoder:
                     reason = "stop"
                     break
                 produced += 1
-                text, hit = scanner.feed(utf8.decode(self._piece(token)))
+                text, hit = scanner.feed(utf8.decode(self._piece(token, token in visible)))
                 if text:
                     yield text
                 if hit:
@@ -120,17 +124,17 @@ class Decoder:
             raise DecodeError(f"llama_decode failed ({code}); the request was dropped")
         self.cached.extend(tokens)
 
-    def _piece(self, token: int) -> bytes:
+    def _piece(self, token: int, special: bool = False) -> bytes:
         n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece_buf,
-                                           len(self._piece_buf), 0, False)
+                                           len(self._piece_buf), 0, special)
         if n < 0:
             self._piece_buf = ctypes.create_string_buffer(-n)
             n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece_buf,
-                                               len(self._piece_buf), 0, False)
+                                               len(self._piece_buf), 0, special)
         return self._piece_buf.raw[:n]
 
     def _sampler(self, s: Sampling, history: list[int],
-                 grammar: str | None) -> llama_cpp.llama_sampler_p:
+                 grammar: str | ToolGrammar | None) -> llama_cpp.llama_sampler_p:
         # The order of llama.cpp's own default chain: penalties, top-k, top-p, min-p, temp, dist.
         chain = llama_cpp.llama_sampler_chain_init(
             llama_cpp.llama_sampler_chain_default_params())
@@ -145,10 +149,12 @@ class Decoder:
             for token in history[-s.repeat_last_n:]:  # before the grammar joins: it must
                 llama_cpp.llama_sampler_accept(chain, token)  # only ever see the answer
         if grammar:
-            constraint = llama_cpp.llama_sampler_init_grammar(self.vocab, grammar.encode(),
-                                                              b"root")
+            constraint = self._grammar(grammar)
             if not constraint:
                 llama_cpp.llama_sampler_free(chain)
+                if isinstance(grammar, ToolGrammar):
+                    raise RequestError("tools: the tools' schemas could not be compiled",
+                                       param="tools")
                 raise RequestError("response_format: the schema could not be compiled",
                                    param="response_format")
             add(constraint)
@@ -163,3 +169,16 @@ class Decoder:
             seed = LLAMA_DEFAULT_SEED if s.seed is None else s.seed & 0xFFFFFFFF
             add(llama_cpp.llama_sampler_init_dist(seed))
         return chain
+
+    def _grammar(self, grammar: str | ToolGrammar) -> llama_cpp.llama_sampler_p:
+        if isinstance(grammar, str):
+            return llama_cpp.llama_sampler_init_grammar(self.vocab, grammar.encode(), b"root")
+        if not grammar.lazy:
+            return llama_cpp.llama_sampler_init_grammar(self.vocab, grammar.gbnf.encode(),
+                                                        b"root")
+        # free text until a pattern matches (at the family's marker, or a bare JSON call at
+        # the start); from there the call must follow the tools' schemas
+        patterns = (ctypes.c_char_p * len(grammar.trigger_patterns))(
+            *[p.encode() for p in grammar.trigger_patterns])
+        return llama_cpp.llama_sampler_init_grammar_lazy_patterns(
+            self.vocab, grammar.gbnf.encode(), b"root", patterns, len(patterns), None, 0)
