@@ -16,7 +16,7 @@ from runtime.artifact.manifest import Manifest
 from runtime.chat.fallbacks import stop_strings
 from runtime.chat.template import ChatTemplate
 from runtime.chat.tool_parse import MARKERS, Content, ToolStream
-from runtime.chat.tool_prompt import generic_messages
+from runtime.chat.tool_prompt import render_chat
 from runtime.chat.tools import tool_family
 from runtime.errors import RequestError
 from runtime.generation import CallStart, Embedding, Event, Finish, GenerationRequest
@@ -89,21 +89,11 @@ class Engine:
     def prompt(self, request: GenerationRequest) -> list[int]:
         if request.messages is not None:
             # The template writes the BOS itself (as text, parsed back as the special token).
-            text = self._render(request)
+            text = render_chat(self.template, self.family, request)
             return self.tokenizer.tokenize(text, add_bos=False, special=True)
         if isinstance(request.prompt, str):
             return self.tokenizer.tokenize(request.prompt)
         return self.tokenizer.checked(request.prompt or (), "prompt")
-
-    def _render(self, request: GenerationRequest) -> str:
-        assert request.messages is not None
-        if self.family == "generic":  # the template knows no tools: they go in the system text
-            return self.template.render(generic_messages(
-                request.messages, request.tools, request.tool_choice,
-                request.parallel_tool_calls))
-        return self.template.render(request.messages,
-                                    tools=request.tools if request.calls_tools else (),
-                                    family=self.family)
 
     def _marker_tokens(self, markers: Sequence[str]) -> frozenset[int]:
         """The ids of markers that are single tokens: a control token's text is hidden unless

@@ -1,4 +1,5 @@
-"""A chat with tools, for a template that knows none (family "generic"): the tools go into the
+"""A chat with tools as the model reads it. A template of a family that knows tools gets them
+as transformers gives them; for one that knows none (family "generic") the tools go into the
 system message as generic_instruction(), past calls into the assistant's text in the format
 that instruction asks for, and tool results into user turns, since such templates know no
 "tool" role (some raise on one, others require roles to alternate)."""
@@ -9,8 +10,20 @@ import json
 from collections.abc import Sequence
 from dataclasses import replace
 
+from runtime.chat.template import ChatTemplate
 from runtime.chat.tools import Tool, ToolCall, generic_instruction
-from runtime.generation import ChatMessage
+from runtime.generation import ChatMessage, GenerationRequest
+
+
+def render_chat(template: ChatTemplate, family: str, request: GenerationRequest) -> str:
+    """The request's chat as prompt text; tool_choice "none" renders no tools."""
+    assert request.messages is not None
+    if family == "generic":
+        return template.render(generic_messages(request.messages, request.tools,
+                                                request.tool_choice,
+                                                request.parallel_tool_calls))
+    return template.render(request.messages,
+                           tools=request.tools if request.calls_tools else (), family=family)
 
 
 def generic_messages(messages: Sequence[ChatMessage], tools: Sequence[Tool], choice: str,
