@@ -66,7 +66,7 @@ class Engine:
         events = self.decoder.generate(
             self.prompt(request), request.sampling, request.max_tokens,
             request.stop + self.extra_stops, self.grammar(request),
-            self.markers if request.calls_tools else frozenset())
+            self.markers if request.calls_tools else frozenset(), request.logprobs)
         if not request.calls_tools:
             return events
         return _with_calls(events, ToolStream(self.family, request.tools))

@@ -52,11 +52,24 @@ class GenerationRequest:
     tools: tuple[Tool, ...] = ()
     tool_choice: str = "auto"  # "auto", "none", "required" or a tool's name; no tools: none
     parallel_tool_calls: bool = True
+    logprobs: int | None = None  # None: none; n: each token's, with its n likeliest (0-20)
 
     @property
     def calls_tools(self) -> bool:
         """Whether the answer may hold tool calls (tools offered, and not refused)."""
         return bool(self.tools) and self.tool_choice != "none"
+
+
+@dataclass(frozen=True)
+class TopLogprob:
+    token: str
+    piece: bytes  # the token's bytes (a token may hold part of a UTF-8 character)
+    logprob: float  # natural log of the model's probability, before sampling settings
+
+
+@dataclass(frozen=True)
+class TokenLogprob(TopLogprob):
+    top: tuple[TopLogprob, ...] = ()  # the likeliest tokens at this position, best first
 
 
 @dataclass(frozen=True)
@@ -69,6 +82,7 @@ class Finish:
     cached_tokens: int  # prompt tokens whose KV entries were reused from the last request
     prompt_ns: int = 0  # evaluating the prompt (the part not reused)
     generation_ns: int = 0  # from the first generated token to the last
+    logprobs: tuple[TokenLogprob, ...] | None = None  # each generated token's, when asked
 
     @property
     def total_tokens(self) -> int:
@@ -141,7 +155,8 @@ class Defaults:
                 prompt: str | Sequence[int] | None = None, max_tokens: int | None = None,
                 stop: str | Sequence[str] | None = None, json_schema: dict[str, Any] | None = None,
                 tools: Sequence[Tool] = (), tool_choice: str | None = None,
-                parallel_tool_calls: bool | None = None, **sampling: Any) -> GenerationRequest:
+                parallel_tool_calls: bool | None = None, logprobs: int | None = None,
+                **sampling: Any) -> GenerationRequest:
         """A request with these defaults where the caller gave None. A chat without a system
         message gets the bundle's system prompt. tool_choice: "auto" with tools, else none."""
         if messages is not None and self.system_prompt and \
@@ -158,6 +173,7 @@ class Defaults:
             tools=tuple(tools),
             tool_choice=tool_choice or ("auto" if tools else "none"),
             parallel_tool_calls=True if parallel_tool_calls is None else parallel_tool_calls,
+            logprobs=logprobs,
         )
 
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import free_port
 from fake import FakeEngine, FakeServer
 
-from runtime.generation import CallArguments, CallStart, Finish
+from runtime.generation import CallArguments, CallStart, Finish, TokenLogprob, TopLogprob
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather in a city",
@@ -156,3 +156,47 @@ def test_unknown_and_ignored_openai_fields_are_accepted(serve_script):
         "logit_bias": {}, "modalities": ["text"], "some_future_field": [1, 2]})
     assert r.status_code == 200, r.text
     assert engine.requests[0].stop == ("a", "b", "c", "d")
+
+
+# -- logprobs
+
+HI = TokenLogprob("Hi", b"Hi", -0.25, (TopLogprob("Hi", b"Hi", -0.25),
+                                       TopLogprob("Hey", b"Hey", -1.5)))
+ACCENT = TokenLogprob("\ufffd", b"\xc3", -0.5, ())  # half of "é": bytes say what it was
+
+
+def test_chat_logprobs_in_openai_shape_unary_and_streamed(serve_script):
+    finish = Finish("stop", 3, 2, 0, logprobs=(HI, ACCENT))
+    server, engine = serve_script("Hi", "\ufffd", finish)
+    answer = client(server).chat.completions.create(
+        model="fake", messages=ASK, logprobs=True, top_logprobs=2)  # type: ignore[arg-type]
+    assert engine.requests[0].logprobs == 2
+    content = answer.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert [(t.token, t.logprob, t.bytes) for t in content or []] == [
+        ("Hi", -0.25, [72, 105]), ("\ufffd", -0.5, [0xC3])]
+    assert [(t.token, t.logprob) for t in (content or [])[0].top_logprobs] == [
+        ("Hi", -0.25), ("Hey", -1.5)]
+    chunks = sse_deltas(server, {"messages": ASK, "logprobs": True})
+    assert chunks[-1]["logprobs"]["content"][0]["token"] == "Hi"
+    assert all(c["logprobs"] is None for c in chunks[:-1])
+
+
+def test_legacy_completion_logprobs_are_parallel_lists(serve_script):
+    server, engine = serve_script("Hi", "\ufffd", Finish("stop", 3, 2, 0, logprobs=(HI, ACCENT)))
+    r = httpx.post(server.url + "/v1/completions", json={"prompt": "x", "logprobs": 2})
+    assert engine.requests[0].logprobs == 2
+    assert r.json()["choices"][0]["logprobs"] == {
+        "tokens": ["Hi", "\ufffd"], "token_logprobs": [-0.25, -0.5],
+        "top_logprobs": [{"Hi": -0.25, "Hey": -1.5}, {}], "text_offset": [0, 2]}
+
+
+def test_no_logprobs_unless_asked_and_top_logprobs_needs_them(serve_script):
+    server, engine = serve_script("Hi", Finish("stop", 3, 1, 0))
+    r = httpx.post(server.url + "/v1/chat/completions", json={"messages": ASK})
+    assert r.json()["choices"][0]["logprobs"] is None and engine.requests[0].logprobs is None
+    r = httpx.post(server.url + "/v1/chat/completions",
+                   json={"messages": ASK, "top_logprobs": 3})
+    assert r.status_code == 400 and "top_logprobs needs logprobs" in r.text
+    r = httpx.post(server.url + "/v1/chat/completions",
+                   json={"messages": ASK, "logprobs": True, "top_logprobs": 21})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "top_logprobs"

@@ -16,8 +16,9 @@ import time
 from collections.abc import Iterator, Set
 
 from runtime.errors import ContextOverflowError, LlamabundleError, RequestError
-from runtime.generation import Event, Finish, Sampling
+from runtime.generation import Event, Finish, Sampling, TokenLogprob
 from runtime.llama.bindings import llama_cpp
+from runtime.llama.logprobs import LogprobReader
 from runtime.llama.tool_grammar import ToolGrammar
 from runtime.stops import StopScanner
 
@@ -46,14 +47,16 @@ class Decoder:
 
     def generate(self, prompt: list[int], sampling: Sampling, max_tokens: int,
                  stops: tuple[str, ...], grammar: str | ToolGrammar | None = None,
-                 visible: Set[int] = frozenset()) -> Iterator[Event]:
+                 visible: Set[int] = frozenset(),
+                 logprobs: int | None = None) -> Iterator[Event]:
         """Text pieces as they are decoded, then one Finish; closing the iterator stops at once.
 
         max_tokens: 0 evaluates the prompt and generates nothing (it warms the cache, as
         llama.cpp's n_predict 0 does); -1 generates until the context is full. A prompt that
         cannot fit raises here, before anything is generated. grammar: GBNF text, or a tool
         grammar (lazy ones wait for their trigger). visible: control tokens whose text is
-        shown (tool-call markers such as [TOOL_CALLS], which the parser must see)."""
+        shown (tool-call markers such as [TOOL_CALLS], which the parser must see). logprobs:
+        each token's log-probability, with that many alternatives, in the Finish."""
         if not prompt:
             raise RequestError("the prompt is empty", param="prompt")
         if len(prompt) >= self.n_ctx:
@@ -64,13 +67,17 @@ class Decoder:
         if max_tokens >= 0:
             budget = min(budget, max_tokens)
         chain = self._sampler(sampling, prompt, grammar)
-        return self._run(prompt, chain, budget, stops, visible)
+        reader = None if logprobs is None else LogprobReader(
+            self.ctx, llama_cpp.llama_vocab_n_tokens(self.vocab), logprobs, self._piece)
+        return self._run(prompt, chain, budget, stops, visible, reader)
 
     def _run(self, prompt: list[int], chain: llama_cpp.llama_sampler_p, budget: int,
-             stops: tuple[str, ...], visible: Set[int]) -> Iterator[Event]:
+             stops: tuple[str, ...], visible: Set[int],
+             reader: LogprobReader | None) -> Iterator[Event]:
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         scanner = StopScanner(stops)
         produced, reason = 0, "length"
+        logprobs: list[TokenLogprob] = []
         try:
             started = time.perf_counter_ns()
             reused = self._prefill(prompt)
@@ -81,6 +88,8 @@ class Decoder:
                     reason = "stop"
                     break
                 produced += 1
+                if reader is not None:
+                    logprobs.append(reader.read(token))
                 text, hit = scanner.feed(utf8.decode(self._piece(token, token in visible)))
                 if text:
                     yield text
@@ -93,9 +102,12 @@ class Decoder:
             if tail:
                 yield tail
             yield Finish(reason, len(prompt), produced, reused, prefilled - started,
-                         time.perf_counter_ns() - prefilled)
+                         time.perf_counter_ns() - prefilled,
+                         None if reader is None else tuple(logprobs))
         finally:
             llama_cpp.llama_sampler_free(chain)
+            if reader is not None:
+                reader.close()
 
     def _prefill(self, prompt: list[int]) -> int:
         """Evaluates the prompt, reusing the cached prefix; returns how many tokens were reused."""

@@ -23,6 +23,7 @@ from runtime.generation import (
     Event,
     Finish,
     GenerationRequest,
+    TopLogprob,
     collect,
 )
 from runtime.settings import MAX_TOKENS
@@ -31,6 +32,7 @@ from runtime.web.schemas import Request, SamplingFields
 from runtime.web.streaming import sse
 
 MAX_OPENAI_STOPS = 4  # OpenAI refuses more; llama.cpp's native route takes up to MAX_STOPS
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit
 
 # ---- requests
 
@@ -130,9 +132,19 @@ class ChatRequest(Generation):
     tools: list[dict[str, Any]] | None = None  # checked by tools_from_openai, with its paths
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self) -> ChatRequest:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
 
     def common(self) -> dict[str, Any]:
-        return super().common() | {"max_tokens": self.max_completion_tokens or self.max_tokens}
+        return super().common() | {"max_tokens": self.max_completion_tokens or self.max_tokens,
+                                   "logprobs": (self.top_logprobs or 0) if self.logprobs
+                                   else None}
 
     def tool_fields(self) -> dict[str, Any]:
         """The tools keywords of `Defaults.request`; a malformed tool is a 400 naming it."""
@@ -143,6 +155,10 @@ class ChatRequest(Generation):
 
 class CompletionRequest(Generation):
     prompt: str | list[str] | list[int]
+    logprobs: int | None = Field(None, ge=0, le=5)  # the legacy API: how many alternatives
+
+    def common(self) -> dict[str, Any]:
+        return super().common() | {"logprobs": self.logprobs}
 
     @field_validator("prompt")
     @classmethod
@@ -205,10 +221,36 @@ def chat_message(result: Completion) -> dict[str, Any]:
             "tool_calls": [call.to_openai() for call in result.tool_calls]}
 
 
+def _top(entry: TopLogprob) -> dict[str, Any]:
+    return {"token": entry.token, "logprob": entry.logprob, "bytes": list(entry.piece)}
+
+
+def chat_logprobs(finish: Finish) -> dict[str, Any] | None:
+    """OpenAI's chat `logprobs`: each token with its alternatives; None when not asked."""
+    if finish.logprobs is None:
+        return None
+    return {"content": [_top(t) | {"top_logprobs": [_top(x) for x in t.top]}
+                        for t in finish.logprobs], "refusal": None}
+
+
+def text_logprobs(finish: Finish, offset: int = 0) -> dict[str, Any] | None:
+    """The legacy completions `logprobs`: parallel lists, alternatives as {token: logprob}."""
+    if finish.logprobs is None:
+        return None
+    offsets = []
+    for t in finish.logprobs:
+        offsets.append(offset)
+        offset += len(t.token)
+    return {"tokens": [t.token for t in finish.logprobs],
+            "token_logprobs": [t.logprob for t in finish.logprobs],
+            "top_logprobs": [{x.token: x.logprob for x in t.top} for t in finish.logprobs],
+            "text_offset": offsets}
+
+
 def chat_completion(results: list[Completion], model: str) -> dict[str, Any]:
     return _envelope("chatcmpl", "chat.completion", model) | {
         "choices": [{"index": i, "message": chat_message(r),
-                     "logprobs": None, "finish_reason": r.finish.reason}
+                     "logprobs": chat_logprobs(r.finish), "finish_reason": r.finish.reason}
                     for i, r in enumerate(results)],
         "usage": total_usage(results),
     }
@@ -233,9 +275,10 @@ def chat_chunks(events: Iterable[Event], model: str, include_usage: bool = False
     token."""
     base = _envelope("chatcmpl", "chat.completion.chunk", model)
 
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return base | {"choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                    "finish_reason": finish}]}
+    def chunk(delta: dict[str, Any], finish: Finish | None = None) -> dict[str, Any]:
+        return base | {"choices": [{
+            "index": 0, "delta": delta, "logprobs": finish and chat_logprobs(finish),
+            "finish_reason": finish and finish.reason}]}
 
     role: dict[str, Any] = {"role": "assistant", "content": ""}
     if not tools:
@@ -245,7 +288,7 @@ def chat_chunks(events: Iterable[Event], model: str, include_usage: bool = False
         if isinstance(event, Finish):
             if role:
                 yield chunk(role)
-            yield chunk({}, event.reason)
+            yield chunk({}, event)  # with the answer's logprobs, when asked
             if include_usage:
                 yield base | {"choices": [], "usage": usage(event)}
             return
@@ -258,7 +301,7 @@ def chat_chunks(events: Iterable[Event], model: str, include_usage: bool = False
 
 def text_completion(results: list[Completion], model: str) -> dict[str, Any]:
     return _envelope("cmpl", "text_completion", model) | {
-        "choices": [{"index": i, "text": r.text, "logprobs": None,
+        "choices": [{"index": i, "text": r.text, "logprobs": text_logprobs(r.finish),
                      "finish_reason": r.finish.reason} for i, r in enumerate(results)],
         "usage": total_usage(results),
     }
@@ -272,7 +315,7 @@ def text_chunks(events: Iterable[Event], model: str,
             continue  # text completions offer no tools
         finish = event if isinstance(event, Finish) else None
         yield base | {"choices": [{"index": 0, "text": event if isinstance(event, str) else "",
-                                   "logprobs": None,
+                                   "logprobs": finish and text_logprobs(finish),
                                    "finish_reason": finish.reason if finish else None}]}
         if finish:
             if include_usage:

@@ -1,0 +1,64 @@
+"""Log-probabilities as llama.cpp's samplers compute them match a plain softmax over the same
+logits, and asking for them never changes the answer."""
+
+from __future__ import annotations
+
+import ctypes
+import math
+
+import pytest
+
+from runtime.generation import Sampling
+from runtime.llama import cpu
+from runtime.llama.bindings import llama_cpp
+from runtime.llama.decoder import Decoder
+from runtime.llama.logprobs import LogprobReader
+from runtime.llama.model import Tokenizer, load_model, new_context
+
+
+@pytest.fixture(scope="module")
+def decoder(tiny_gguf):
+    cpu.load()
+    llama_cpp.llama_backend_init()
+    model = load_model(str(tiny_gguf), 0)
+    ctx = new_context(model, 256, 1)
+    tokenizer = Tokenizer(model)
+    yield Decoder(ctx, tokenizer.vocab, 256, 64), tokenizer
+    llama_cpp.llama_free(ctx)
+    llama_cpp.llama_model_free(model)
+
+
+def test_reader_matches_a_softmax_over_the_logits(decoder):
+    dec, tokenizer = decoder
+    dec._prefill(tokenizer.tokenize("the cat sat on"))
+    n = tokenizer.n_vocab
+    logits = ctypes.cast(llama_cpp.llama_get_logits_ith(dec.ctx, -1),
+                         ctypes.POINTER(ctypes.c_float))[:n]
+    top = max(logits)
+    log_sum = top + math.log(sum(math.exp(x - top) for x in logits))
+    reader = LogprobReader(dec.ctx, n, 5, dec._piece)
+    try:
+        entry = reader.read(100)
+    finally:
+        reader.close()
+    assert entry.logprob == pytest.approx(logits[100] - log_sum, abs=1e-4)
+    best = sorted(range(n), key=lambda i: -logits[i])[:5]
+    assert [tokenizer.detokenize([i]) for i in best] == [t.token for t in entry.top]
+    assert [t.logprob for t in entry.top] == pytest.approx(
+        [logits[i] - log_sum for i in best], abs=1e-4)
+
+
+def test_logprobs_do_not_change_the_answer_and_cover_every_token(decoder):
+    dec, tokenizer = decoder
+    prompt = tokenizer.tokenize("the dog ran")
+    sampling = Sampling(temperature=0.9, seed=42)
+    plain = list(dec.generate(prompt, sampling, 12, ()))
+    with_logprobs = list(dec.generate(prompt, sampling, 12, (), logprobs=3))
+    assert plain[:-1] == with_logprobs[:-1]
+    finish = with_logprobs[-1]
+    assert plain[-1].logprobs is None and len(finish.logprobs) == finish.completion_tokens
+    for entry in finish.logprobs:
+        assert entry.logprob <= 0 and len(entry.top) == 3
+        assert [t.logprob for t in entry.top] == sorted((t.logprob for t in entry.top),
+                                                        reverse=True)
+        assert entry.logprob <= entry.top[0].logprob
