@@ -1,9 +1,11 @@
-"""Log-probabilities as llama.cpp's samplers compute them match a plain softmax over the same
-logits, and asking for them never changes the answer."""
+"""The decoder's extras: log-probabilities as llama.cpp's samplers compute them match a plain
+softmax over the same logits, asking for them never changes the answer, and control tokens
+show only when asked."""
 
 from __future__ import annotations
 
 import ctypes
+import json
 import math
 
 import pytest
@@ -11,8 +13,9 @@ import pytest
 from runtime.generation import Sampling
 from runtime.llama import cpu
 from runtime.llama.bindings import llama_cpp
+from runtime.llama.candidates import Candidates, LogprobReader
 from runtime.llama.decoder import Decoder
-from runtime.llama.logprobs import LogprobReader
+from runtime.llama.grammar import schema_grammar
 from runtime.llama.model import Tokenizer, load_model, new_context
 
 
@@ -36,7 +39,7 @@ def test_reader_matches_a_softmax_over_the_logits(decoder):
                          ctypes.POINTER(ctypes.c_float))[:n]
     top = max(logits)
     log_sum = top + math.log(sum(math.exp(x - top) for x in logits))
-    reader = LogprobReader(dec.ctx, n, 5, dec._piece)
+    reader = LogprobReader(Candidates(dec.ctx, n), 5, dec._piece)
     try:
         entry = reader.read(100)
     finally:
@@ -62,3 +65,26 @@ def test_logprobs_do_not_change_the_answer_and_cover_every_token(decoder):
         assert [t.logprob for t in entry.top] == sorted((t.logprob for t in entry.top),
                                                         reverse=True)
         assert entry.logprob <= entry.top[0].logprob
+
+
+def test_control_tokens_show_only_when_made_visible(decoder):
+    # what the engine does for tool markers that are control tokens (Mistral's [TOOL_CALLS],
+    # Llama's <|python_tag|>): the parser must see them, and only them
+    dec, _ = decoder
+    assert llama_cpp.llama_vocab_is_control(dec.vocab, 1)
+    assert dec._piece(1) == b"" and dec._piece(1, special=True) == b"<s>"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_grammar_checked_sampling_keeps_random_weights_to_the_schema(decoder, seed):
+    # the grammar checks the free pick and filters the vocabulary only when it refuses it
+    dec, tokenizer = decoder
+    schema = {"type": "object", "properties": {"unit": {"enum": ["celsius", "fahrenheit"]},
+                                               "ok": {"type": "boolean"}},
+              "required": ["unit", "ok"], "additionalProperties": False}
+    events = list(dec.generate(tokenizer.tokenize("the cat"), Sampling(temperature=1.5,
+                                                                        seed=seed),
+                               200, (), schema_grammar(schema)))
+    value = json.loads("".join(e for e in events if isinstance(e, str)))
+    assert value["unit"] in ("celsius", "fahrenheit") and isinstance(value["ok"], bool)
+    assert events[-1].reason == "stop"

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Set
 from runtime.errors import ContextOverflowError, LlamabundleError, RequestError
 from runtime.generation import Event, Finish, Sampling, TokenLogprob
 from runtime.llama.bindings import llama_cpp
-from runtime.llama.logprobs import LogprobReader
+from runtime.llama.candidates import Candidates, LogprobReader, sample_checked
 from runtime.llama.tool_grammar import ToolGrammar
 from runtime.stops import StopScanner
 
@@ -44,6 +44,12 @@ class Decoder:
         self.cached: list[int] = []
         self._piece_buf = ctypes.create_string_buffer(256)
         self._tokens = (llama_cpp.llama_token * n_batch)()  # reused: decode runs per token
+        self._candidates: Candidates | None = None  # made on first use: 1.8 MB for Qwen2.5
+
+    def candidates(self) -> Candidates:
+        if self._candidates is None:
+            self._candidates = Candidates(self.ctx, llama_cpp.llama_vocab_n_tokens(self.vocab))
+        return self._candidates
 
     def generate(self, prompt: list[int], sampling: Sampling, max_tokens: int,
                  stops: tuple[str, ...], grammar: str | ToolGrammar | None = None,
@@ -66,12 +72,14 @@ class Decoder:
         budget = self.n_ctx - len(prompt)
         if max_tokens >= 0:
             budget = min(budget, max_tokens)
-        chain = self._sampler(sampling, prompt, grammar)
-        reader = None if logprobs is None else LogprobReader(
-            self.ctx, llama_cpp.llama_vocab_n_tokens(self.vocab), logprobs, self._piece)
-        return self._run(prompt, chain, budget, stops, visible, reader)
+        constraint = self._constraint(grammar) if grammar else None
+        chain = self._sampler(sampling, prompt)
+        reader = None if logprobs is None else LogprobReader(self.candidates(), logprobs,
+                                                             self._piece)
+        return self._run(prompt, chain, constraint, budget, stops, visible, reader)
 
-    def _run(self, prompt: list[int], chain: llama_cpp.llama_sampler_p, budget: int,
+    def _run(self, prompt: list[int], chain: llama_cpp.llama_sampler_p,
+             constraint: llama_cpp.llama_sampler_p | None, budget: int,
              stops: tuple[str, ...], visible: Set[int],
              reader: LogprobReader | None) -> Iterator[Event]:
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -83,7 +91,9 @@ class Decoder:
             reused = self._prefill(prompt)
             prefilled = time.perf_counter_ns()
             while produced < budget:
-                token = llama_cpp.llama_sampler_sample(chain, self.ctx, -1)
+                token = llama_cpp.llama_sampler_sample(chain, self.ctx, -1) \
+                    if constraint is None else sample_checked(chain, constraint,
+                                                              self.candidates())
                 if llama_cpp.llama_vocab_is_eog(self.vocab, token):
                     reason = "stop"
                     break
@@ -106,6 +116,8 @@ class Decoder:
                          None if reader is None else tuple(logprobs))
         finally:
             llama_cpp.llama_sampler_free(chain)
+            if constraint is not None:
+                llama_cpp.llama_sampler_free(constraint)
             if reader is not None:
                 reader.close()
 
@@ -145,8 +157,7 @@ class Decoder:
                                                len(self._piece_buf), 0, special)
         return self._piece_buf.raw[:n]
 
-    def _sampler(self, s: Sampling, history: list[int],
-                 grammar: str | ToolGrammar | None) -> llama_cpp.llama_sampler_p:
+    def _sampler(self, s: Sampling, history: list[int]) -> llama_cpp.llama_sampler_p:
         # The order of llama.cpp's own default chain: penalties, top-k, top-p, min-p, temp, dist.
         chain = llama_cpp.llama_sampler_chain_init(
             llama_cpp.llama_sampler_chain_default_params())
@@ -158,18 +169,8 @@ class Decoder:
             n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
             add(llama_cpp.llama_sampler_init_penalties(n_vocab, s.repeat_last_n,
                                                        s.repeat_penalty, 0.0, 0.0))
-            for token in history[-s.repeat_last_n:]:  # before the grammar joins: it must
-                llama_cpp.llama_sampler_accept(chain, token)  # only ever see the answer
-        if grammar:
-            constraint = self._grammar(grammar)
-            if not constraint:
-                llama_cpp.llama_sampler_free(chain)
-                if isinstance(grammar, ToolGrammar):
-                    raise RequestError("tools: the tools' schemas could not be compiled",
-                                       param="tools")
-                raise RequestError("response_format: the schema could not be compiled",
-                                   param="response_format")
-            add(constraint)
+            for token in history[-s.repeat_last_n:]:
+                llama_cpp.llama_sampler_accept(chain, token)
         if s.temperature <= 0:
             add(llama_cpp.llama_sampler_init_greedy())
         else:
@@ -181,6 +182,18 @@ class Decoder:
             seed = LLAMA_DEFAULT_SEED if s.seed is None else s.seed & 0xFFFFFFFF
             add(llama_cpp.llama_sampler_init_dist(seed))
         return chain
+
+    def _constraint(self, grammar: str | ToolGrammar) -> llama_cpp.llama_sampler_p:
+        """The grammar's sampler, kept out of the chain: sample_checked consults it (it never
+        sees the prompt, only the answer)."""
+        constraint = self._grammar(grammar)
+        if not constraint:
+            if isinstance(grammar, ToolGrammar):
+                raise RequestError("tools: the tools' schemas could not be compiled",
+                                   param="tools")
+            raise RequestError("response_format: the schema could not be compiled",
+                               param="response_format")
+        return constraint
 
     def _grammar(self, grammar: str | ToolGrammar) -> llama_cpp.llama_sampler_p:
         if isinstance(grammar, str):
