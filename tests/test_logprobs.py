@@ -20,30 +20,38 @@ from runtime.llama.model import Tokenizer, load_model, new_context
 
 
 @pytest.fixture(scope="module")
-def decoder(tiny_gguf):
+def model(tiny_gguf):
     cpu.load()
     llama_cpp.llama_backend_init()
     model = load_model(str(tiny_gguf), 0)
-    ctx = new_context(model, 256, 1)
-    tokenizer = Tokenizer(model)
-    yield Decoder(ctx, tokenizer.vocab, 256, 64), tokenizer
-    llama_cpp.llama_free(ctx)
+    yield model
     llama_cpp.llama_model_free(model)
 
 
-def test_reader_matches_a_softmax_over_the_logits(decoder):
+@pytest.fixture(scope="module")
+def decoder(model):
+    # its thread keeps the context: never freed before the process ends
+    tokenizer = Tokenizer(model)
+    return Decoder(new_context(model, 256, 1), tokenizer.vocab, 256, 64), tokenizer
+
+
+def test_reader_matches_a_softmax_over_the_logits(model, decoder):
     dec, tokenizer = decoder
-    dec._prefill(tokenizer.tokenize("the cat sat on"))
+    ctx = new_context(model, 256, 1)  # its own: the decoder's thread owns that one
+    prompt = tokenizer.tokenize("the cat sat on")
+    tokens = (llama_cpp.llama_token * len(prompt))(*prompt)
+    assert llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(tokens, len(prompt))) == 0
     n = tokenizer.n_vocab
-    logits = ctypes.cast(llama_cpp.llama_get_logits_ith(dec.ctx, -1),
+    logits = ctypes.cast(llama_cpp.llama_get_logits_ith(ctx, -1),
                          ctypes.POINTER(ctypes.c_float))[:n]
     top = max(logits)
     log_sum = top + math.log(sum(math.exp(x - top) for x in logits))
-    reader = LogprobReader(Candidates(dec.ctx, n), 5, dec._piece)
+    reader = LogprobReader(5, dec._piece)
     try:
-        entry = reader.read(100)
+        entry = reader.read(Candidates(ctx, n), -1, 100)
     finally:
         reader.close()
+        llama_cpp.llama_free(ctx)
     assert entry.logprob == pytest.approx(logits[100] - log_sum, abs=1e-4)
     best = sorted(range(n), key=lambda i: -logits[i])[:5]
     assert [tokenizer.detokenize([i]) for i in best] == [t.token for t in entry.top]

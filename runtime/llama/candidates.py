@@ -36,9 +36,11 @@ class Candidates:
         self.data = (llama_cpp.llama_token_data * n_vocab).from_buffer(self.buf)
         self.logits = b""
 
-    def fill(self) -> llama_cpp.llama_token_data_array:
-        """Every token with its logit, in id order (samplers sort and cut the array)."""
-        self.logits = ctypes.string_at(llama_cpp.llama_get_logits_ith(self.ctx, -1), 4 * self.n)
+    def fill(self, row: int = -1) -> llama_cpp.llama_token_data_array:
+        """Every token with its logit at the batch's `row`, in id order (samplers sort and
+        cut the array)."""
+        self.logits = ctypes.string_at(llama_cpp.llama_get_logits_ith(self.ctx, row),
+                                       4 * self.n)
         for i in range(4):  # the ids and logits, interleaved into the entries byte by byte
             self.buf[i::_ENTRY] = self.ids[i::4]
             self.buf[_LOGIT_AT + i::_ENTRY] = self.logits[i::4]
@@ -50,15 +52,15 @@ class Candidates:
 
 
 def sample_checked(chain: llama_cpp.llama_sampler_p, grammar: llama_cpp.llama_sampler_p,
-                   candidates: Candidates) -> int:
+                   candidates: Candidates, row: int = -1) -> int:
     """A token picked by `chain` under `grammar`, as llama.cpp's common sampler does it:
     the grammar checks the free pick first, and filters the whole vocabulary (tens of ms a
     token for a large one) only when it refuses that pick. Both accept the token."""
-    array_ = candidates.fill()
+    array_ = candidates.fill(row)
     llama_cpp.llama_sampler_apply(chain, ctypes.byref(array_))
     token = int(array_.data[array_.selected].id)
     if not _allows(grammar, token):
-        array_ = candidates.fill()
+        array_ = candidates.fill(row)
         llama_cpp.llama_sampler_apply(grammar, ctypes.byref(array_))
         llama_cpp.llama_sampler_apply(chain, ctypes.byref(array_))
         token = int(array_.data[array_.selected].id)
@@ -75,22 +77,21 @@ def _allows(grammar: llama_cpp.llama_sampler_p, token: int) -> bool:
 
 
 class LogprobReader:
-    def __init__(self, candidates: Candidates, top: int, piece: Callable[[int], bytes]):
-        self.candidates = candidates
+    def __init__(self, top: int, piece: Callable[[int], bytes]):
         self.top = top
         self.piece = piece
         self.dist = llama_cpp.llama_sampler_init_dist(0)  # its pick is never used
         self.top_k = llama_cpp.llama_sampler_init_top_k(max(top, 1))
 
-    def read(self, token: int) -> TokenLogprob:
-        """The chosen token's logprob and the top alternatives at the last decoded position."""
-        array_ = self.candidates.fill()
+    def read(self, candidates: Candidates, row: int, token: int) -> TokenLogprob:
+        """The chosen token's logprob and the top alternatives at the batch's `row`."""
+        array_ = candidates.fill(row)
         llama_cpp.llama_sampler_apply(self.dist, ctypes.byref(array_))
         llama_cpp.llama_sampler_apply(self.top_k, ctypes.byref(array_))
         best = array_.data[0]
         # dist sets p = exp(logit - max) / sum; for the best token that is 1 / sum
         log_sum = best.logit - math.log(best.p)
-        chosen = self.candidates.logit(token) - log_sum
+        chosen = candidates.logit(token) - log_sum
         top = tuple(self._entry(int(array_.data[i].id), array_.data[i].logit - log_sum)
                     for i in range(min(self.top, array_.size)))
         entry = self._entry(token, chosen)
