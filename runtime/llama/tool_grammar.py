@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from runtime.chat.tools import Tool
 from runtime.errors import RequestError
-from runtime.llama.bindings import json_schema_to_gbnf
+from runtime.llama.grammar import json_gbnf
 
 # Where a lazy grammar starts. llama.cpp replays the text from a pattern's first capturing group
 # to the end of what was written (the whole last token), and a replayed text the grammar
@@ -57,7 +57,7 @@ def schema_rules(schema: dict, prefix: str) -> tuple[str, list[str]]:
     """A JSON schema's grammar with every rule renamed under `prefix`, so several schemas
     (one per tool) live in one grammar; returns the renamed root and the rule lines."""
     try:
-        gbnf = json_schema_to_gbnf(json.dumps(schema))
+        gbnf = json_gbnf(schema)
     except Exception as exc:  # the converter raises bare ValueError/KeyError/... on odd schemas
         raise RequestError(f"tools: a parameters schema cannot be enforced ({exc})",
                            param="tools") from exc
