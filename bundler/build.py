@@ -15,12 +15,13 @@ from bundler.freeze import Runtime, ensure_runtime
 from bundler.gguf_split import copy_range
 from bundler.knowledge.index import KnowledgeBuild, KnowledgeOptions, build_knowledge
 from bundler.model_source import ModelSource, plan_merge, resolve_model, write_merged
+from bundler.writer import check_output, runtime_parts, write_atomically, write_tail
 from runtime import __version__
-from runtime.artifact.format import align, checksum_text, footer, new_checksum
+from runtime.artifact.format import align, checksum_text, new_checksum
 from runtime.artifact.manifest import Manifest, Section
 from runtime.chat.fallbacks import FALLBACKS, fallback_for
 from runtime.chat.template import ChatTemplate
-from runtime.errors import BuildError, TemplateError
+from runtime.errors import TemplateError
 from runtime.knowledge.format import EMBEDDER_SECTION
 from runtime.knowledge.format import FORMAT_VERSION as KNOWLEDGE_FORMAT
 from runtime.knowledge.format import SECTION as KNOWLEDGE_SECTION
@@ -28,7 +29,6 @@ from runtime.knowledge.format import SECTION as KNOWLEDGE_SECTION
 log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024 * 1024
-ELF_SHOFF = 0x28  # e_shoff, then e_shentsize/e_shnum/e_shstrndx at 0x3A..0x3F
 
 Progress = Callable[[int], None]
 # progress(total, label): a callback taking the items (bytes, files, chunks) done since last call
@@ -68,13 +68,14 @@ def build(options: BuildOptions, progress: ProgressFactory | None = None) -> Bui
         log.warning("%s: %s", source.display, note)
     file_name = source.model_id.replace("/", "-").replace(":", "-")
     output = options.output or Path.cwd() / f"{file_name}.llamabundle"
-    _check_output(output, options.force)
+    check_output(output, options.force)
     knowledge = (build_knowledge(options.knowledge, progress) if options.knowledge else None)
     runtime = ensure_runtime()
     manifest = _manifest(source, options)
+    manifest.runtime_key = runtime.key
     manifest.knowledge = knowledge.info if knowledge else None
     advance = progress(source.size, "Writing") if progress else (lambda n: None)
-    _write_atomically(output, lambda f: _write(f, runtime, source, manifest, advance, knowledge))
+    write_atomically(output, lambda f: _write(f, runtime, source, manifest, advance, knowledge))
     return BuildResult(output, output.stat().st_size, time.monotonic() - started, manifest,
                        knowledge)
 
@@ -92,17 +93,6 @@ def chat_template_text(value: str) -> str:
                                 "template file or Jinja text with {{ }} or {% %}") from None
     ChatTemplate(value)  # raises TemplateError if it does not parse
     return value
-
-
-def _check_output(output: Path, force: bool) -> None:
-    if output.is_dir():
-        raise BuildError(f"{output}: is a directory; give a file path with -o")
-    if output.exists() and not force:
-        raise BuildError(f"{output}: already exists; use --force to overwrite it")
-    if not output.parent.is_dir():
-        raise BuildError(f"{output.parent}: no such directory")
-    if not os.access(output.parent, os.W_OK):
-        raise BuildError(f"{output.parent}: not writable")
 
 
 def _manifest(model: ModelSource, options: BuildOptions) -> Manifest:
@@ -136,31 +126,9 @@ def _defaults(model: ModelSource, options: BuildOptions) -> dict[str, Any]:
     return defaults | dict(options.defaults or {})
 
 
-def _write_atomically(output: Path, write: Callable[[BinaryIO], None]) -> None:
-    # Written beside the output and renamed over it: a failed or interrupted build leaves no
-    # partial file. No fsync, as `cp` does none: it cost more than the copy itself (0.14 s for
-    # 250 MB), and what a power cut can leave, a truncated file, the artifact reports as such.
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, output)
-    except OSError as e:
-        raise BuildError(f"{output}: cannot write ({e.strerror})") from None
-    finally:  # also on KeyboardInterrupt: an interrupted build leaves nothing
-        tmp.unlink(missing_ok=True)
-
-
 def _write(f: BinaryIO, runtime: Runtime, model: ModelSource, manifest: Manifest,
            advance: Progress, knowledge: KnowledgeBuild | None = None) -> None:
-    with open(runtime.path, "rb") as rt:
-        head = bytearray(rt.read(runtime.archive_offset))
-        archive = rt.read()
-    # The archive moves to the end of the file, so the ELF section table it carries no longer
-    # sits where the header says; clear those fields (the loader never uses sections).
-    head[ELF_SHOFF:ELF_SHOFF + 8] = bytes(8)
-    head[0x3C:0x40] = bytes(4)
+    head, archive = runtime_parts(runtime)
     f.write(head)
     f.write(bytes(align(f.tell()) - f.tell()))
     offset = f.tell()
@@ -171,11 +139,7 @@ def _write(f: BinaryIO, runtime: Runtime, model: ModelSource, manifest: Manifest
     manifest.sections = [Section("weights", 1, offset, model.size, digest)]
     if knowledge is not None:
         manifest.sections += _knowledge_sections(f, knowledge)
-    data = manifest.to_json()
-    manifest_offset = f.tell()
-    f.write(data)
-    f.write(archive)
-    f.write(footer(manifest_offset, data))
+    write_tail(f, manifest, archive)
 
 
 def _knowledge_sections(f: BinaryIO, knowledge: KnowledgeBuild) -> list[Section]:

@@ -56,7 +56,8 @@ def serve(artifact: str, manifest: Manifest, settings: Settings) -> int:
     port = sock.getsockname()[1]
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     url = f"http://{'localhost' if host == '127.0.0.1' else host}:{port}/"
-    state = State(manifest, dataclasses.replace(settings, port=port), Worker())
+    state = State(manifest, dataclasses.replace(settings, port=port),
+                  Worker(threads=settings.parallel))
     print(f"{manifest.title} is starting on {url}  (Ctrl-C to stop)", flush=True)
 
     def load() -> None:
@@ -66,6 +67,7 @@ def serve(artifact: str, manifest: Manifest, settings: Settings) -> int:
             state.load_error = str(e)
             log.error("%s", e)
             return
+        engine.observe = state.observe
         state.engine = engine
         log.info("model loaded (CPU code: %s); ready on %s", engine.cpu.describe(), url)
 

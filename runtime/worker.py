@@ -1,10 +1,11 @@
-"""One thread owns the model; requests take turns in arrival order.
+"""The threads that call the model, off the event loop; requests beyond them wait their turn.
 
-llama.cpp contexts are not thread-safe, so every model call runs on a single worker thread.
-The event loop never blocks on the model: /health and /v1/models answer during a generation,
-and nothing they do touches it. (llama-cpp-python's own server cancels a running stream when
-another request arrives; here a new request just waits its turn, or gets a 503 when the queue
-is full.)
+One thread per sequence the decoder runs at once (--parallel): each serves one request, and
+generations meet in the decoder's own thread, which batches them (runtime/llama/decoder.py).
+Requests beyond that wait in arrival order, or get a 503 when the queue is full. The event loop
+never blocks on the model: /health and /v1/models answer during generations, and nothing they
+do touches it. (llama-cpp-python's own server cancels a running stream when another request
+arrives; here a new request never cancels another.)
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.errors import BusyError
+
+if TYPE_CHECKING:
+    from runtime.metrics import Metrics  # imported by the web app, off the launch path
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +29,37 @@ _END = object()
 
 
 class Worker:
-    def __init__(self, max_waiting: int = 32):
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+    def __init__(self, max_waiting: int = 32, threads: int = 1):
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="model")
         self._max_waiting = max_waiting
         self._pending = 0  # calls queued or running; touched only from the event loop
+        self._running = 0  # calls on a model thread now
+        self._lock = threading.Lock()
+        self.metrics: Metrics | None = None
+
+    def report_to(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        metrics.queue_depth.set_function(lambda: max(0, self._pending - self._running))
+
+    def _timed(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """fn, counted as busy while it runs, its wait in the queue observed."""
+        admitted = time.perf_counter()
+
+        def run(*args: Any) -> Any:
+            with self._lock:
+                self._running += 1
+            if self.metrics:
+                self.metrics.queue_wait.observe(time.perf_counter() - admitted)
+                self.metrics.busy.inc()
+            try:
+                return fn(*args)
+            finally:
+                with self._lock:
+                    self._running -= 1
+                if self.metrics:
+                    self.metrics.busy.dec()
+
+        return run
 
     def _admit(self) -> None:
         if self._pending > self._max_waiting:
@@ -36,10 +68,11 @@ class Worker:
         self._pending += 1
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Runs fn(*args) on the model thread after every earlier call."""
+        """Runs fn(*args) on a model thread, in arrival order."""
         self._admit()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(self._executor,
+                                                                    self._timed(fn), *args)
         finally:
             self._pending -= 1
 
@@ -71,7 +104,7 @@ class Worker:
             except BaseException as e:  # handed to the consumer, raised there
                 loop.call_soon_threadsafe(queue.put_nowait, e)
 
-        future = loop.run_in_executor(self._executor, produce)
+        future = loop.run_in_executor(self._executor, self._timed(produce))
         try:
             while True:
                 item = await queue.get()
