@@ -21,6 +21,7 @@ class State:
         self.worker = worker
         self.engine: Model | None = None
         self.load_error: str | None = None
+        self.artifact: str | None = None  # its file, for what clients show as "modified"
 
     def ready_engine(self) -> Model:
         if self.engine is None:
