@@ -12,6 +12,7 @@ import click
 
 from bundler import __version__
 from bundler.build import BuildOptions, build, chat_template_text
+from bundler.image import default_tag, export_image
 from bundler.inspect import inspect_path
 from runtime import settings as settings_mod
 from runtime.errors import LlamabundleError, SettingsError, TemplateError
@@ -115,3 +116,30 @@ def inspect_command(path: Path, as_json: bool) -> None:
             value = json.dumps(value, ensure_ascii=False)
         click.echo(f"{key + ':':24} {value}")
 
+
+
+@main.command("export-image")
+@click.argument("artifact", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Image file (default: ./<artifact stem>.image.tar).")
+@click.option("--tag", help="Image name:tag (default: <artifact stem>:latest).")
+@click.option("--force", is_flag=True, help="Overwrite the output if it exists.")
+def export_image_command(artifact: Path, output: Path | None, tag: str | None,
+                         force: bool) -> None:
+    """Write ARTIFACT as a container image (docker-archive) serving on 0.0.0.0:8080.
+
+    \b
+    Example:
+      llamabundle export-image gemma-3-270m.llamabundle
+      podman load -i gemma-3-270m.image.tar
+      podman run -p 8080:8080 -e LLAMABUNDLE_API_KEY=secret gemma-3-270m:latest
+    """
+    stem = artifact.name.removesuffix(".llamabundle")
+    output = output or Path(f"{stem}.image.tar")
+    try:
+        image = export_image(artifact, output, tag or default_tag(artifact), force,
+                             progress=_progress_bar)
+    except LlamabundleError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"Wrote {image.path} ({image.size / 1e6:.1f} MB, {image.tag}, "
+               f"{len(image.libraries)} system libraries) in {image.seconds:.1f} s")

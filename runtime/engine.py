@@ -8,7 +8,7 @@ It holds the parts together — the model's tokenizer (runtime/llama/model.py), 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from runtime.artifact.manifest import Manifest
@@ -39,6 +39,8 @@ class Engine:
                                      self.tokenizer.eos_text)
         self.decoder = Decoder(ctx, self.tokenizer.vocab, self.n_ctx, N_BATCH)
         self.embedder: Embedder | None = None
+        # What the server hangs on every generation (its /metrics); nothing for -p.
+        self.observe: Callable[[Iterator[Event]], Iterator[Event]] = lambda events: events
 
     @classmethod
     def load(cls, artifact: str, manifest: Manifest, settings: Settings) -> Engine:
@@ -56,8 +58,9 @@ class Engine:
 
     def generate(self, request: GenerationRequest) -> Iterator[Event]:
         grammar = None if request.json_schema is None else schema_grammar(request.json_schema)
-        return self.decoder.generate(self.prompt(request), request.sampling, request.max_tokens,
-                                     request.stop + self.extra_stops, grammar)
+        return self.observe(self.decoder.generate(
+            self.prompt(request), request.sampling, request.max_tokens,
+            request.stop + self.extra_stops, grammar))
 
     def prompt(self, request: GenerationRequest) -> list[int]:
         if request.messages is not None:
@@ -82,3 +85,6 @@ class Engine:
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         return self.tokenizer.detokenize(tokens)
+
+    def kv_cache(self) -> tuple[int, int]:
+        return len(self.decoder.cached), self.n_ctx

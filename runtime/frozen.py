@@ -58,6 +58,15 @@ def templates_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "templates"
 
 
+def _parent_is_bootloader() -> bool:
+    """In a container the bootloader itself is process 1: the parent is alive, and is us."""
+    try:
+        parent, own = os.stat("/proc/1/exe"), os.stat("/proc/self/exe")
+    except OSError:  # init of another user: not our bootloader
+        return False
+    return (parent.st_dev, parent.st_ino) == (own.st_dev, own.st_ino)
+
+
 def prepare_process() -> None:
     """What a frozen artifact does first: the user's environment for the programs it starts,
     dying with its bootloader, and sweeping the folders of artifacts that were killed."""
@@ -71,7 +80,7 @@ def prepare_process() -> None:
     PR_SET_PDEATHSIG = 1
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() == 1:  # the parent died before prctl took effect
+    if os.getppid() == 1 and not _parent_is_bootloader():  # it died before prctl took effect
         os.kill(os.getpid(), signal.SIGTERM)
     own = Path(sys._MEIPASS)  # type: ignore[attr-defined]
     claim(own)

@@ -97,6 +97,7 @@ def serve(artifact: str, manifest: Manifest, settings: Settings) -> int:
             state.load_error = str(e)
             log.error("%s", e)
             return
+        engine.observe = state.observe
         state.engine = engine
         log.info("model loaded (CPU code: %s); ready on %s", engine.cpu.describe(), url)
 

@@ -12,11 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.errors import BusyError
+
+if TYPE_CHECKING:
+    from runtime.metrics import Metrics  # imported by the web app, off the launch path
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +32,30 @@ class Worker:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._max_waiting = max_waiting
         self._pending = 0  # calls queued or running; touched only from the event loop
+        self._running = 0  # 0 or 1: a call is on the model thread
+        self.metrics: Metrics | None = None
+
+    def report_to(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        metrics.queue_depth.set_function(lambda: max(0, self._pending - self._running))
+
+    def _timed(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """fn, counted as busy while it runs, its wait in the queue observed."""
+        admitted = time.perf_counter()
+
+        def run(*args: Any) -> Any:
+            self._running = 1
+            if self.metrics:
+                self.metrics.queue_wait.observe(time.perf_counter() - admitted)
+                self.metrics.busy.inc()
+            try:
+                return fn(*args)
+            finally:
+                self._running = 0
+                if self.metrics:
+                    self.metrics.busy.dec()
+
+        return run
 
     def _admit(self) -> None:
         if self._pending > self._max_waiting:
@@ -39,7 +67,8 @@ class Worker:
         """Runs fn(*args) on the model thread after every earlier call."""
         self._admit()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(self._executor,
+                                                                    self._timed(fn), *args)
         finally:
             self._pending -= 1
 
@@ -71,7 +100,7 @@ class Worker:
             except BaseException as e:  # handed to the consumer, raised there
                 loop.call_soon_threadsafe(queue.put_nowait, e)
 
-        future = loop.run_in_executor(self._executor, produce)
+        future = loop.run_in_executor(self._executor, self._timed(produce))
         try:
             while True:
                 item = await queue.get()

@@ -59,6 +59,9 @@ class FakeEngine:
     def detokenize(self, tokens: Sequence[int]) -> str:
         return "".join(map(chr, tokens))
 
+    def kv_cache(self) -> tuple[int, int]:
+        return self.produced, self.n_ctx
+
 
 _: type[Model] = FakeEngine  # mypy: the fake has the real interface
 

@@ -17,6 +17,7 @@ PUBLIC_PATHS = {"/", "/health", "/props", "/favicon.ico"}
 PUBLIC_PREFIXES = ("/assets/",)
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "[::1]"}
+WILDCARD_HOSTS = {"0.0.0.0", "::", "[::]"}
 
 
 async def _reply(send: Send, status: int, body: bytes, headers: list | None = None) -> None:
@@ -36,6 +37,10 @@ def host_name(host_header: str) -> str:
 class Guard:
     def __init__(self, app: ASGIApp, *, bound_host: str, api_key: str, max_body: int):
         self.app = app
+        # Bound to every address (a container behind a load balancer, with an API key, which a
+        # non-loopback bind requires): clients name it in ways it cannot know (a Service's DNS
+        # name, a pod IP, an ingress host), and the key, not the Host, is what keeps pages out.
+        self.any_host = bound_host in WILDCARD_HOSTS and bool(api_key)
         self.allowed_hosts = LOOPBACK_NAMES | {bound_host.lower(), f"[{bound_host.lower()}]"}
         self.api_key = api_key.encode()
         self.max_body = max_body
@@ -48,7 +53,8 @@ class Guard:
         path = scope["path"]
         # DNS rebinding: a hostile page's fetch to evil.example resolving to 127.0.0.1 still
         # says "Host: evil.example"; only requests naming this server get through.
-        if host_name(headers.get(b"host", b"").decode("latin-1").lower()) not in self.allowed_hosts:
+        host = host_name(headers.get(b"host", b"").decode("latin-1").lower())
+        if not self.any_host and host not in self.allowed_hosts:
             await _reply(send, 421, error_body("unknown Host header; use "
                          "http://localhost:<port>/", "invalid_request_error", "bad_host", path))
             return
