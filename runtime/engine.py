@@ -1,13 +1,16 @@
-"""The engine: one loaded model with the parts that serve it, called only from the worker thread.
+"""The engine: one loaded model with the parts that serve it, called from the worker's threads.
 
 It holds the parts together — the model's tokenizer (runtime/llama/model.py), its chat template
 (runtime/chat/), the decoder that owns the KV cache (runtime/llama/decoder.py) and the embedder
 (runtime/llama/embedder.py) — and turns a `GenerationRequest` into their calls. It satisfies
-`runtime.generation.Model`, the interface the web layer sees.
+`runtime.generation.Model`, the interface the web layer sees. Several threads call it at once
+(one per request being served): generations meet in the decoder's own thread, the tokenizer
+only reads, and the embedder's context takes one caller at a time.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -25,10 +28,10 @@ from runtime.settings import Settings
 
 
 class Engine:
-    """One loaded model. Not thread-safe: the Worker calls it from a single thread."""
+    """One loaded model."""
 
     def __init__(self, model: Any, ctx: Any, manifest: Manifest, threads: int,
-                 cpu_backend: cpu.CpuBackend):
+                 cpu_backend: cpu.CpuBackend, n_seq: int = 1):
         self.model = model
         self.threads = threads
         self.cpu = cpu_backend
@@ -37,8 +40,9 @@ class Engine:
         self.extra_stops = tuple(stop_strings(manifest.chat_template_source))
         self.template = ChatTemplate(manifest.chat_template, self.tokenizer.bos_text,
                                      self.tokenizer.eos_text)
-        self.decoder = Decoder(ctx, self.tokenizer.vocab, self.n_ctx, N_BATCH)
+        self.decoder = Decoder(ctx, self.tokenizer.vocab, self.n_ctx, N_BATCH, n_seq)
         self.embedder: Embedder | None = None
+        self._embedding = threading.Lock()
         # What the server hangs on every generation (its /metrics); nothing for -p.
         self.observe: Callable[[Iterator[Event]], Iterator[Event]] = lambda events: events
 
@@ -50,8 +54,9 @@ class Engine:
         cpu_backend = cpu.load()  # first: llama_backend_init would search on its own
         llama_cpp.llama_backend_init()
         model = load_model(artifact, weights.offset)
-        ctx = new_context(model, min(settings.ctx_size or trained, trained), threads)
-        return cls(model, ctx, manifest, threads, cpu_backend)
+        ctx = new_context(model, min(settings.ctx_size or trained, trained), threads,
+                          settings.parallel)
+        return cls(model, ctx, manifest, threads, cpu_backend, settings.parallel)
 
     def hardware(self) -> dict[str, Any]:
         return self.cpu.as_dict()
@@ -72,6 +77,10 @@ class Engine:
         return self.tokenizer.checked(request.prompt or (), "prompt")
 
     def embed(self, item: str | Sequence[int]) -> Embedding:
+        with self._embedding:
+            return self._embed(item)
+
+    def _embed(self, item: str | Sequence[int]) -> Embedding:
         if self.embedder is None:
             self.embedder = Embedder(self.model, self.threads)
         if isinstance(item, str):
@@ -87,4 +96,4 @@ class Engine:
         return self.tokenizer.detokenize(tokens)
 
     def kv_cache(self) -> tuple[int, int]:
-        return len(self.decoder.cached), self.n_ctx
+        return self.decoder.cached_tokens, self.n_ctx

@@ -81,7 +81,8 @@ def serve(artifact: str, manifest: Manifest, settings: Settings) -> int:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     host = "localhost" if host == "127.0.0.1" else host
     url = f"http://{host}:{port}/"
-    state = State(manifest, dataclasses.replace(settings, port=port), Worker())
+    state = State(manifest, dataclasses.replace(settings, port=port),
+                  Worker(threads=settings.parallel))
     state.artifact = artifact
     print(f"{manifest.title} is starting on {url}  (Ctrl-C to stop)", flush=True)
     ollama_sock = bind_ollama(settings, port)

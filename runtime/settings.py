@@ -93,6 +93,8 @@ class Settings:
                             help="Context size in tokens (0 = the model's trained context).")
     threads: int = _option("-t", "--threads", default=0, metavar="N", low=0, high=1024,
                            help="CPU threads for generation (0 = one per physical core).")
+    parallel: int = _option("-np", "--parallel", default=4, metavar="N", low=1, high=64,
+                            help="Requests decoded together (they share the context).")
     temp: float = _option("--temp", default=0.8, metavar="T", low=0.0, high=100.0,
                           help="Sampling temperature.")
     top_p: float = _option("--top-p", default=0.95, metavar="P", low=0.0, high=1.0,

@@ -1,10 +1,11 @@
-"""One thread owns the model; requests take turns in arrival order.
+"""The threads that call the model, off the event loop; requests beyond them wait their turn.
 
-llama.cpp contexts are not thread-safe, so every model call runs on a single worker thread.
-The event loop never blocks on the model: /health and /v1/models answer during a generation,
-and nothing they do touches it. (llama-cpp-python's own server cancels a running stream when
-another request arrives; here a new request just waits its turn, or gets a 503 when the queue
-is full.)
+One thread per sequence the decoder runs at once (--parallel): each serves one request, and
+generations meet in the decoder's own thread, which batches them (runtime/llama/decoder.py).
+Requests beyond that wait in arrival order, or get a 503 when the queue is full. The event loop
+never blocks on the model: /health and /v1/models answer during generations, and nothing they
+do touches it. (llama-cpp-python's own server cancels a running stream when another request
+arrives; here a new request never cancels another.)
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ _END = object()
 
 
 class Worker:
-    def __init__(self, max_waiting: int = 32):
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+    def __init__(self, max_waiting: int = 32, threads: int = 1):
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="model")
         self._max_waiting = max_waiting
         self._pending = 0  # calls queued or running; touched only from the event loop
-        self._running = 0  # 0 or 1: a call is on the model thread
+        self._running = 0  # calls on a model thread now
+        self._lock = threading.Lock()
         self.metrics: Metrics | None = None
 
     def report_to(self, metrics: Metrics) -> None:
@@ -44,14 +46,16 @@ class Worker:
         admitted = time.perf_counter()
 
         def run(*args: Any) -> Any:
-            self._running = 1
+            with self._lock:
+                self._running += 1
             if self.metrics:
                 self.metrics.queue_wait.observe(time.perf_counter() - admitted)
                 self.metrics.busy.inc()
             try:
                 return fn(*args)
             finally:
-                self._running = 0
+                with self._lock:
+                    self._running -= 1
                 if self.metrics:
                     self.metrics.busy.dec()
 
@@ -64,7 +68,7 @@ class Worker:
         self._pending += 1
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Runs fn(*args) on the model thread after every earlier call."""
+        """Runs fn(*args) on a model thread, in arrival order."""
         self._admit()
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor,

@@ -193,6 +193,19 @@ def test_empty_requests_load_and_unload_as_ollama_answers(server, fake):
     assert httpx.post(server.url + "/api/chat", json={"model": "x"}).status_code == 404
 
 
+def test_a_load_request_waits_for_the_model(fake):
+    with FakeServer(None, free_port()) as s:
+        answers: list[httpx.Response] = []
+        asking = threading.Thread(target=lambda: answers.append(httpx.post(
+            s.url + "/api/generate", json={"model": "fake"}, timeout=30)))
+        asking.start()
+        time.sleep(0.3)
+        assert answers == []  # still waiting, as Ollama's clients expect
+        s.state.engine = fake
+        asking.join(10)
+        assert answers[0].json()["done_reason"] == "load"
+
+
 def test_think_keep_alive_and_unknown_fields_are_accepted(server):
     r = httpx.post(server.url + "/api/chat", json=CHAT | {
         "stream": False, "think": True, "keep_alive": "5m", "logprobs": False,

@@ -1,10 +1,23 @@
-"""The generation loop, on llama.cpp's C API through llama-cpp-python's low-level bindings.
+"""The generation loop: continuous batching over parallel sequences, on llama.cpp's C API.
+
+One thread owns the llama.cpp context. Each step it makes one batch holding the next token of
+every sequence that is generating and chunks of the prompts still to evaluate (up to n_batch
+tokens in all), calls `llama_decode` once, and samples each sequence's next token from its own
+row of logits with its own sampler chain (its sampling settings, its grammar). So a second
+client never waits for the first to finish, and a long prompt arriving is evaluated a chunk per
+step, beside the others' tokens, instead of stalling them for its whole length.
+
+The KV cache is unified: every sequence may use the whole context, and they share its cells.
+A single user keeps the full context (per-sequence slices would give each 1/N of it); several
+users share it, and when their conversations together overflow it, idle sequences' caches go
+first, then the newest request gets a clear 503. Each slot keeps its tokens between requests;
+a request goes to the idle slot whose conversation it continues (else the least recently used
+one), so interleaved conversations each keep their KV and turn 8 only evaluates the new
+messages.
 
 Why not `Llama.create_completion`: per token it re-detokenizes the whole answer, scans numpy
-score arrays and runs Python stop-sequence bookkeeping (and with stop strings it can overshoot
-`max_tokens`). Here each token costs one C sampler call, one decode and one piece lookup;
-the rest is a few string operations. The KV cache of sequence 0 is kept between requests and
-reused up to the longest common prefix, so turn 8 of a chat only evaluates the new messages.
+arrays and runs Python stop bookkeeping, and it decodes one sequence. Here each token costs one
+sampler call and one piece lookup in a step shared by every sequence.
 """
 
 from __future__ import annotations
@@ -12,10 +25,13 @@ from __future__ import annotations
 import codecs
 import ctypes
 import logging
+import queue
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
-from runtime.errors import ContextOverflowError, LlamabundleError, RequestError
+from runtime.errors import BusyError, ContextOverflowError, LlamabundleError, RequestError
 from runtime.generation import Event, Finish, Sampling
 from runtime.llama.bindings import llama_cpp
 from runtime.stops import StopScanner
@@ -29,23 +45,66 @@ class DecodeError(LlamabundleError):
     pass
 
 
+@dataclass(eq=False)
+class _Sequence:
+    """One request's generation, from the caller's thread to the decode thread and back."""
+
+    prompt: list[int]
+    chain: llama_cpp.llama_sampler_p
+    budget: int  # tokens it may generate
+    stops: tuple[str, ...]
+    out: queue.SimpleQueue[Event | BaseException] = field(default_factory=queue.SimpleQueue)
+    cancelled: bool = False  # set by the caller when it stops reading
+    # the decode thread's own
+    slot: _Slot | None = None
+    pending: list[int] = field(default_factory=list)  # prompt tokens still to evaluate
+    next_token: int | None = None  # sampled, to be decoded in the next step
+    reused: int = 0
+    produced: int = 0
+    admitted: int = 0
+    prefilled: int = 0
+    utf8: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace"))
+    scanner: StopScanner | None = None
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One KV-cache sequence id and the tokens it holds."""
+
+    id: int
+    cached: list[int] = field(default_factory=list)
+    last_used: float = 0.0
+    busy: bool = False
+
+
 class Decoder:
-    """Owns one llama.cpp context and what its KV cache holds (sequence 0)."""
+    """Owns one llama.cpp context and what its KV cache holds, and the thread that decodes."""
 
     def __init__(self, ctx: llama_cpp.llama_context_p, vocab: llama_cpp.llama_vocab_p,
-                 n_ctx: int, n_batch: int):
+                 n_ctx: int, n_batch: int, n_seq: int = 1):
         self.ctx = ctx
         self.vocab = vocab
         self.n_ctx = n_ctx
         self.n_batch = n_batch
         self.memory = llama_cpp.llama_get_memory(ctx)
-        self.cached: list[int] = []
+        self.slots = [_Slot(i) for i in range(n_seq)]
+        self._inbox: queue.SimpleQueue[_Sequence] = queue.SimpleQueue()
+        self._waiting: list[_Sequence] = []  # arrived, no free slot yet
+        self._active: list[_Sequence] = []
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._piece_buf = ctypes.create_string_buffer(256)
-        self._tokens = (llama_cpp.llama_token * n_batch)()  # reused: decode runs per token
+        threading.Thread(target=self._loop, name="decode", daemon=True).start()
+
+    @property
+    def cached_tokens(self) -> int:
+        """Tokens held in the KV cache (read from any thread: a sum of list lengths)."""
+        return sum(len(slot.cached) for slot in self.slots)
 
     def generate(self, prompt: list[int], sampling: Sampling, max_tokens: int,
                  stops: tuple[str, ...], grammar: str | None = None) -> Iterator[Event]:
-        """Text pieces as they are decoded, then one Finish; closing the iterator stops at once.
+        """Text pieces as they are decoded, then one Finish; closing the iterator stops it
+        within a step. Any thread may call it.
 
         max_tokens: 0 evaluates the prompt and generates nothing (it warms the cache, as
         llama.cpp's n_predict 0 does); -1 generates until the context is full. A prompt that
@@ -59,66 +118,205 @@ class Decoder:
         budget = self.n_ctx - len(prompt)
         if max_tokens >= 0:
             budget = min(budget, max_tokens)
-        chain = self._sampler(sampling, prompt, grammar)
-        return self._run(prompt, chain, budget, stops)
+        sequence = _Sequence(list(prompt), self._sampler(sampling, prompt, grammar), budget,
+                             stops)
+        self._inbox.put(sequence)
+        return self._events(sequence)
 
-    def _run(self, prompt: list[int], chain: llama_cpp.llama_sampler_p, budget: int,
-             stops: tuple[str, ...]) -> Iterator[Event]:
-        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        scanner = StopScanner(stops)
-        produced, reason = 0, "length"
+    @staticmethod
+    def _events(sequence: _Sequence) -> Iterator[Event]:
         try:
-            started = time.perf_counter_ns()
-            reused = self._prefill(prompt)
-            prefilled = time.perf_counter_ns()
-            while produced < budget:
-                token = llama_cpp.llama_sampler_sample(chain, self.ctx, -1)
-                if llama_cpp.llama_vocab_is_eog(self.vocab, token):
-                    reason = "stop"
-                    break
-                produced += 1
-                text, hit = scanner.feed(utf8.decode(self._piece(token)))
-                if text:
-                    yield text
-                if hit:
-                    reason = "stop"
-                    break
-                if produced < budget:  # the last token's KV entry would never be used
-                    self._decode([token])
-            tail = scanner.flush() + utf8.decode(b"", final=True)
-            if tail:
-                yield tail
-            yield Finish(reason, len(prompt), produced, reused, prefilled - started,
-                         time.perf_counter_ns() - prefilled)
+            while True:
+                item = sequence.out.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, Finish):
+                    return
         finally:
-            llama_cpp.llama_sampler_free(chain)
+            sequence.cancelled = True  # after a Finish, a no-op: the sequence is gone
 
-    def _prefill(self, prompt: list[int]) -> int:
-        """Evaluates the prompt, reusing the cached prefix; returns how many tokens were reused."""
-        keep = 0
-        for a, b in zip(self.cached, prompt, strict=False):
-            if a != b:
+    # ---- the decode thread
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                self._step()
+            except Exception as e:  # never let the thread die: every waiter would hang
+                log.exception("decode step failed")
+                self._fail_all(e if isinstance(e, LlamabundleError)
+                               else DecodeError(f"generation failed: {e}"))
+
+    def _step(self) -> None:
+        if not self._active and not self._waiting:
+            self._waiting.append(self._inbox.get())  # idle: sleep until a request comes
+        while True:
+            try:
+                self._waiting.append(self._inbox.get_nowait())
+            except queue.Empty:
                 break
-            keep += 1
-        keep = min(keep, len(prompt) - 1)  # the last prompt token must be evaluated for logits
-        if not llama_cpp.llama_memory_seq_rm(self.memory, 0, keep, -1):
-            keep = 0  # this cache cannot drop a partial sequence: start over
-            llama_cpp.llama_memory_clear(self.memory, True)
-        del self.cached[keep:]
-        for start in range(keep, len(prompt), self.n_batch):
-            self._decode(prompt[start:start + self.n_batch])
-        return keep
+        for sequence in [s for s in self._waiting + self._active if s.cancelled]:
+            self._end(sequence, None)
+        while self._waiting and (slot := self._free_slot(self._waiting[0])) is not None:
+            self._start(self._waiting.pop(0), slot)
+        if self._active:
+            self._decode_step()
 
-    def _decode(self, tokens: list[int]) -> None:
-        self._tokens[:len(tokens)] = tokens  # type: ignore[assignment]
-        code = llama_cpp.llama_decode(self.ctx,
-                                      llama_cpp.llama_batch_get_one(self._tokens, len(tokens)))
+    def _free_slot(self, sequence: _Sequence) -> _Slot | None:
+        """The idle slot whose conversation the prompt continues (it shares at least half of
+        what the slot holds: the longest such prefix wins), else the least recently used.
+        Half, as llama-server's slot similarity: a new chat that merely shares a system prompt
+        or a template's first tokens must not take the slot of a long conversation."""
+        idle = [slot for slot in self.slots if not slot.busy]
+        if not idle:
+            return None
+        shared = {slot.id: _common(slot.cached, sequence.prompt) for slot in idle}
+        continued = [slot for slot in idle if slot.cached and
+                     shared[slot.id] * 2 >= len(slot.cached)]
+        if continued:
+            return max(continued, key=lambda slot: shared[slot.id])
+        return min(idle, key=lambda slot: slot.last_used)
+
+    def _start(self, sequence: _Sequence, slot: _Slot) -> None:
+        keep = min(_common(slot.cached, sequence.prompt), len(sequence.prompt) - 1)
+        if not llama_cpp.llama_memory_seq_rm(self.memory, slot.id, keep, -1):
+            keep = 0  # this cache cannot drop part of a sequence: drop all of it
+            llama_cpp.llama_memory_seq_rm(self.memory, slot.id, -1, -1)
+        del slot.cached[keep:]
+        slot.busy = True
+        sequence.slot = slot
+        sequence.reused = keep
+        sequence.pending = sequence.prompt[keep:]
+        sequence.scanner = StopScanner(sequence.stops)
+        sequence.admitted = time.perf_counter_ns()
+        self._active.append(sequence)
+
+    def _decode_step(self) -> None:
+        """One llama_decode over every active sequence; each samples from its own row."""
+        rows: list[tuple[_Sequence, int]] = []  # sequences that sample, with their row
+        added: list[tuple[_Slot, list[int]]] = []
+        batch, n = self._batch, 0
+
+        def add(slot: _Slot, tokens: list[int], logits_last: bool) -> None:
+            nonlocal n
+            start = len(slot.cached)
+            for j, token in enumerate(tokens):
+                batch.token[n], batch.pos[n], batch.n_seq_id[n] = token, start + j, 1
+                batch.seq_id[n][0] = slot.id
+                batch.logits[n] = logits_last and j == len(tokens) - 1
+                n += 1
+            added.append((slot, tokens))
+
+        for sequence in self._active:  # first every generating sequence's next token
+            if sequence.next_token is not None:
+                assert sequence.slot is not None
+                add(sequence.slot, [sequence.next_token], True)
+                rows.append((sequence, n - 1))
+        for sequence in self._active:  # then prompt chunks, oldest request first
+            if sequence.pending and n < self.n_batch:
+                assert sequence.slot is not None
+                chunk = sequence.pending[:self.n_batch - n]
+                del sequence.pending[:len(chunk)]
+                add(sequence.slot, chunk, not sequence.pending)
+                if not sequence.pending:
+                    rows.append((sequence, n - 1))
+        batch.n_tokens = n
+        code = llama_cpp.llama_decode(self.ctx, batch)
         if code != 0:
-            # The KV cache may hold part of the batch: forget it all rather than trust it.
-            llama_cpp.llama_memory_clear(self.memory, True)
-            self.cached.clear()
-            raise DecodeError(f"llama_decode failed ({code}); the request was dropped")
-        self.cached.extend(tokens)
+            self._recover(code, added)
+            return
+        for slot, tokens in added:
+            slot.cached.extend(tokens)
+        now = time.perf_counter_ns()
+        for sequence, row in rows:
+            if sequence.next_token is None:
+                sequence.prefilled = now
+            self._sample(sequence, row)
+
+    def _sample(self, sequence: _Sequence, row: int) -> None:
+        sequence.next_token = None
+        if sequence.produced >= sequence.budget:  # max_tokens 0: the prompt only
+            self._end(sequence, "length")
+            return
+        token = llama_cpp.llama_sampler_sample(sequence.chain, self.ctx, row)
+        if llama_cpp.llama_vocab_is_eog(self.vocab, token):
+            self._end(sequence, "stop")
+            return
+        sequence.produced += 1
+        assert sequence.scanner is not None
+        text, hit = sequence.scanner.feed(sequence.utf8.decode(self._piece(token)))
+        if text:
+            sequence.out.put(text)
+        if hit:
+            self._end(sequence, "stop")
+        elif sequence.produced >= sequence.budget:
+            self._end(sequence, "length")  # the last token's KV entry would never be used
+        else:
+            sequence.next_token = token
+
+    def _end(self, sequence: _Sequence, reason: str | None,
+             error: BaseException | None = None) -> None:
+        """Finishes a sequence (reason None: it was cancelled) and frees its slot."""
+        if sequence in self._waiting:
+            self._waiting.remove(sequence)
+        if sequence in self._active:
+            self._active.remove(sequence)
+        if sequence.slot is not None:
+            sequence.slot.busy = False
+            sequence.slot.last_used = time.monotonic()
+        llama_cpp.llama_sampler_free(sequence.chain)
+        if error is not None:
+            sequence.out.put(error)
+        elif reason is not None:
+            assert sequence.scanner is not None
+            tail = sequence.scanner.flush() + sequence.utf8.decode(b"", final=True)
+            if tail:
+                sequence.out.put(tail)
+            now = time.perf_counter_ns()
+            prefilled = sequence.prefilled or now
+            sequence.out.put(Finish(reason, len(sequence.prompt), sequence.produced,
+                                    sequence.reused, prefilled - sequence.admitted,
+                                    now - prefilled))
+
+    def _recover(self, code: int, added: list[tuple[_Slot, list[int]]]) -> None:
+        """A failed decode: the cache may hold part of the batch, so those sequences' cells
+        beyond what they had are dropped. No room left (code 1): idle slots' caches go first,
+        then the newest request is refused; the step is then retried as the loop goes on."""
+        for slot, _ in added:
+            llama_cpp.llama_memory_seq_rm(self.memory, slot.id, len(slot.cached), -1)
+        for sequence in self._active:  # what was taken off for this step goes back
+            for slot, tokens in added:
+                if sequence.slot is slot and sequence.next_token is None:
+                    sequence.pending[:0] = tokens
+        if code == 1:
+            idle = [slot for slot in self.slots if not slot.busy and slot.cached]
+            if idle:
+                for slot in idle:
+                    llama_cpp.llama_memory_seq_rm(self.memory, slot.id, -1, -1)
+                    slot.cached.clear()
+                return
+            if len(self._active) > 1:
+                newest = self._active[-1]
+                self._drop_cache(newest)
+                self._end(newest, None, BusyError(
+                    "the context is full with other conversations; try again shortly"))
+                return
+        for sequence in list(self._active):
+            self._drop_cache(sequence)
+            self._end(sequence, None, DecodeError(
+                f"llama_decode failed ({code}); the request was dropped"))
+
+    def _drop_cache(self, sequence: _Sequence) -> None:
+        if sequence.slot is not None:
+            llama_cpp.llama_memory_seq_rm(self.memory, sequence.slot.id, -1, -1)
+            sequence.slot.cached.clear()
+
+    def _fail_all(self, error: LlamabundleError) -> None:
+        llama_cpp.llama_memory_clear(self.memory, True)
+        for slot in self.slots:
+            slot.cached.clear()
+        for sequence in list(self._active) + list(self._waiting):
+            self._end(sequence, None, error)
 
     def _piece(self, token: int) -> bytes:
         n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece_buf,
@@ -163,3 +361,12 @@ class Decoder:
             seed = LLAMA_DEFAULT_SEED if s.seed is None else s.seed & 0xFFFFFFFF
             add(llama_cpp.llama_sampler_init_dist(seed))
         return chain
+
+
+def _common(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

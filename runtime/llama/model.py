@@ -45,9 +45,11 @@ def load_model(path: str, offset: int) -> Any:
     return model
 
 
-def new_context(model: Any, n_ctx: int, threads: int) -> Any:
+def new_context(model: Any, n_ctx: int, threads: int, n_seq: int = 1) -> Any:
     params = llama_cpp.llama_context_default_params()
     params.n_ctx = n_ctx
+    params.n_seq_max = n_seq
+    params.kv_unified = True  # every sequence may use the whole context (decoder.py says why)
     params.n_batch = params.n_ubatch = N_BATCH
     params.n_threads = params.n_threads_batch = threads
     params.swa_full = True  # a full sliding-window cache keeps chat prefixes reusable

@@ -13,6 +13,7 @@ Differences from Ollama, on purpose or by necessity:
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +31,8 @@ from runtime.state import State
 from runtime.web.ollama_info import OLLAMA_VERSION, ModelInfo, rfc3339
 from runtime.web.schemas import MAX_STOPS, Request, bounded
 from runtime.web.streaming import ndjson
+
+LOAD_POLL_S = 0.05
 
 # ---- requests
 
@@ -286,8 +289,9 @@ def add_routes(app: FastAPI, state: State) -> None:
 
     async def load(name: str, shape: Shape, unload: bool) -> Response:
         """Nothing to generate: Ollama's clients ask this to load the model, and wait for it.
-        The load is the model thread's first job, so a call queued behind it waits for it."""
-        await state.worker.call(lambda: None)
+        Loading always ends, loaded or failed (then ready_engine says why)."""
+        while state.engine is None and state.load_error is None:
+            await asyncio.sleep(LOAD_POLL_S)
         state.ready_engine()
         return JSONResponse(loaded(name, shape, unload))
 

@@ -1,0 +1,107 @@
+"""Several clients at once: sequences decoded together, each keeping its own KV prefix."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def stream_chat(url: str, messages: list[dict], max_tokens: int,
+                marks: dict[str, float]) -> dict:
+    """A streamed chat; marks get the times of its first and last content piece."""
+    text, usage = "", None
+    with httpx.stream("POST", url + "/v1/chat/completions", timeout=120, json={
+            "messages": messages, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}}) as r:
+        assert r.status_code == 200, r.read()
+        for line in r.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+            if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                marks.setdefault("first", time.monotonic())
+                marks["last"] = time.monotonic()
+                text += chunk["choices"][0]["delta"]["content"]
+    return {"text": text, "usage": usage}
+
+
+def chat(url: str, messages: list[dict], max_tokens: int = 8) -> dict:
+    r = httpx.post(url + "/v1/chat/completions", timeout=120, json={
+        "messages": messages, "max_tokens": max_tokens, "temperature": 0})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_a_second_client_gets_tokens_while_the_first_is_still_generating(tiny_artifact, serve):
+    server = serve(tiny_artifact, "--parallel", "2")
+    long_marks: dict[str, float] = {}
+    short_marks: dict[str, float] = {}
+    first = threading.Thread(target=stream_chat, args=(
+        server.url, [{"role": "user", "content": "go on and on"}], 400, long_marks))
+    first.start()
+    while "first" not in long_marks:
+        time.sleep(0.01)
+    result = stream_chat(server.url, [{"role": "user", "content": "hi"}], 5, short_marks)
+    first.join()
+    assert result["usage"]["completion_tokens"] == 5
+    # the short answer came and went while the long one was still being written
+    assert short_marks["last"] < long_marks["last"]
+
+
+def test_with_one_sequence_requests_take_turns(tiny_artifact, serve):
+    server = serve(tiny_artifact, "--parallel", "1")
+    long_marks: dict[str, float] = {}
+    short_marks: dict[str, float] = {}
+    first = threading.Thread(target=stream_chat, args=(
+        server.url, [{"role": "user", "content": "go on and on"}], 200, long_marks))
+    first.start()
+    while "first" not in long_marks:
+        time.sleep(0.01)
+    stream_chat(server.url, [{"role": "user", "content": "hi"}], 5, short_marks)
+    first.join()
+    assert short_marks["first"] > long_marks["last"]
+
+
+def test_interleaved_conversations_each_keep_their_prefix(tiny_artifact, serve):
+    server = serve(tiny_artifact, "--parallel", "2")
+    # both conversations fit the tiny model's 512-token context together
+    talks = {name: [{"role": "system", "content": f"You are {name}."},
+                    {"role": "user", "content": f"hello {name}"}] for name in ("ann", "bob")}
+    last_prompt = {name: 0 for name in talks}
+    for _turn in range(2):
+        for name, messages in talks.items():  # ann, bob, ann, bob...: each evicts nothing
+            usage = (answer := chat(server.url, messages))["usage"]
+            # all of this conversation's previous prompt came from the cache
+            assert usage["prompt_tokens_details"]["cached_tokens"] >= last_prompt[name] - 1
+            last_prompt[name] = usage["prompt_tokens"]
+            messages += [{"role": "assistant",
+                          "content": answer["choices"][0]["message"]["content"]},
+                         {"role": "user", "content": f"and then, {name}?"}]
+
+
+def test_conversations_overflowing_the_shared_context_get_a_503_not_a_crash(
+        tiny_artifact, serve):
+    server = serve(tiny_artifact, "--parallel", "2", "-c", "128")
+    results: list[int] = []
+
+    def long_one(word: str) -> None:
+        r = httpx.post(server.url + "/v1/chat/completions", timeout=120, json={
+            "messages": [{"role": "user", "content": f"{word} " * 40}], "max_tokens": 200,
+            "temperature": 0})
+        results.append(r.status_code)
+
+    threads = [threading.Thread(target=long_one, args=(w,)) for w in ("apple", "pear")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) in ([200, 200], [200, 503])
+    assert chat(server.url, [{"role": "user", "content": "still there?"}])["choices"]
