@@ -14,17 +14,17 @@ from typing import Any, BinaryIO
 from bundler.freeze import Runtime, ensure_runtime
 from bundler.gguf_split import copy_range
 from bundler.model_source import ModelSource, plan_merge, resolve_model, write_merged
+from bundler.writer import check_output, runtime_parts, write_atomically, write_tail
 from runtime import __version__
-from runtime.artifact.format import align, checksum_text, footer, new_checksum
+from runtime.artifact.format import align, checksum_text, new_checksum
 from runtime.artifact.manifest import Manifest, Section
 from runtime.chat.fallbacks import FALLBACKS, fallback_for
 from runtime.chat.template import ChatTemplate
-from runtime.errors import BuildError, TemplateError
+from runtime.errors import TemplateError
 
 log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024 * 1024
-ELF_SHOFF = 0x28  # e_shoff, then e_shentsize/e_shnum/e_shstrndx at 0x3A..0x3F
 
 Progress = Callable[[int], None]
 
@@ -59,11 +59,12 @@ def build(options: BuildOptions, progress: Callable[[int], Progress] | None = No
         log.warning("%s: %s", source.display, note)
     file_name = source.model_id.replace("/", "-").replace(":", "-")
     output = options.output or Path.cwd() / f"{file_name}.llamabundle"
-    _check_output(output, options.force)
+    check_output(output, options.force)
     runtime = ensure_runtime()
     manifest = _manifest(source, options)
+    manifest.runtime_key = runtime.key
     advance = progress(source.size) if progress else (lambda n: None)
-    _write_atomically(output, lambda f: _write(f, runtime, source, manifest, advance))
+    write_atomically(output, lambda f: _write(f, runtime, source, manifest, advance))
     return BuildResult(output, output.stat().st_size, time.monotonic() - started, manifest)
 
 
@@ -80,17 +81,6 @@ def chat_template_text(value: str) -> str:
                                 "template file or Jinja text with {{ }} or {% %}") from None
     ChatTemplate(value)  # raises TemplateError if it does not parse
     return value
-
-
-def _check_output(output: Path, force: bool) -> None:
-    if output.is_dir():
-        raise BuildError(f"{output}: is a directory; give a file path with -o")
-    if output.exists() and not force:
-        raise BuildError(f"{output}: already exists; use --force to overwrite it")
-    if not output.parent.is_dir():
-        raise BuildError(f"{output.parent}: no such directory")
-    if not os.access(output.parent, os.W_OK):
-        raise BuildError(f"{output.parent}: not writable")
 
 
 def _manifest(model: ModelSource, options: BuildOptions) -> Manifest:
@@ -124,31 +114,9 @@ def _defaults(model: ModelSource, options: BuildOptions) -> dict[str, Any]:
     return defaults | dict(options.defaults or {})
 
 
-def _write_atomically(output: Path, write: Callable[[BinaryIO], None]) -> None:
-    # Written beside the output and renamed over it: a failed or interrupted build leaves no
-    # partial file. No fsync, as `cp` does none: it cost more than the copy itself (0.14 s for
-    # 250 MB), and what a power cut can leave, a truncated file, the artifact reports as such.
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, output)
-    except OSError as e:
-        raise BuildError(f"{output}: cannot write ({e.strerror})") from None
-    finally:  # also on KeyboardInterrupt: an interrupted build leaves nothing
-        tmp.unlink(missing_ok=True)
-
-
 def _write(f: BinaryIO, runtime: Runtime, model: ModelSource, manifest: Manifest,
            advance: Progress) -> None:
-    with open(runtime.path, "rb") as rt:
-        head = bytearray(rt.read(runtime.archive_offset))
-        archive = rt.read()
-    # The archive moves to the end of the file, so the ELF section table it carries no longer
-    # sits where the header says; clear those fields (the loader never uses sections).
-    head[ELF_SHOFF:ELF_SHOFF + 8] = bytes(8)
-    head[0x3C:0x40] = bytes(4)
+    head, archive = runtime_parts(runtime)
     f.write(head)
     f.write(bytes(align(f.tell()) - f.tell()))
     offset = f.tell()
@@ -157,11 +125,7 @@ def _write(f: BinaryIO, runtime: Runtime, model: ModelSource, manifest: Manifest
     else:
         digest = _copy_hashing(model.parts[0], f, advance)
     manifest.sections = [Section("weights", 1, offset, model.size, digest)]
-    data = manifest.to_json()
-    manifest_offset = f.tell()
-    f.write(data)
-    f.write(archive)
-    f.write(footer(manifest_offset, data))
+    write_tail(f, manifest, archive)
 
 
 def _copy_hashing(source: Path, out: BinaryIO, advance: Progress) -> str:

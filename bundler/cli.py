@@ -14,7 +14,9 @@ from bundler import __version__
 from bundler.build import BuildOptions, build, chat_template_text
 from bundler.image import default_tag, export_image
 from bundler.inspect import inspect_path
+from bundler.upgrade import upgrade
 from runtime import settings as settings_mod
+from runtime.artifact.manifest import Manifest
 from runtime.errors import LlamabundleError, SettingsError, TemplateError
 
 
@@ -115,6 +117,46 @@ def inspect_command(path: Path, as_json: bool) -> None:
         if isinstance(value, (dict, list)):
             value = json.dumps(value, ensure_ascii=False)
         click.echo(f"{key + ':':24} {value}")
+    if info.get("runtime_current") is False:
+        click.echo(f"This artifact carries an older runtime: `llamabundle upgrade {path} "
+                   "--in-place` puts this llamabundle's around the same weights.")
+
+
+@main.command("upgrade")
+@click.argument("old", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Write the upgraded artifact to this file.")
+@click.option("--in-place", is_flag=True, help="Replace OLD itself (atomically).")
+@click.option("--force", is_flag=True, help="Overwrite the output if it exists; with "
+              "--in-place, rewrite OLD even if it already carries this runtime.")
+def upgrade_command(old: Path, output: Path | None, in_place: bool, force: bool) -> None:
+    """Put this llamabundle's runtime around OLD's weights, knowledge and baked settings,
+    without the GGUF.
+
+    \b
+    Example:
+      llamabundle upgrade gemma-3-270m.llamabundle -o gemma-3-270m.new.llamabundle
+      llamabundle upgrade gemma-3-270m.llamabundle --in-place
+    """
+    if in_place and output is not None:
+        raise click.UsageError("give -o NEW or --in-place, not both")
+    if not in_place and output is None:
+        raise click.UsageError("give -o NEW to write a new file, or --in-place to replace OLD")
+    try:
+        result = upgrade(old, output, in_place=in_place, force=force, progress=_progress_bar)
+    except LlamabundleError as e:
+        raise click.ClickException(str(e)) from None
+    if not result.written:
+        click.echo(f"{old} already carries this runtime ({_runtime(result.manifest)}); "
+                   "nothing to do (--force rewrites it)")
+        return
+    click.echo(f"Wrote {result.path} ({result.size / 1e6:.1f} MB) in {result.seconds:.1f} s: "
+               f"runtime {_runtime(result.previous)} -> {_runtime(result.manifest)}")
+
+
+def _runtime(manifest: Manifest) -> str:
+    key = manifest.runtime_key[:12] or "unrecorded"
+    return f"{manifest.runtime_version} ({key})"
 
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -50,7 +51,11 @@ EXCLUDES = ["tkinter", "unittest", "pydoc", "doctest", "lib2to3", "idlelib", "en
 LLAMA_LIBS = ["libllama.so", "libggml.so.0", "libggml-base.so.0"]
 # uvicorn picks its protocol and loop modules by name at run time; PyInstaller cannot see that.
 HIDDEN = ["uvicorn.loops.asyncio", "uvicorn.protocols.http.h11_impl",
-          "uvicorn.lifespan.off", "runtime.engine", "runtime.serve", "runtime.web.app"]
+          "uvicorn.lifespan.off", "runtime.engine", "runtime.serve", "runtime.web.app",
+          "runtime.terminal"]
+# Packages whose license asks that its notice travel with the code: their license files are
+# frozen in under licenses/<package>/.
+NOTICES = ["prompt_toolkit", "wcwidth"]
 
 COOKIE_MAGIC = b"MEI\014\013\012\013\016"
 COOKIE_LENGTH = 88  # PyInstaller's '!8sIIII64s'
@@ -69,6 +74,17 @@ def llama_libs() -> list[Path]:
     links (runtime/cpu.py loads the best at start), or the one built-in library."""
     cpu = sorted(LIB_DIR.glob("libggml-cpu-*.so")) or [LIB_DIR / "libggml-cpu.so.0"]
     return [*(LIB_DIR / name for name in LLAMA_LIBS), *cpu]
+
+
+def notice_files() -> list[tuple[str, str]]:
+    """(file, folder in the runtime) for the license files of NOTICES' packages."""
+    found = []
+    for name in NOTICES:
+        dist = importlib.metadata.distribution(name)
+        for file in dist.files or []:
+            if "licenses" in file.parts or file.name.upper().startswith(("LICENSE", "COPYING")):
+                found.append((str(dist.locate_file(file)), f"licenses/{name}"))
+    return found
 
 
 def cache_dir() -> Path:
@@ -119,7 +135,7 @@ def _freeze(folder: Path, key: str) -> None:
         spec = work / "runtime.spec"
         spec.write_text(SPEC.format(
             entry=str(ENTRY), root=str(ROOT), excludes=EXCLUDES, hidden=HIDDEN,
-            datas=[(str(ROOT / "templates"), "templates")],
+            datas=[(str(ROOT / "templates"), "templates"), *notice_files()],
             binaries=[(str(path), "llama_cpp/lib") for path in llama_libs()],
             stripped=str(work / "stripped")))
         cmd = [sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",

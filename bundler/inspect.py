@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bundler.freeze import runtime_key
 from bundler.gguf_split import read_split_model
 from runtime.artifact.manifest import read_manifest_at
 from runtime.errors import ArtifactError
@@ -24,4 +25,6 @@ def inspect_path(path: Path) -> dict[str, Any]:
                 "context_length": info.context_length,
                 "chat_template": info.chat_template is not None, "size": info.size}
     manifest = read_manifest_at(str(path))
-    return {"kind": "artifact", **manifest.summary()}
+    # Whether `upgrade` would change the runtime: the key hashes everything frozen into it.
+    current = manifest.runtime_key == runtime_key()
+    return {"kind": "artifact", **manifest.summary(), "runtime_current": current}

@@ -58,6 +58,15 @@ def templates_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "templates"
 
 
+def notices() -> str:
+    """The license notices frozen in with the code that asks for them (bundler/freeze.py)."""
+    if not frozen():
+        return "(run from a source checkout: see each installed package's license)"
+    folder = Path(sys._MEIPASS) / "licenses"  # type: ignore[attr-defined]
+    return "\n\n".join(f"== {path.relative_to(folder)}\n{path.read_text(errors='replace')}"
+                         for path in sorted(folder.rglob("*")) if path.is_file())
+
+
 def _parent_is_bootloader() -> bool:
     """In a container the bootloader itself is process 1: the parent is alive, and is us."""
     try:

@@ -1,4 +1,4 @@
-"""The artifact's command line: serve (default), one-shot `-p`, `--info`, `--verify`."""
+"""The artifact's command line: serve (default), `--chat`, one-shot `-p`, `--info`, `--verify`."""
 
 from __future__ import annotations
 
@@ -57,16 +57,57 @@ def _parser(manifest: Manifest) -> argparse.ArgumentParser:
     settings_mod.add_arguments(parser, manifest.defaults)
     parser.add_argument("-p", "--prompt", metavar="TEXT",
                         help="Answer TEXT on stdout and exit (no server).")
+    parser.add_argument("--chat", action="store_true",
+                        help="Chat in this terminal instead of serving (/help inside for more); "
+                             "with stdin not a terminal, answers each line read from it.")
+    _llamafile_arguments(parser)
     parser.add_argument("--info", action="store_true",
                         help="Print the manifest, and the CPU code chosen here, as JSON.")
     parser.add_argument("--verify", action="store_true",
                         help="Check the weights against the manifest's checksum.")
+    parser.add_argument("--licenses", action="store_true",
+                        help="Print the license notices of the libraries bundled in the runtime.")
     parser.add_argument("--version", action="version",
                         version=f"llamabundle runtime {__version__}")
     return parser
 
 
+def _llamafile_arguments(parser: argparse.ArgumentParser) -> None:
+    """llamafile's flags, so that scripts and guides written for llamafile run unchanged
+    (LangChain's: `./model.llamafile --server --nobrowser`)."""
+    group = parser.add_argument_group("llamafile compatibility")
+    group.add_argument("--server", action="store_true",
+                       help="Serve the chat page and API (the default anyway).")
+    group.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", dest="gpu_layers", type=int,
+                       metavar="N", help="Accepted and ignored: this build runs on the CPU.")
+    group.add_argument("--embedding", "--embeddings", action="store_true",
+                       help="Accepted: embeddings are always served.")
+    group.add_argument("-m", "--model", metavar="PATH",
+                       help="Refused: the artifact carries its own model.")
+
+
+def _check_modes(manifest: Manifest, args: argparse.Namespace) -> str | None:
+    """The one line that refuses a contradictory command line, or None."""
+    if args.model is not None:
+        return (f"-m {args.model}: this artifact carries its own model ({manifest.name}); "
+                "run it without -m")
+    modes = [flag for flag, on in (("--chat", args.chat), ("-p", args.prompt is not None),
+                                   ("--server", args.server)) if on]
+    if len(modes) > 1:
+        return f"{' and '.join(modes)} cannot be used together; pick one"
+    return None
+
+
 def _run(artifact: str, manifest: Manifest, args: argparse.Namespace) -> int:
+    problem = _check_modes(manifest, args)
+    if problem:
+        log.error("%s", problem)
+        return 2
+    if args.gpu_layers is not None:
+        log.info("-ngl %d: this build runs on the CPU; the flag is ignored", args.gpu_layers)
+    if args.licenses:
+        print(frozen.notices())
+        return 0
     if args.info:
         from runtime.llama import cpu  # imports llama.cpp
 
@@ -79,6 +120,10 @@ def _run(artifact: str, manifest: Manifest, args: argparse.Namespace) -> int:
     settings = settings_mod.resolve(manifest.defaults, given)
     if args.prompt is not None:
         return one_shot(artifact, manifest, settings, args.prompt)
+    if args.chat:
+        from runtime.terminal import chat
+
+        return chat(artifact, manifest, settings)
     from runtime.serve import serve
 
     return serve(artifact, manifest, settings)

@@ -21,7 +21,7 @@ print(" ".join(sorted(m for m in sys.modules if m.startswith(("llama_cpp", "runt
 
 @pytest.mark.parametrize("module", ["runtime.web.app", "runtime.serve", "runtime.main",
                                     "runtime.knowledge.terms", "runtime.chat.tool_parse",
-                                    "runtime.artifact.manifest"])
+                                    "runtime.artifact.manifest", "runtime.terminal"])
 def test_module_loads_neither_llama_cpp_nor_the_build_tool(module):
     proc = subprocess.run([sys.executable, "-c", PROBE, module], cwd=ROOT, capture_output=True,
                           text=True, check=True)

@@ -3,37 +3,17 @@ format, by the runtime and by the build tool."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import zlib
-from pathlib import Path
 
 import pytest
+from old_formats import as_format, as_format_1
 
 from bundler.cli import main
-from runtime.artifact.format import FOOTER, FORMAT_VERSION, Footer
+from runtime.artifact.format import FORMAT_VERSION, Footer
 from runtime.artifact.manifest import MIGRATIONS, Manifest, read_manifest_at
 from runtime.errors import ArtifactError
-
-
-def as_format_1(artifact: Path, out: Path) -> str:
-    """Rewrites an artifact as format 1 wrote it (SHA-256 checksums under "sha256"); returns
-    the weights' SHA-256."""
-    data = artifact.read_bytes()
-    foot = Footer.unpack(data[-FOOTER.size:], str(artifact))
-    start, end = foot.manifest_offset, foot.manifest_offset + foot.manifest_length
-    raw = json.loads(data[start:end])
-    for section in raw["sections"]:
-        del section["checksum"]
-        body = data[section["offset"]:section["offset"] + section["length"]]
-        section["sha256"] = hashlib.sha256(body).hexdigest()
-    raw["format"] = 1
-    manifest = json.dumps(raw, indent=1, sort_keys=True).encode()
-    old_footer = Footer(1, zlib.crc32(manifest), start, len(manifest)).pack()
-    out.write_bytes(data[:start] + manifest + data[end:-FOOTER.size] + old_footer)
-    out.chmod(0o755)
-    return raw["sections"][0]["sha256"]
 
 
 def test_every_format_before_the_current_one_has_a_migration():
@@ -48,9 +28,32 @@ def test_format_1_json_migrates_to_sha256_checksums():
            "sections": [{"name": "weights", "version": 1, "offset": 65536, "length": 10,
                          "sha256": "ab" * 32}]}
     manifest = Manifest.from_json(json.dumps(raw).encode(), fmt=1)
-    assert manifest.format == FORMAT_VERSION
+    assert manifest.format == 1  # as written; the fields are the current format's
     assert manifest.section("weights").checksum == "sha256:" + "ab" * 32
     assert manifest.defaults == {"temp": 0.5}
+
+
+def test_format_1_json_that_already_had_xxh3_checksums_keeps_them():
+    raw = {"runtime_version": "0.1.0", "name": "n", "title": "t", "model_id": "m",
+           "architecture": "llama", "parameters": 1, "quantization": "F32",
+           "context_length": 8, "gguf_chat_template": False, "chat_template": "",
+           "chat_template_source": "fallback:chatml", "defaults": {}, "format": 1,
+           "sections": [{"name": "weights", "version": 1, "offset": 65536, "length": 10,
+                         "checksum": "xxh3-128:" + "cd" * 16}]}
+    manifest = Manifest.from_json(json.dumps(raw).encode(), fmt=1)
+    assert manifest.section("weights").checksum == "xxh3-128:" + "cd" * 16
+    assert manifest.runtime_key == ""
+
+
+@pytest.mark.parametrize("fmt", ["1-xxh3", "2"])
+def test_artifacts_of_later_old_formats_are_read_without_a_runtime_key(tiny_artifact, tmp_path,
+                                                                        fmt):
+    old = tmp_path / "old.llamabundle"
+    as_format(tiny_artifact, old, fmt)
+    manifest = read_manifest_at(str(old))
+    current = read_manifest_at(str(tiny_artifact))
+    assert manifest.runtime_key == "" and current.runtime_key
+    assert manifest.sections == current.sections and manifest.defaults == current.defaults
 
 
 def test_a_format_1_artifact_is_read_inspected_and_verified(tiny_artifact, tmp_path, runner):

@@ -30,7 +30,8 @@ from runtime.errors import ArtifactError
 
 ALIGNMENT = 64 * 1024
 # 1: section checksums were SHA-256 ("sha256": hex). 2: "checksum": "<algorithm>:<hex>", XXH3.
-FORMAT_VERSION = 2
+# 3: the manifest records the runtime's key ("runtime_key").
+FORMAT_VERSION = 3
 FOOTER_MAGIC = b"LLBUNDLE"
 FOOTER = struct.Struct("<8sIIQQ")  # magic, format, crc32(manifest), offset, length
 MAX_MANIFEST = 16 * 1024 * 1024

@@ -40,9 +40,13 @@ class Manifest:
     gguf_chat_template: bool  # whether the GGUF itself carries tokenizer.chat_template
     chat_template: str  # the template the runtime uses (GGUF's, baked, or the fallback)
     chat_template_source: str  # "gguf", "baked" or "fallback:<name>"
+    # Which frozen runtime the file carries (bundler/freeze.py's key: a hash of everything
+    # frozen into it); "" when not recorded (format 2 and older). `inspect` compares it with
+    # the build tool's own to say whether `upgrade` would change anything.
+    runtime_key: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)  # baked run-time settings
     sections: list[Section] = field(default_factory=list)
-    format: int = FORMAT_VERSION
+    format: int = FORMAT_VERSION  # the format the file was written in
 
     def section(self, name: str) -> Section:
         for section in self.sections:
@@ -61,7 +65,7 @@ class Manifest:
             raise ValueError("the manifest is not a JSON object")
         for version in range(fmt, FORMAT_VERSION):
             raw = MIGRATIONS[version](raw)
-        raw["format"] = FORMAT_VERSION
+        raw["format"] = fmt  # what the file says, for inspect; the fields are current now
         raw["sections"] = [Section(**s) for s in raw.get("sections", [])]
         return cls(**raw)
 
@@ -72,14 +76,23 @@ class Manifest:
 
 
 def _from_format_1(raw: dict[str, Any]) -> dict[str, Any]:
-    """Format 1 kept each section's SHA-256 as "sha256": "<hex>"."""
+    """Format 1 kept each section's SHA-256 as "sha256": "<hex>". Its last builds (before the
+    format number moved to 2) already wrote "checksum": "xxh3-128:<hex>"; those stay."""
     for section in raw.get("sections", []):
-        section["checksum"] = "sha256:" + section.pop("sha256")
+        if "sha256" in section or "checksum" not in section:
+            section["checksum"] = "sha256:" + section.pop("sha256")
+    return raw
+
+
+def _from_format_2(raw: dict[str, Any]) -> dict[str, Any]:
+    """Format 2 did not record which runtime the artifact carries."""
+    raw.setdefault("runtime_key", "")
     return raw
 
 
 # MIGRATIONS[n] turns format n's manifest JSON into format n + 1's.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_format_1}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: _from_format_1, 2: _from_format_2}
 OLDEST_FORMAT = min(MIGRATIONS)
 
 
