@@ -12,18 +12,24 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from runtime.artifact.manifest import Manifest
 from runtime.chat.fallbacks import stop_strings
 from runtime.chat.template import ChatTemplate
-from runtime.generation import Embedding, Event, GenerationRequest
+from runtime.chat.tool_parse import MARKERS, Content, ToolStream
+from runtime.chat.tool_prompt import render_chat
+from runtime.chat.tools import tool_family
+from runtime.errors import RequestError
+from runtime.generation import CallStart, Embedding, Event, Finish, GenerationRequest
 from runtime.llama import cpu
 from runtime.llama.bindings import llama_cpp
 from runtime.llama.decoder import Decoder
 from runtime.llama.embedder import Embedder
 from runtime.llama.grammar import schema_grammar
 from runtime.llama.model import N_BATCH, Tokenizer, load_model, new_context, physical_cores
+from runtime.llama.tool_grammar import ToolGrammar, tool_grammar
 from runtime.settings import Settings
 
 
@@ -41,6 +47,8 @@ class Engine:
         self.template = ChatTemplate(manifest.chat_template, self.tokenizer.bos_text,
                                      self.tokenizer.eos_text)
         self.decoder = Decoder(ctx, self.tokenizer.vocab, self.n_ctx, N_BATCH, n_seq)
+        self.family = tool_family(manifest.chat_template)
+        self.markers = self._marker_tokens(MARKERS.get(self.family, ()))
         self.embedder: Embedder | None = None
         self._embedding = threading.Lock()
         # What the server hangs on every generation (its /metrics); nothing for -p.
@@ -62,19 +70,43 @@ class Engine:
         return self.cpu.as_dict()
 
     def generate(self, request: GenerationRequest) -> Iterator[Event]:
-        grammar = None if request.json_schema is None else schema_grammar(request.json_schema)
-        return self.observe(self.decoder.generate(
+        events = self.observe(self.decoder.generate(
             self.prompt(request), request.sampling, request.max_tokens,
-            request.stop + self.extra_stops, grammar))
+            request.stop + self.extra_stops, self.grammar(request),
+            self.markers if request.calls_tools else frozenset(), request.logprobs))
+        if not request.calls_tools:
+            return events
+        return _with_calls(events, ToolStream(self.family, request.tools))
+
+    def grammar(self, request: GenerationRequest) -> str | ToolGrammar | None:
+        """The request's constraint: a forced tool call, a lazy one for tool_choice auto, or
+        its response_format schema."""
+        schema = None if request.json_schema is None else schema_grammar(request.json_schema)
+        if not request.calls_tools:
+            return schema
+        if schema is not None:
+            if request.tool_choice != "auto":
+                raise RequestError("response_format cannot be combined with a forced "
+                                   "tool_choice: the answer is either a call or the schema's "
+                                   "JSON", param="response_format")
+            return schema  # the structured answer asked for; calls only if the model makes one
+        return tool_grammar(request.tools, self.family, request.tool_choice,
+                            request.parallel_tool_calls)
 
     def prompt(self, request: GenerationRequest) -> list[int]:
         if request.messages is not None:
             # The template writes the BOS itself (as text, parsed back as the special token).
-            text = self.template.render(request.messages)
+            text = render_chat(self.template, self.family, request)
             return self.tokenizer.tokenize(text, add_bos=False, special=True)
         if isinstance(request.prompt, str):
             return self.tokenizer.tokenize(request.prompt)
         return self.tokenizer.checked(request.prompt or (), "prompt")
+
+    def _marker_tokens(self, markers: Sequence[str]) -> frozenset[int]:
+        """The ids of markers that are single tokens: a control token's text is hidden unless
+        asked for, and the parser must see it."""
+        ids = [self.tokenizer.tokenize(m, add_bos=False, special=True) for m in markers]
+        return frozenset(t[0] for t in ids if len(t) == 1)
 
     def embed(self, item: str | Sequence[int]) -> Embedding:
         with self._embedding:
@@ -97,3 +129,27 @@ class Engine:
 
     def kv_cache(self) -> tuple[int, int]:
         return self.decoder.cached_tokens, self.n_ctx
+
+def _with_calls(events: Iterator[Event], parser: ToolStream) -> Iterator[Event]:
+    """The decoder's text parsed into content and tool calls; the markup never shows. An answer
+    that ends in calls ends with reason "tool_calls"."""
+    called = False
+    try:
+        for event in events:
+            if isinstance(event, str):
+                parsed = parser.feed(event)
+            elif isinstance(event, Finish):
+                parsed = parser.finish()
+            else:  # the decoder yields only text and its Finish
+                continue
+            for item in parsed:
+                called = called or isinstance(item, CallStart)
+                yield item.text if isinstance(item, Content) else item
+            if isinstance(event, Finish):
+                yield replace(event, reason="tool_calls") if called and event.reason == "stop" \
+                    else event
+                return
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()  # the decoder's sequence ends now, not when collected

@@ -2,9 +2,10 @@
 
 Every dialect (the page's and OpenAI's chat, OpenAI's and llama.cpp's completions; Ollama's
 next) builds a `GenerationRequest` with `Defaults.request(...)`, where the bundle's defaults are
-applied, once. The engine answers with text pieces and then one `Finish`; each dialect formats
-those. `Model` is the engine's interface as the web layer sees it: the real engine and the
-tests' fake both satisfy it (mypy checks), and the web layer never imports llama.cpp.
+applied, once. The engine answers with text pieces (and, when the request offers tools, call
+starts and argument fragments) and then one `Finish`; each dialect formats those. `Model` is
+the engine's interface as the web layer sees it: the real engine and the tests' fake both
+satisfy it (mypy checks), and the web layer never imports llama.cpp.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from runtime.chat.tools import Tool, ToolCall
 from runtime.settings import Settings
 
 
@@ -29,8 +31,11 @@ class Sampling:
 
 @dataclass(frozen=True)
 class ChatMessage:
-    role: str  # "system", "user" or "assistant"
+    role: str  # "system", "user", "assistant" or "tool"
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant's calls
+    tool_call_id: str | None = None  # a tool result: the call it answers (Ollama sends none)
+    name: str | None = None  # a tool result: the tool's name, when the client says
 
 
 @dataclass(frozen=True)
@@ -44,40 +49,86 @@ class GenerationRequest:
     max_tokens: int = 512  # 0: none (the prompt is still evaluated); -1: until the context is full
     stop: tuple[str, ...] = ()
     json_schema: dict[str, Any] | None = None  # {}: any JSON object
+    tools: tuple[Tool, ...] = ()
+    tool_choice: str = "auto"  # "auto", "none", "required" or a tool's name; no tools: none
+    parallel_tool_calls: bool = True
+    logprobs: int | None = None  # None: none; n: each token's, with its n likeliest (0-20)
+
+    @property
+    def calls_tools(self) -> bool:
+        """Whether the answer may hold tool calls (tools offered, and not refused)."""
+        return bool(self.tools) and self.tool_choice != "none"
+
+
+@dataclass(frozen=True)
+class TopLogprob:
+    token: str
+    piece: bytes  # the token's bytes (a token may hold part of a UTF-8 character)
+    logprob: float  # natural log of the model's probability, before sampling settings
+
+
+@dataclass(frozen=True)
+class TokenLogprob(TopLogprob):
+    top: tuple[TopLogprob, ...] = ()  # the likeliest tokens at this position, best first
 
 
 @dataclass(frozen=True)
 class Finish:
     """How a generation ended, with its counts and timings (nanoseconds)."""
 
-    reason: str  # "stop" (end of turn or a stop string) or "length"
+    reason: str  # "stop" (end of turn or a stop string), "length" or "tool_calls"
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int  # prompt tokens whose KV entries were reused from the last request
     prompt_ns: int = 0  # evaluating the prompt (the part not reused)
     generation_ns: int = 0  # from the first generated token to the last
+    logprobs: tuple[TokenLogprob, ...] | None = None  # each generated token's, when asked
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
 
-Event = str | Finish  # a generation yields text pieces, then one Finish
+@dataclass(frozen=True)
+class CallStart:
+    """A tool call begins: its id and name, sent once."""
+
+    index: int  # 0, 1, ... in the answer
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class CallArguments:
+    index: int
+    fragment: str  # the call's arguments (JSON text) are the concatenation of its fragments
+
+
+# A generation yields text pieces and, with tools, CallStart then its CallArguments; then one
+# Finish. Text never holds call markup.
+Event = str | CallStart | CallArguments | Finish
 
 
 @dataclass(frozen=True)
 class Completion:
     text: str
     finish: Finish
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 def collect(events: Iterable[Event]) -> Completion:
-    """A whole answer from a generation's events."""
+    """A whole answer from a generation's events, its calls whole."""
     parts: list[str] = []
+    calls: list[ToolCall] = []
     for event in events:
         if isinstance(event, Finish):
-            return Completion("".join(parts), event)
-        parts.append(event)
+            return Completion("".join(parts), event, tuple(calls))
+        if isinstance(event, CallStart):
+            calls.append(ToolCall(event.id, event.name, ""))
+        elif isinstance(event, CallArguments):
+            calls[event.index].arguments += event.fragment
+        else:
+            parts.append(event)
     raise RuntimeError("generation ended without a Finish")
 
 
@@ -103,9 +154,11 @@ class Defaults:
     def request(self, *, messages: Sequence[ChatMessage] | None = None,
                 prompt: str | Sequence[int] | None = None, max_tokens: int | None = None,
                 stop: str | Sequence[str] | None = None, json_schema: dict[str, Any] | None = None,
+                tools: Sequence[Tool] = (), tool_choice: str | None = None,
+                parallel_tool_calls: bool | None = None, logprobs: int | None = None,
                 **sampling: Any) -> GenerationRequest:
         """A request with these defaults where the caller gave None. A chat without a system
-        message gets the bundle's system prompt."""
+        message gets the bundle's system prompt. tool_choice: "auto" with tools, else none."""
         if messages is not None and self.system_prompt and \
                 not any(m.role == "system" for m in messages):
             messages = [ChatMessage("system", self.system_prompt), *messages]
@@ -117,6 +170,10 @@ class Defaults:
             max_tokens=self.max_tokens if max_tokens is None else max_tokens,
             stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
             json_schema=json_schema,
+            tools=tuple(tools),
+            tool_choice=tool_choice or ("auto" if tools else "none"),
+            parallel_tool_calls=True if parallel_tool_calls is None else parallel_tool_calls,
+            logprobs=logprobs,
         )
 
 

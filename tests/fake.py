@@ -25,8 +25,9 @@ from runtime.worker import Worker
 class FakeEngine:
     n_ctx = 256
 
-    def __init__(self, delay: float = 0.05):
+    def __init__(self, delay: float = 0.05, script: Sequence[Event] = ()):
         self.delay = delay
+        self.script = list(script)  # events to answer with (a Finish last), instead of words
         self.produced = 0
         self.closed = 0
         self.requests: list[GenerationRequest] = []
@@ -40,6 +41,9 @@ class FakeEngine:
         return self._words(request)
 
     def _words(self, request: GenerationRequest) -> Iterator[Event]:
+        if self.script:
+            yield from self.script
+            return
         n = 20 if request.max_tokens < 0 else request.max_tokens
         try:
             for i in range(n):

@@ -50,9 +50,21 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
                                                                 max_size=4),
     max_leaves=12)
+schema = json_values | st.just({"type": "object", "properties": {"x": {"type": "string"}},
+                                 "required": ["x"]})
+tool = st.fixed_dictionaries({"type": st.just("function") | json_values, "function": (
+    st.fixed_dictionaries({"name": st.sampled_from(["f", "get_x", "a b", ""]) | json_values},
+                          optional={"parameters": schema, "description": json_values})
+    | json_values)})
+tool_call = st.fixed_dictionaries({"function": st.fixed_dictionaries(
+    {"name": st.sampled_from(["f", "get_x"]) | json_values},
+    optional={"arguments": st.sampled_from(['{"x": "1"}', "{", ""]) | json_values})},
+    optional={"id": json_values, "type": json_values})
 message = st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "assistant",
                                                           "tool", "x"]),
-                                 "content": json_values})
+                                 "content": json_values},
+                                optional={"tool_calls": st.lists(tool_call, max_size=2)
+                                          | json_values, "tool_call_id": json_values})
 fields = st.fixed_dictionaries({}, optional={
     "messages": st.lists(message, max_size=3) | json_values,
     "prompt": st.text(max_size=60) | st.lists(st.integers(-5, 400), max_size=5) | json_values,
@@ -65,6 +77,11 @@ fields = st.fixed_dictionaries({}, optional={
     "stop": json_values, "stream": st.booleans() | json_values, "n": st.integers(-1, 3),
     "response_format": json_values | st.just({"type": "json_object"}),
     "stream_options": json_values,
+    "tools": st.lists(tool, max_size=2) | json_values,
+    "tool_choice": st.sampled_from(["auto", "none", "required", "any"]) | json_values
+    | st.fixed_dictionaries({"type": st.just("function"), "function": st.fixed_dictionaries(
+        {"name": st.sampled_from(["f", "get_x"]) | json_values})}),
+    "parallel_tool_calls": json_values,
 })
 
 

@@ -376,3 +376,10 @@ def test_choice_none_and_unknown_names():
     assert tool_grammar(TOOLS, "hermes", "none") is None
     with pytest.raises(RequestError):
         tool_grammar(TOOLS, "hermes", "send_email")
+
+
+def test_string_arguments_hold_no_raw_control_characters(vocab):
+    # json.loads (and so every client reading the arguments) refuses a raw newline in a string
+    grammar = tool_grammar(TOOLS, "generic", "required", parallel=False)
+    assert admits(vocab, grammar, '{"name": "get_weather", "arguments": {"city": "Pa\\nris"}}')
+    assert not admits(vocab, grammar, '{"name": "get_weather", "arguments": {"city": "Pa\nris"}}')

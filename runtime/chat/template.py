@@ -17,6 +17,7 @@ import jinja2
 import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from runtime.chat.tools import Tool, prepare_messages
 from runtime.errors import RequestError, TemplateError
 from runtime.generation import ChatMessage
 
@@ -31,17 +32,39 @@ class ChatTemplate:
         self.bos_token = bos_token
         self.eos_token = eos_token
 
-    def render(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:
+    def render(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True,
+               tools: Sequence[Tool] = (), family: str = "generic") -> str:
         """The prompt as text. BOS, when the template writes it, is written as the token's text
-        (tokenized with special tokens on, it becomes the one BOS token)."""
+        (tokenized with special tokens on, it becomes the one BOS token).
+
+        tools: given to the template as transformers gives them (`tools`, OpenAI's array), for
+        templates of a family that knows them; `family` shapes past calls' ids for it."""
+        extra = {"tools": [tool.to_openai() for tool in tools]} if tools else {}
         try:
             return self.template.render(
-                messages=[{"role": m.role, "content": m.content} for m in messages],
+                messages=message_dicts(messages, family),
                 add_generation_prompt=add_generation_prompt,
-                bos_token=self.bos_token, eos_token=self.eos_token)
+                bos_token=self.bos_token, eos_token=self.eos_token, **extra)
         except jinja2.TemplateError as e:  # raise_exception(), or a template bug for this chat
             raise RequestError(f"the chat template rejected these messages: {e}",
                                param="messages") from None
+
+
+def message_dicts(messages: Sequence[ChatMessage], family: str) -> list[dict[str, Any]]:
+    """The messages as templates read them: OpenAI's shape, then prepared (past calls'
+    arguments as objects, results paired with calls) by prepare_messages."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        d: dict[str, Any] = {"role": m.role, "content": m.content}
+        if m.tool_calls:
+            d["tool_calls"] = [call.to_openai() for call in m.tool_calls]
+        if m.tool_call_id is not None:
+            d["tool_call_id"] = m.tool_call_id
+        if m.name is not None:
+            d["name"] = m.name
+        out.append(d)
+    return prepare_messages(out, family) if any(m.tool_calls or m.role == "tool"
+                                                for m in messages) else out
 
 
 def _environment() -> ImmutableSandboxedEnvironment:

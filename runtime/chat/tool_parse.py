@@ -15,6 +15,7 @@ from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 
 from runtime.chat.tools import Tool, ToolCall, new_call_id
+from runtime.generation import CallArguments, CallStart
 
 log = logging.getLogger(__name__)
 
@@ -31,19 +32,7 @@ class Content:
     text: str
 
 
-@dataclass(frozen=True)
-class CallStart:
-    index: int
-    id: str
-    name: str
-
-
-@dataclass(frozen=True)
-class CallArguments:
-    index: int
-    fragment: str  # the call's arguments are the concatenation of its fragments
-
-
+# CallStart and CallArguments are the engine's own events (runtime/generation.py)
 Event = Content | CallStart | CallArguments
 Wait = Generator[None, None, None]  # the parser's steps: they yield to ask for more text
 

@@ -25,6 +25,7 @@ def _bare_package() -> None:
     package = types.ModuleType("llama_cpp")
     package.__path__ = list(spec.submodule_search_locations)
     package.__file__ = spec.origin
+    package.__spec__ = spec  # importlib.util.find_spec("llama_cpp") (the freezer) needs it
     sys.modules["llama_cpp"] = package
 
 

@@ -28,12 +28,14 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from dataclasses import dataclass, field
 
 from runtime.errors import BusyError, ContextOverflowError, LlamabundleError, RequestError
-from runtime.generation import Event, Finish, Sampling
+from runtime.generation import Event, Finish, Sampling, TokenLogprob
 from runtime.llama.bindings import llama_cpp
+from runtime.llama.candidates import Candidates, LogprobReader, sample_checked
+from runtime.llama.tool_grammar import ToolGrammar
 from runtime.stops import StopScanner
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,10 @@ class _Sequence:
     budget: int  # tokens it may generate
     stops: tuple[str, ...]
     out: queue.SimpleQueue[Event | BaseException] = field(default_factory=queue.SimpleQueue)
+    constraint: llama_cpp.llama_sampler_p | None = None  # its grammar, checked on each pick
+    visible: Set[int] = frozenset()  # control tokens whose text is shown (tool markers)
+    reader: LogprobReader | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)
     cancelled: bool = False  # set by the caller when it stops reading
     # the decode thread's own
     slot: _Slot | None = None
@@ -94,6 +100,7 @@ class Decoder:
         self._active: list[_Sequence] = []
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._piece_buf = ctypes.create_string_buffer(256)
+        self._candidates: Candidates | None = None  # made on first use: 1.8 MB for Qwen2.5
         threading.Thread(target=self._loop, name="decode", daemon=True).start()
 
     @property
@@ -102,13 +109,18 @@ class Decoder:
         return sum(len(slot.cached) for slot in self.slots)
 
     def generate(self, prompt: list[int], sampling: Sampling, max_tokens: int,
-                 stops: tuple[str, ...], grammar: str | None = None) -> Iterator[Event]:
+                 stops: tuple[str, ...], grammar: str | ToolGrammar | None = None,
+                 visible: Set[int] = frozenset(),
+                 logprobs: int | None = None) -> Iterator[Event]:
         """Text pieces as they are decoded, then one Finish; closing the iterator stops it
         within a step. Any thread may call it.
 
         max_tokens: 0 evaluates the prompt and generates nothing (it warms the cache, as
         llama.cpp's n_predict 0 does); -1 generates until the context is full. A prompt that
-        cannot fit raises here, before anything is generated."""
+        cannot fit raises here, before anything is generated. grammar: GBNF text, or a tool
+        grammar (lazy ones wait for their trigger). visible: control tokens whose text is
+        shown (tool-call markers such as [TOOL_CALLS], which the parser must see). logprobs:
+        each token's log-probability, with that many alternatives, in the Finish."""
         if not prompt:
             raise RequestError("the prompt is empty", param="prompt")
         if len(prompt) >= self.n_ctx:
@@ -118,8 +130,11 @@ class Decoder:
         budget = self.n_ctx - len(prompt)
         if max_tokens >= 0:
             budget = min(budget, max_tokens)
-        sequence = _Sequence(list(prompt), self._sampler(sampling, prompt, grammar), budget,
-                             stops)
+        constraint = self._constraint(grammar) if grammar else None
+        sequence = _Sequence(list(prompt), self._sampler(sampling, prompt), budget, stops,
+                             constraint=constraint, visible=visible)
+        if logprobs is not None:
+            sequence.reader = LogprobReader(logprobs, self._piece)
         self._inbox.put(sequence)
         return self._events(sequence)
 
@@ -238,13 +253,19 @@ class Decoder:
         if sequence.produced >= sequence.budget:  # max_tokens 0: the prompt only
             self._end(sequence, "length")
             return
-        token = llama_cpp.llama_sampler_sample(sequence.chain, self.ctx, row)
+        if sequence.constraint is None:
+            token = llama_cpp.llama_sampler_sample(sequence.chain, self.ctx, row)
+        else:
+            token = sample_checked(sequence.chain, sequence.constraint, self.candidates(), row)
         if llama_cpp.llama_vocab_is_eog(self.vocab, token):
             self._end(sequence, "stop")
             return
         sequence.produced += 1
+        if sequence.reader is not None:
+            sequence.logprobs.append(sequence.reader.read(self.candidates(), row, token))
         assert sequence.scanner is not None
-        text, hit = sequence.scanner.feed(sequence.utf8.decode(self._piece(token)))
+        piece = self._piece(token, token in sequence.visible)
+        text, hit = sequence.scanner.feed(sequence.utf8.decode(piece))
         if text:
             sequence.out.put(text)
         if hit:
@@ -265,6 +286,10 @@ class Decoder:
             sequence.slot.busy = False
             sequence.slot.last_used = time.monotonic()
         llama_cpp.llama_sampler_free(sequence.chain)
+        if sequence.constraint is not None:
+            llama_cpp.llama_sampler_free(sequence.constraint)
+        if sequence.reader is not None:
+            sequence.reader.close()
         if error is not None:
             sequence.out.put(error)
         elif reason is not None:
@@ -276,7 +301,8 @@ class Decoder:
             prefilled = sequence.prefilled or now
             sequence.out.put(Finish(reason, len(sequence.prompt), sequence.produced,
                                     sequence.reused, prefilled - sequence.admitted,
-                                    now - prefilled))
+                                    now - prefilled, None if sequence.reader is None
+                                    else tuple(sequence.logprobs)))
 
     def _recover(self, code: int, added: list[tuple[_Slot, list[int]]]) -> None:
         """A failed decode: the cache may hold part of the batch, so those sequences' cells
@@ -318,17 +344,22 @@ class Decoder:
         for sequence in list(self._active) + list(self._waiting):
             self._end(sequence, None, error)
 
-    def _piece(self, token: int) -> bytes:
+    def candidates(self) -> Candidates:
+        """The decode thread's candidate array (grammar checks and logprobs)."""
+        if self._candidates is None:
+            self._candidates = Candidates(self.ctx, llama_cpp.llama_vocab_n_tokens(self.vocab))
+        return self._candidates
+
+    def _piece(self, token: int, special: bool = False) -> bytes:
         n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece_buf,
-                                           len(self._piece_buf), 0, False)
+                                           len(self._piece_buf), 0, special)
         if n < 0:
             self._piece_buf = ctypes.create_string_buffer(-n)
             n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece_buf,
-                                               len(self._piece_buf), 0, False)
+                                               len(self._piece_buf), 0, special)
         return self._piece_buf.raw[:n]
 
-    def _sampler(self, s: Sampling, history: list[int],
-                 grammar: str | None) -> llama_cpp.llama_sampler_p:
+    def _sampler(self, s: Sampling, history: list[int]) -> llama_cpp.llama_sampler_p:
         # The order of llama.cpp's own default chain: penalties, top-k, top-p, min-p, temp, dist.
         chain = llama_cpp.llama_sampler_chain_init(
             llama_cpp.llama_sampler_chain_default_params())
@@ -340,16 +371,8 @@ class Decoder:
             n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
             add(llama_cpp.llama_sampler_init_penalties(n_vocab, s.repeat_last_n,
                                                        s.repeat_penalty, 0.0, 0.0))
-            for token in history[-s.repeat_last_n:]:  # before the grammar joins: it must
-                llama_cpp.llama_sampler_accept(chain, token)  # only ever see the answer
-        if grammar:
-            constraint = llama_cpp.llama_sampler_init_grammar(self.vocab, grammar.encode(),
-                                                              b"root")
-            if not constraint:
-                llama_cpp.llama_sampler_free(chain)
-                raise RequestError("response_format: the schema could not be compiled",
-                                   param="response_format")
-            add(constraint)
+            for token in history[-s.repeat_last_n:]:
+                llama_cpp.llama_sampler_accept(chain, token)
         if s.temperature <= 0:
             add(llama_cpp.llama_sampler_init_greedy())
         else:
@@ -361,6 +384,31 @@ class Decoder:
             seed = LLAMA_DEFAULT_SEED if s.seed is None else s.seed & 0xFFFFFFFF
             add(llama_cpp.llama_sampler_init_dist(seed))
         return chain
+
+    def _constraint(self, grammar: str | ToolGrammar) -> llama_cpp.llama_sampler_p:
+        """The grammar's sampler, kept out of the chain: sample_checked consults it (it never
+        sees the prompt, only the answer)."""
+        constraint = self._grammar(grammar)
+        if not constraint:
+            if isinstance(grammar, ToolGrammar):
+                raise RequestError("tools: the tools' schemas could not be compiled",
+                                   param="tools")
+            raise RequestError("response_format: the schema could not be compiled",
+                               param="response_format")
+        return constraint
+
+    def _grammar(self, grammar: str | ToolGrammar) -> llama_cpp.llama_sampler_p:
+        if isinstance(grammar, str):
+            return llama_cpp.llama_sampler_init_grammar(self.vocab, grammar.encode(), b"root")
+        if not grammar.lazy:
+            return llama_cpp.llama_sampler_init_grammar(self.vocab, grammar.gbnf.encode(),
+                                                        b"root")
+        # free text until a pattern matches (at the family's marker, or a bare JSON call at
+        # the start); from there the call must follow the tools' schemas
+        patterns = (ctypes.c_char_p * len(grammar.trigger_patterns))(
+            *[p.encode() for p in grammar.trigger_patterns])
+        return llama_cpp.llama_sampler_init_grammar_lazy_patterns(
+            self.vocab, grammar.gbnf.encode(), b"root", patterns, len(patterns), None, 0)
 
 
 def _common(a: list[int], b: list[int]) -> int:

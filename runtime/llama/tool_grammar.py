@@ -18,14 +18,23 @@ from dataclasses import dataclass
 
 from runtime.chat.tools import Tool
 from runtime.errors import RequestError
-from runtime.llama.bindings import json_schema_to_gbnf
+from runtime.llama.grammar import json_gbnf
 
+# Where a lazy grammar starts. llama.cpp replays the text from a pattern's first capturing group
+# to the end of what was written (the whole last token), and a replayed text the grammar
+# refuses makes it throw, which ends the process. So every pattern is ^...$ (llama.cpp then
+# matches it against all the text so far) and admits only text the grammar admits too: the
+# marker or the bare call's opening, then at most a valid start of `{"name":`. A token that
+# runs past that matches nothing, the grammar never starts, and the parser reads the text.
+WS = r"[ \t\n]{0,8}"  # the grammar's ws
+# `{`, then any start of `"name": "` (the call's first key: the grammar puts it first)
+OPENING = r'\{' + WS + r'(?:"(?:n(?:a(?:m(?:e(?:"' + WS + r'(?::' + WS + r'"?)?)?)?)?)?)?)?'
 # the answer is a bare JSON call (some models, Qwen2.5-Coder among them, write that, fenced or
-# not, even when their template asks for tags): the grammar applies from the `{` (or the `[`
-# of several calls). Replayed text the grammar refuses would make llama.cpp throw, so the
-# pattern admits no more than the grammar does (ws: at most 8 blanks).
-BARE_TRIGGER = r'^\s*(?:```(?:json)?\s*)?(\{[ \t\n]{0,8}"name")'
-BARE_TRIGGER_PARALLEL = r'^\s*(?:```(?:json)?\s*)?((?:\[[ \t\n]{0,8})?\{[ \t\n]{0,8}"name")'
+# not, even when their template asks for tags): the grammar applies from its `{"name"` (or the
+# `[` of several calls)
+_CALL_OPENED = r'\{' + WS + r'"name"' + WS + r'(?::' + WS + r'"?)?'
+BARE_TRIGGER = r'^\s*(?:```(?:json)?\s*)?(' + _CALL_OPENED + r')$'
+BARE_TRIGGER_PARALLEL = r'^\s*(?:```(?:json)?\s*)?((?:\[' + WS + r')?' + _CALL_OPENED + r')$'
 MARKERS = {"hermes": "<tool_call>", "mistral": "[TOOL_CALLS]", "llama3": "<|python_tag|>"}
 _RULE = re.compile(r"^([A-Za-z0-9-]+) ::= (.*)$")
 _TOKEN = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|[A-Za-z0-9-]+|.', re.S)
@@ -48,7 +57,7 @@ def schema_rules(schema: dict, prefix: str) -> tuple[str, list[str]]:
     """A JSON schema's grammar with every rule renamed under `prefix`, so several schemas
     (one per tool) live in one grammar; returns the renamed root and the rule lines."""
     try:
-        gbnf = json_schema_to_gbnf(json.dumps(schema))
+        gbnf = json_gbnf(schema)
     except Exception as exc:  # the converter raises bare ValueError/KeyError/... on odd schemas
         raise RequestError(f"tools: a parameters schema cannot be enforced ({exc})",
                            param="tools") from exc
@@ -80,11 +89,11 @@ def _call_rules(tools: Sequence[Tool], args_key: str) -> list[str]:
 def _family_rule(family: str, parallel: bool) -> str:
     """`calls ::=` the family's markup around one call, or several when parallel."""
     if family == "hermes":
-        one = '"<tool_call>\\n" call "\\n</tool_call>"'
-        return f"calls ::= {one} (\"\\n\" {one})*" if parallel else f"calls ::= {one}"
+        one = '"<tool_call>" ws call ws "</tool_call>"'
+        return f'calls ::= {one} ("\\n" {one})*' if parallel else f"calls ::= {one}"
     if family == "mistral":
         more = ' ("," ws call)*' if parallel else ""
-        return f'calls ::= "[TOOL_CALLS][" call{more} "]"'
+        return f'calls ::= "[TOOL_CALLS]" ws "[" ws call{more} ws "]"'
     if family == "llama3":
         return 'calls ::= call ("\\n" call)*' if parallel else "calls ::= call"
     return "calls ::= " + _bare_rule(parallel)
@@ -93,6 +102,13 @@ def _family_rule(family: str, parallel: bool) -> str:
 def _bare_rule(parallel: bool) -> str:
     # an array only for several calls: the generic instruction asks for exactly this
     return 'call | "[" ws call ("," ws call)* ws "]"' if parallel else "call"
+
+
+def marker_trigger(marker: str, bracket: bool = False) -> str:
+    """The marker anywhere in the answer, then at most a valid start of the call (after
+    Mistral's `[`)."""
+    after = OPENING if not bracket else r"(?:\[" + WS + "(?:" + OPENING + ")?)?"
+    return r"^[\s\S]*?(" + re.escape(marker) + WS + "(?:" + after + ")?)$"
 
 
 def tool_grammar(tools: Sequence[Tool], family: str, choice: str,
@@ -119,5 +135,5 @@ def tool_grammar(tools: Sequence[Tool], family: str, choice: str,
         root += ' | "<|python_tag|>" ws calls'
     patterns = [BARE_TRIGGER_PARALLEL if parallel else BARE_TRIGGER]
     if family in MARKERS:
-        patterns.insert(0, "(" + re.escape(MARKERS[family]) + ")")
+        patterns.insert(0, marker_trigger(MARKERS[family], family == "mistral"))
     return ToolGrammar("\n".join([root, *lines, bare]), True, patterns)

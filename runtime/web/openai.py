@@ -14,18 +14,25 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field, field_validator, model_validator
 
+from runtime.chat.tools import ToolCall, tool_choice_from_openai, tools_from_openai
 from runtime.generation import (
+    CallArguments,
+    CallStart,
     ChatMessage,
     Completion,
     Event,
     Finish,
     GenerationRequest,
+    TopLogprob,
     collect,
 )
 from runtime.settings import MAX_TOKENS
 from runtime.state import State
 from runtime.web.schemas import Request, SamplingFields
 from runtime.web.streaming import sse
+
+MAX_OPENAI_STOPS = 4  # OpenAI refuses more; llama.cpp's native route takes up to MAX_STOPS
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit
 
 # ---- requests
 
@@ -35,14 +42,33 @@ class ContentPart(Request):
     text: str
 
 
+class FunctionCall(Request):
+    name: str
+    arguments: str = "{}"  # JSON text, as OpenAI sends it
+
+
+class MessageToolCall(Request):
+    id: str = ""
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class Message(Request):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
+    tool_calls: list[MessageToolCall] | None = None  # an assistant's past calls
+    tool_call_id: str | None = None  # a tool result: the call it answers
+    name: str | None = None
 
     def chat_message(self) -> ChatMessage:
         text = (self.content if not isinstance(self.content, list)
                 else "".join(part.text for part in self.content))
-        return ChatMessage("system" if self.role == "developer" else self.role, text or "")
+        calls = tuple(ToolCall(c.id, c.function.name, c.function.arguments)
+                      for c in self.tool_calls or ())
+        return ChatMessage("system" if self.role == "developer" else self.role, text or "",
+                           tool_calls=calls if self.role == "assistant" else (),
+                           tool_call_id=self.tool_call_id if self.role == "tool" else None,
+                           name=self.name if self.role == "tool" else None)
 
 
 class StreamOptions(Request):
@@ -82,6 +108,13 @@ class Generation(SamplingFields):
             raise ValueError("n > 1 is only supported without stream")
         return self
 
+    @field_validator("stop")
+    @classmethod
+    def _openai_stops(cls, value: Any) -> Any:
+        if isinstance(value, list) and len(value) > MAX_OPENAI_STOPS:
+            raise ValueError(f"at most {MAX_OPENAI_STOPS} stop sequences (OpenAI's limit)")
+        return value
+
     def common(self) -> dict[str, Any]:
         """Keywords of `Defaults.request` shared by chat and text completions."""
         return {"max_tokens": self.max_tokens, "stop": self.stop,
@@ -96,13 +129,36 @@ class Generation(SamplingFields):
 class ChatRequest(Generation):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    tools: list[dict[str, Any]] | None = None  # checked by tools_from_openai, with its paths
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self) -> ChatRequest:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
 
     def common(self) -> dict[str, Any]:
-        return super().common() | {"max_tokens": self.max_completion_tokens or self.max_tokens}
+        return super().common() | {"max_tokens": self.max_completion_tokens or self.max_tokens,
+                                   "logprobs": (self.top_logprobs or 0) if self.logprobs
+                                   else None}
+
+    def tool_fields(self) -> dict[str, Any]:
+        """The tools keywords of `Defaults.request`; a malformed tool is a 400 naming it."""
+        tools = tools_from_openai(self.tools)
+        return {"tools": tools, "tool_choice": tool_choice_from_openai(self.tool_choice, tools),
+                "parallel_tool_calls": self.parallel_tool_calls}
 
 
 class CompletionRequest(Generation):
     prompt: str | list[str] | list[int]
+    logprobs: int | None = Field(None, ge=0, le=5)  # the legacy API: how many alternatives
+
+    def common(self) -> dict[str, Any]:
+        return super().common() | {"logprobs": self.logprobs}
 
     @field_validator("prompt")
     @classmethod
@@ -157,36 +213,95 @@ def _envelope(id_prefix: str, kind: str, model: str) -> dict[str, Any]:
             "created": int(time.time()), "model": model}
 
 
+def chat_message(result: Completion) -> dict[str, Any]:
+    """The assistant's message; with calls, content is null unless the model also wrote text."""
+    if not result.tool_calls:
+        return {"role": "assistant", "content": result.text}
+    return {"role": "assistant", "content": result.text or None,
+            "tool_calls": [call.to_openai() for call in result.tool_calls]}
+
+
+def _top(entry: TopLogprob) -> dict[str, Any]:
+    return {"token": entry.token, "logprob": entry.logprob, "bytes": list(entry.piece)}
+
+
+def chat_logprobs(finish: Finish) -> dict[str, Any] | None:
+    """OpenAI's chat `logprobs`: each token with its alternatives; None when not asked."""
+    if finish.logprobs is None:
+        return None
+    return {"content": [_top(t) | {"top_logprobs": [_top(x) for x in t.top]}
+                        for t in finish.logprobs], "refusal": None}
+
+
+def text_logprobs(finish: Finish, offset: int = 0) -> dict[str, Any] | None:
+    """The legacy completions `logprobs`: parallel lists, alternatives as {token: logprob}."""
+    if finish.logprobs is None:
+        return None
+    offsets = []
+    for t in finish.logprobs:
+        offsets.append(offset)
+        offset += len(t.token)
+    return {"tokens": [t.token for t in finish.logprobs],
+            "token_logprobs": [t.logprob for t in finish.logprobs],
+            "top_logprobs": [{x.token: x.logprob for x in t.top} for t in finish.logprobs],
+            "text_offset": offsets}
+
+
 def chat_completion(results: list[Completion], model: str) -> dict[str, Any]:
     return _envelope("chatcmpl", "chat.completion", model) | {
-        "choices": [{"index": i, "message": {"role": "assistant", "content": r.text},
-                     "logprobs": None, "finish_reason": r.finish.reason}
+        "choices": [{"index": i, "message": chat_message(r),
+                     "logprobs": chat_logprobs(r.finish), "finish_reason": r.finish.reason}
                     for i, r in enumerate(results)],
         "usage": total_usage(results),
     }
 
 
-def chat_chunks(events: Iterable[Event], model: str,
-                include_usage: bool = False) -> Iterator[dict[str, Any]]:
+def chat_delta(event: CallStart | CallArguments | str) -> dict[str, Any]:
+    """One event as OpenAI streams it: a call's index, id, type and name once, then only
+    fragments of its arguments (clients concatenate every string field they receive)."""
+    if isinstance(event, CallStart):
+        return {"tool_calls": [{"index": event.index, "id": event.id, "type": "function",
+                                "function": {"name": event.name, "arguments": ""}}]}
+    if isinstance(event, CallArguments):
+        return {"tool_calls": [{"index": event.index,
+                                "function": {"arguments": event.fragment}}]}
+    return {"content": event}
+
+
+def chat_chunks(events: Iterable[Event], model: str, include_usage: bool = False,
+                tools: bool = False) -> Iterator[dict[str, Any]]:
+    """With tools the role goes out with the first event, as OpenAI's does: content null when
+    the answer opens with a call. Without, at once, so the stream starts before the first
+    token."""
     base = _envelope("chatcmpl", "chat.completion.chunk", model)
 
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return base | {"choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                    "finish_reason": finish}]}
+    def chunk(delta: dict[str, Any], finish: Finish | None = None) -> dict[str, Any]:
+        return base | {"choices": [{
+            "index": 0, "delta": delta, "logprobs": finish and chat_logprobs(finish),
+            "finish_reason": finish and finish.reason}]}
 
-    yield chunk({"role": "assistant", "content": ""})
+    role: dict[str, Any] = {"role": "assistant", "content": ""}
+    if not tools:
+        yield chunk(role)
+        role = {}
     for event in events:
         if isinstance(event, Finish):
-            yield chunk({}, event.reason)
+            if role:
+                yield chunk(role)
+            yield chunk({}, event)  # with the answer's logprobs, when asked
             if include_usage:
                 yield base | {"choices": [], "usage": usage(event)}
             return
-        yield chunk({"content": event})
+        delta = chat_delta(event)
+        if role:
+            delta = role | ({"content": None} if "tool_calls" in delta else {}) | delta
+            role = {}
+        yield chunk(delta)
 
 
 def text_completion(results: list[Completion], model: str) -> dict[str, Any]:
     return _envelope("cmpl", "text_completion", model) | {
-        "choices": [{"index": i, "text": r.text, "logprobs": None,
+        "choices": [{"index": i, "text": r.text, "logprobs": text_logprobs(r.finish),
                      "finish_reason": r.finish.reason} for i, r in enumerate(results)],
         "usage": total_usage(results),
     }
@@ -196,9 +311,11 @@ def text_chunks(events: Iterable[Event], model: str,
                 include_usage: bool = False) -> Iterator[dict[str, Any]]:
     base = _envelope("cmpl", "text_completion", model)
     for event in events:
+        if isinstance(event, CallStart | CallArguments):
+            continue  # text completions offer no tools
         finish = event if isinstance(event, Finish) else None
-        yield base | {"choices": [{"index": 0, "text": "" if finish else event,
-                                   "logprobs": None,
+        yield base | {"choices": [{"index": 0, "text": event if isinstance(event, str) else "",
+                                   "logprobs": finish and text_logprobs(finish),
                                    "finish_reason": finish.reason if finish else None}]}
         if finish:
             if include_usage:
@@ -242,13 +359,15 @@ def add_routes(app: FastAPI, state: State) -> None:
         if not body.stream:
             return JSONResponse(await state.worker.call(lambda: whole(
                 [collect(engine.generate(r)) for r in choices(request, body.n)], model_id)))
+        extra = {"tools": True} if request.calls_tools else {}
         return await sse(state.worker.stream(
-            lambda: chunks(engine.generate(request), model_id, body.include_usage)))
+            lambda: chunks(engine.generate(request), model_id, body.include_usage, **extra)))
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest) -> Response:
         request = state.defaults.request(
-            messages=[m.chat_message() for m in body.messages], **body.common())
+            messages=[m.chat_message() for m in body.messages], **body.common(),
+            **body.tool_fields())
         return await generation(body, request, chat_completion, chat_chunks)
 
     @app.post("/v1/completions")
