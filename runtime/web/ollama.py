@@ -14,6 +14,7 @@ Differences from Ollama, on purpose or by necessity:
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -24,8 +25,17 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ConfigDict, Field, field_validator
 
 from runtime import __version__
+from runtime.chat.tools import ToolCall, tools_from_openai
 from runtime.errors import RequestError
-from runtime.generation import ChatMessage, Event, Finish, GenerationRequest
+from runtime.generation import (
+    CallArguments,
+    CallStart,
+    ChatMessage,
+    Event,
+    Finish,
+    GenerationRequest,
+    collect,
+)
 from runtime.settings import MAX_TOKENS
 from runtime.state import State
 from runtime.web.ollama_info import OLLAMA_VERSION, ModelInfo, rfc3339
@@ -130,20 +140,47 @@ def _no_images(images: list[str] | None, where: str) -> None:
                            param="images")
 
 
+class CalledFunction(Request):
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)  # an object, not JSON text
+
+
+class MessageToolCall(Request):
+    id: str = ""  # Ollama sends none; results then pair with calls by order
+    function: CalledFunction
+
+
 class Message(Request):
     role: Literal["system", "user", "assistant", "tool"]
     content: str | None = None
     images: list[str] | None = None
     thinking: str | None = None
+    tool_calls: list[MessageToolCall] | None = None  # an assistant's past calls
+    tool_name: str | None = None  # a tool result: which tool answered
+    tool_call_id: str | None = None  # LangChain's ChatOllama sends it
+
+    def chat_message(self) -> ChatMessage:
+        calls = tuple(ToolCall(c.id, c.function.name, json.dumps(c.function.arguments))
+                      for c in self.tool_calls or ())
+        tool = self.role == "tool"
+        return ChatMessage(self.role, self.content or "",
+                           tool_calls=calls if self.role == "assistant" else (),
+                           tool_call_id=self.tool_call_id if tool else None,
+                           name=self.tool_name if tool else None)
 
 
 class ChatRequest(Generation):
     messages: list[Message] | None = None
+    tools: list[dict[str, Any]] | None = None  # OpenAI's shape; checked by tools_from_openai
 
     def chat(self) -> list[ChatMessage]:
         for i, message in enumerate(self.messages or ()):
             _no_images(message.images, f"messages[{i}].images")
-        return [ChatMessage(m.role, m.content or "") for m in self.messages or ()]
+        return [m.chat_message() for m in self.messages or ()]
+
+    def tool_fields(self) -> dict[str, Any]:
+        """Ollama has no tool_choice: the model calls tools when it decides to (auto)."""
+        return {"tools": tools_from_openai(self.tools or None)}
 
 
 class GenerateRequest(Generation):
@@ -208,7 +245,8 @@ class Clock:
         self.began = time.monotonic_ns()
 
     def stats(self, finish: Finish) -> dict[str, Any]:
-        return {"done_reason": finish.reason,
+        # Ollama ends an answer that called tools with "stop": it has no "tool_calls" reason
+        return {"done_reason": "length" if finish.reason == "length" else "stop",
                 "total_duration": time.monotonic_ns() - self.start,
                 "load_duration": self.began - self.start,
                 "prompt_eval_count": finish.prompt_tokens,
@@ -227,25 +265,49 @@ def generate_shape(text: str) -> dict[str, Any]:
     return {"response": text}
 
 
+def ollama_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
+    """Whole calls, arguments as objects (the grammar made them JSON objects)."""
+    out = []
+    for i, call in enumerate(calls):
+        try:
+            arguments = json.loads(call.arguments or "{}")
+        except ValueError:
+            arguments = {}
+        out.append({"function": {"index": i, "name": call.name,
+                                 "arguments": arguments if isinstance(arguments, dict) else {}}})
+    return out
+
+
 def chunks(events: Iterator[Event], shape: Shape, name: str,
            clock: Clock) -> Iterator[dict[str, Any]]:
-    """Every chunk carries the model, the time and `done`; the last adds the stats."""
+    """Every chunk carries the model, the time and `done`; the last adds the stats. Tool calls
+    are never sent in fragments: Ollama's clients read whole calls, so they go out together,
+    complete, in one chunk before the last."""
+    calls: list[ToolCall] = []
     for event in events:
-        if isinstance(event, Finish):
+        if isinstance(event, CallStart):
+            calls.append(ToolCall(event.id, event.name, ""))
+        elif isinstance(event, CallArguments):
+            calls[event.index].arguments += event.fragment
+        elif isinstance(event, Finish):
+            if calls:
+                message = chat_shape("")
+                message["message"]["tool_calls"] = ollama_calls(calls)
+                yield {"model": name, "created_at": rfc3339(), **message, "done": False}
             yield {"model": name, "created_at": rfc3339(), **shape(""), "done": True,
                    **clock.stats(event)}
             return
-        yield {"model": name, "created_at": rfc3339(), **shape(event), "done": False}
+        else:
+            yield {"model": name, "created_at": rfc3339(), **shape(event), "done": False}
 
 
 def whole(events: Iterator[Event], shape: Shape, name: str, clock: Clock) -> dict[str, Any]:
-    parts: list[str] = []
-    for event in events:
-        if isinstance(event, Finish):
-            return {"model": name, "created_at": rfc3339(), **shape("".join(parts)),
-                    "done": True, **clock.stats(event)}
-        parts.append(event)
-    raise RuntimeError("generation ended without a Finish")
+    answer = collect(events)
+    fields = shape(answer.text)
+    if answer.tool_calls:
+        fields["message"]["tool_calls"] = ollama_calls(list(answer.tool_calls))
+    return {"model": name, "created_at": rfc3339(), **fields, "done": True,
+            **clock.stats(answer.finish)}
 
 
 def loaded(name: str, shape: Shape, unload: bool) -> dict[str, Any]:
@@ -285,7 +347,7 @@ def add_routes(app: FastAPI, state: State) -> None:
     @app.post("/api/show")
     async def show(body: ShowRequest) -> dict[str, Any]:
         info.check(body.model or body.name)
-        return info.show(tools=False)
+        return info.show(tools=True)
 
     async def load(name: str, shape: Shape, unload: bool) -> Response:
         """Nothing to generate: Ollama's clients ask this to load the model, and wait for it.
@@ -314,7 +376,8 @@ def add_routes(app: FastAPI, state: State) -> None:
         messages = body.chat()
         if not messages:
             return await load(name, chat_shape, body.unloads)
-        request = state.defaults.request(messages=messages, **body.keywords(info.n_ctx))
+        request = state.defaults.request(messages=messages, **body.keywords(info.n_ctx),
+                                         **body.tool_fields())
         return await generation(body, request, name, chat_shape, clock)
 
     @app.post("/api/generate")
