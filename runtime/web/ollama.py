@@ -9,6 +9,9 @@ Differences from Ollama, on purpose or by necessity:
 - `keep_alive` and `think` are accepted and ignored: the model stays loaded while the server
   runs, and no thinking is split from the answer.
 - Images and `suffix` (fill-in-the-middle) are refused with a 400 naming them.
+- `tools`: the model's own template renders them (or the generic instruction, for templates
+  that know none); calls come back whole, arguments as objects, done_reason "stop". Ollama has
+  no tool_choice: the model decides (auto).
 """
 
 from __future__ import annotations
