@@ -54,6 +54,16 @@ class ContextOverflowError(RequestError):
         super().__init__(message, param="messages", code="context_length_exceeded")
 
 
+class ModelNotFoundError(RequestError):
+    """The request names a model this server does not have."""
+
+    status = 404
+    type = "not_found_error"
+
+    def __init__(self, message: str):
+        super().__init__(message, param="model", code="model_not_found")
+
+
 class AuthError(RequestError):
     status = 401
     type = "authentication_error"

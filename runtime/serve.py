@@ -29,24 +29,47 @@ log = logging.getLogger("llamabundle")
 PORT_TRIES = 100
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket; OSError if the port is taken."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(128)
+    return sock
+
+
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on `port`, or the next free one (said on stderr)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for candidate in range(port, min(port + PORT_TRIES, 65536)):
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((host.strip("[]"), candidate))
+            sock = listen(host, candidate)
         except OSError as e:
-            sock.close()
             if e.errno == errno.EADDRINUSE and port != 0:
                 continue
             raise SettingsError(f"cannot listen on {host}:{candidate}: {e.strerror}") from None
-        sock.listen(128)
         if candidate != port:
             log.info("port %d is in use; using %d instead", port, candidate)
         return sock
     raise SettingsError(f"no free port in {port}..{port + PORT_TRIES - 1}")
+
+
+def bind_ollama(settings: Settings, main_port: int) -> socket.socket | None:
+    """A second socket on Ollama's port, where Ollama's clients look with no setup; None when
+    it is off or taken (by Ollama itself, say). Only that exact port: clients look nowhere
+    else. The same app answers on it, behind the same Host and API-key checks."""
+    port = settings.ollama_port
+    if not port or port == main_port:
+        return None
+    try:
+        return listen(settings.host, port)
+    except OSError as e:
+        log.info("port %d (Ollama's) is not free (%s): Ollama clients need this server's "
+                 "address", port, e.strerror)
+        return None
 
 
 def serve(artifact: str, manifest: Manifest, settings: Settings) -> int:
@@ -54,11 +77,19 @@ def serve(artifact: str, manifest: Manifest, settings: Settings) -> int:
     /health say why meanwhile)."""
     sock = bind(settings.host, settings.port)
     port = sock.getsockname()[1]
+    sockets = [sock]
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    url = f"http://{'localhost' if host == '127.0.0.1' else host}:{port}/"
+    host = "localhost" if host == "127.0.0.1" else host
+    url = f"http://{host}:{port}/"
     state = State(manifest, dataclasses.replace(settings, port=port),
                   Worker(threads=settings.parallel))
+    state.artifact = artifact
     print(f"{manifest.title} is starting on {url}  (Ctrl-C to stop)", flush=True)
+    ollama_sock = bind_ollama(settings, port)
+    if ollama_sock:
+        sockets.append(ollama_sock)
+        print(f"Ollama clients find it on http://{host}:{settings.ollama_port}/ too "
+              "(--ollama-port 0 turns that off)", flush=True)
 
     def load() -> None:
         try:
@@ -84,7 +115,7 @@ def serve(artifact: str, manifest: Manifest, settings: Settings) -> int:
         threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             ws="none", timeout_graceful_shutdown=2)
-    asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
+    asyncio.run(uvicorn.Server(config).serve(sockets=sockets))
     # Skip interpreter teardown: freeing llama.cpp objects from finalizers at exit is where
     # crashes happen, and a generation still running on the worker thread must not hold us up.
     sys.stdout.flush()

@@ -83,6 +83,10 @@ class Settings:
                         help="Address to listen on. Anything but loopback needs --api-key.")
     port: int = _option("--port", default=8080, metavar="PORT", low=0, high=65535,
                         help="Port to listen on; the next free one is used if it is taken.")
+    ollama_port: int = _option("--ollama-port", default=11434, metavar="PORT", low=0,
+                               high=65535, help="Also answer on this port, Ollama's, so that "
+                               "Ollama clients find the model with no setup; skipped when "
+                               "taken (0 = off).")
     nobrowser: bool = _option("--nobrowser", default=False,
                               help="Do not open the chat page in a browser.")
     ctx_size: int = _option("-c", "--ctx-size", default=4096, metavar="N", low=0, high=MAX_TOKENS,

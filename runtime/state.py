@@ -28,6 +28,7 @@ class State:
         self.metrics: Metrics | None = None  # set by the web app
         self.engine: Model | None = None
         self.load_error: str | None = None
+        self.artifact: str | None = None  # its file, for what clients show as "modified"
 
     def ready_engine(self) -> Model:
         if self.engine is None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import uvicorn
 
-from runtime.artifact.manifest import Manifest
+from runtime.artifact.manifest import Manifest, Section
 from runtime.generation import Embedding, Event, Finish, GenerationRequest, Model
 from runtime.settings import resolve
 from runtime.state import State
@@ -73,7 +73,9 @@ _: type[Model] = FakeEngine  # mypy: the fake has the real interface
 def manifest() -> Manifest:
     return Manifest(runtime_version="test", name="Fake", title="Fake Title", model_id="fake",
                     architecture="llama", parameters=1, quantization="F32", context_length=256,
-                    gguf_chat_template=False, chat_template="", chat_template_source="fallback")
+                    gguf_chat_template=False, chat_template="", chat_template_source="fallback",
+                    sections=[Section("weights", 1, 65536, 1_000_000,
+                                      "xxh3-128:0123456789abcdef0123456789abcdef")])
 
 
 class FakeServer:

@@ -152,7 +152,7 @@ def test_api_key_is_required_on_api_routes_but_not_on_the_page(fake):
 
 
 def test_page_forbids_external_requests_by_csp(server):
-    r = httpx.get(server.url + "/")
+    r = httpx.get(server.url + "/", headers={"Accept": "text/html"})  # as browsers ask
     csp = r.headers["content-security-policy"]
     assert "default-src 'none'" in csp and "connect-src 'self'" in csp
     assert r.headers["content-type"].startswith("text/html")

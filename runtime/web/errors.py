@@ -1,5 +1,6 @@
-"""Errors in OpenAI's shape, chosen by exception type, never by message text; and a catch-all
-that answers in the same shape when something unexpected fails."""
+"""Errors chosen by exception type, never by message text, in the shape of the dialect asked:
+OpenAI's `{"error": {"message", "type", "param", "code"}}`, or Ollama's `{"error": "text"}` on
+/api/*. And a catch-all that answers in the same shapes when something unexpected fails."""
 
 from __future__ import annotations
 
@@ -18,58 +19,62 @@ from runtime.errors import LlamabundleError, RequestError
 log = logging.getLogger(__name__)
 
 INTERNAL = "internal error; see the server's log"
+OLLAMA_PREFIX = "/api/"
 
 
 def error_payload(message: str, type_: str, code: str | None = None,
-                  param: str | None = None) -> dict[str, Any]:
-    """OpenAI's error shape."""
+                  param: str | None = None, path: str = "") -> dict[str, Any]:
+    """The error in the shape of the dialect `path` belongs to."""
+    if path.startswith(OLLAMA_PREFIX):
+        return {"error": message}  # Ollama's clients read a string, not an object
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def error_body(message: str, type_: str, code: str | None = None) -> bytes:
-    return json.dumps(error_payload(message, type_, code)).encode()
+def error_body(message: str, type_: str, code: str | None = None, path: str = "") -> bytes:
+    return json.dumps(error_payload(message, type_, code, path=path)).encode()
 
 
 def error_response(status: int, message: str, type_: str, code: str | None = None,
-                   param: str | None = None) -> JSONResponse:
-    return JSONResponse(error_payload(message, type_, code, param), status_code=status)
+                   param: str | None = None, path: str = "") -> JSONResponse:
+    return JSONResponse(error_payload(message, type_, code, param, path), status_code=status)
 
 
 def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestError)
-    async def request_error(_: Request, e: RequestError) -> JSONResponse:
-        return error_response(e.status, str(e), e.type, e.code, e.param)
+    async def request_error(r: Request, e: RequestError) -> JSONResponse:
+        return error_response(e.status, str(e), e.type, e.code, e.param, r.url.path)
 
     @app.exception_handler(LlamabundleError)
-    async def internal(_: Request, e: LlamabundleError) -> JSONResponse:
+    async def internal(r: Request, e: LlamabundleError) -> JSONResponse:
         log.error("%s", e)
-        return error_response(500, str(e), "server_error")
+        return error_response(500, str(e), "server_error", path=r.url.path)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+    async def invalid(r: Request, e: RequestValidationError) -> JSONResponse:
         first = e.errors()[0]
         if first.get("type") == "json_invalid":
             return error_response(400, "the request body is not valid JSON",
-                                  "invalid_request_error", "json_invalid")
+                                  "invalid_request_error", "json_invalid", path=r.url.path)
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         message = f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
         return error_response(400, message, "invalid_request_error", first.get("type"),
-                              where or None)
+                              where or None, r.url.path)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, e: HTTPException) -> JSONResponse:
-        return error_response(e.status_code, str(e.detail), "invalid_request_error")
+    async def http_error(r: Request, e: HTTPException) -> JSONResponse:
+        return error_response(e.status_code, str(e.detail), "invalid_request_error",
+                              path=r.url.path)
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, e: Exception) -> JSONResponse:
+    async def unexpected(r: Request, e: Exception) -> JSONResponse:
         # Starlette sends this, then raises e on: CatchAll (around the app) logs it, once.
-        return error_response(500, INTERNAL, "server_error")
+        return error_response(500, INTERNAL, "server_error", path=r.url.path)
 
 
 class CatchAll:
-    """Any exception the app lets out: logged once with its traceback, and answered as an
-    OpenAI-shaped 500 if no answer has started (Starlette's own is plain text); not raised on
-    to uvicorn, which would log it a second time.
+    """Any exception the app lets out: logged once with its traceback, and answered as a 500
+    in the dialect's shape if no answer has started (Starlette's own is plain text); not
+    raised on to uvicorn, which would log it a second time.
 
     Plain ASGI, so streaming responses pass through untouched."""
 
@@ -90,7 +95,7 @@ class CatchAll:
             log.exception("internal error on %s %s", scope.get("method"), scope.get("path"))
             if scope["type"] != "http" or started:
                 return  # the answer is under way: all we can do is end it
-            body = error_body(INTERNAL, "server_error")
+            body = error_body(INTERNAL, "server_error", path=scope.get("path", ""))
             await send({"type": "http.response.start", "status": 500,
                         "headers": [(b"content-type", b"application/json"),
                                     (b"content-length", str(len(body)).encode())]})

@@ -50,25 +50,25 @@ class Guard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
+        path = scope["path"]
         # DNS rebinding: a hostile page's fetch to evil.example resolving to 127.0.0.1 still
         # says "Host: evil.example"; only requests naming this server get through.
         host = host_name(headers.get(b"host", b"").decode("latin-1").lower())
         if not self.any_host and host not in self.allowed_hosts:
             await _reply(send, 421, error_body("unknown Host header; use "
-                         "http://localhost:<port>/", "invalid_request_error", "bad_host"))
+                         "http://localhost:<port>/", "invalid_request_error", "bad_host", path))
             return
-        path = scope["path"]
         if self.api_key and path not in PUBLIC_PATHS and not path.startswith(PUBLIC_PREFIXES):
             given = headers.get(b"authorization", b"")
             if not hmac.compare_digest(given, b"Bearer " + self.api_key):
                 await _reply(send, 401, error_body("missing or wrong API key: send "
                              "'Authorization: Bearer KEY'", "authentication_error",
-                             "invalid_api_key"), [(b"www-authenticate", b"Bearer")])
+                             "invalid_api_key", path), [(b"www-authenticate", b"Bearer")])
                 return
         length = headers.get(b"content-length")
         if length is not None:
             if not length.isdigit() or int(length) > self.max_body:
-                await self._too_large(send)
+                await self._too_large(send, path)
                 return
             await self.app(scope, receive, send)
             return
@@ -77,7 +77,7 @@ class Guard:
         # body parser turns any exception there into a 400.
         body, more = await self._read_limited(receive)
         if more:
-            await self._too_large(send)
+            await self._too_large(send, path)
             return
         await self.app(scope, _replay(body, receive), send)
 
@@ -96,9 +96,9 @@ class Guard:
             if not message.get("more_body", False):
                 return b"".join(parts), False
 
-    async def _too_large(self, send: Send) -> None:
+    async def _too_large(self, send: Send, path: str) -> None:
         await _reply(send, 413, error_body(f"request body larger than {self.max_body} bytes",
-                                           "invalid_request_error", "body_too_large"))
+                                           "invalid_request_error", "body_too_large", path))
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

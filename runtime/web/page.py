@@ -1,11 +1,12 @@
-"""The chat page and what it reads: /, /assets/*, /health, /props."""
+"""The chat page and what it reads: /, /assets/*, /health, /props. `/` also answers Ollama's
+clients, which probe it."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 
 from runtime import __version__
 from runtime.frozen import templates_dir
@@ -22,9 +23,13 @@ PAGE_HEADERS = {"Content-Security-Policy": PAGE_CSP, "X-Content-Type-Options": "
 def add_routes(app: FastAPI, state: State) -> None:
     assets = {p.name: p for p in templates_dir().iterdir() if p.is_file()}
 
-    @app.get("/", include_in_schema=False)
-    async def page() -> Response:
-        return FileResponse(assets["index.html"], headers=PAGE_HEADERS)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    async def page(request: Request) -> Response:
+        # Ollama's clients probe / (Go's client with HEAD) and compare the text exactly;
+        # browsers always ask for HTML, so they still get the page.
+        if "text/html" in request.headers.get("accept", ""):
+            return FileResponse(assets["index.html"], headers=PAGE_HEADERS)
+        return PlainTextResponse("Ollama is running", headers=PAGE_HEADERS)
 
     @app.get("/assets/{name}", include_in_schema=False)
     async def asset(name: str) -> Response:
