@@ -14,7 +14,10 @@ from typing import Any
 from runtime.artifact.manifest import Manifest
 from runtime.chat.fallbacks import stop_strings
 from runtime.chat.template import ChatTemplate
-from runtime.generation import Embedding, Event, GenerationRequest
+from runtime.errors import NoKnowledgeError
+from runtime.generation import ChatMessage, Embedding, Event, GenerationRequest
+from runtime.knowledge import retrieve
+from runtime.knowledge.passage import Hit, Knowledge
 from runtime.llama import cpu
 from runtime.llama.bindings import llama_cpp
 from runtime.llama.decoder import Decoder
@@ -28,7 +31,7 @@ class Engine:
     """One loaded model. Not thread-safe: the Worker calls it from a single thread."""
 
     def __init__(self, model: Any, ctx: Any, manifest: Manifest, threads: int,
-                 cpu_backend: cpu.CpuBackend):
+                 cpu_backend: cpu.CpuBackend, knowledge: Knowledge | None = None):
         self.model = model
         self.threads = threads
         self.cpu = cpu_backend
@@ -39,6 +42,9 @@ class Engine:
                                      self.tokenizer.eos_text)
         self.decoder = Decoder(ctx, self.tokenizer.vocab, self.n_ctx, N_BATCH)
         self.embedder: Embedder | None = None
+        self.knowledge = knowledge
+        # Described once, here on the model thread: /props reads it from the event loop.
+        self._knowledge_info = knowledge.describe() if knowledge else None
 
     @classmethod
     def load(cls, artifact: str, manifest: Manifest, settings: Settings) -> Engine:
@@ -55,20 +61,34 @@ class Engine:
         return self.cpu.as_dict()
 
     def generate(self, request: GenerationRequest) -> Iterator[Event]:
+        if self.knowledge is not None and request.knowledge and request.messages is not None:
+            return retrieve.answer(self.knowledge, request, self._chat_length, self.n_ctx,
+                                   self._generate)
+        return self._generate(request)
+
+    def _generate(self, request: GenerationRequest) -> Iterator[Event]:
         grammar = None if request.json_schema is None else schema_grammar(request.json_schema)
         return self.decoder.generate(self.prompt(request), request.sampling, request.max_tokens,
                                      request.stop + self.extra_stops, grammar)
 
     def prompt(self, request: GenerationRequest) -> list[int]:
         if request.messages is not None:
-            # The template writes the BOS itself (as text, parsed back as the special token).
-            text = self.template.render(request.messages)
-            return self.tokenizer.tokenize(text, add_bos=False, special=True)
+            return self._chat_tokens(request.messages)
         if isinstance(request.prompt, str):
             return self.tokenizer.tokenize(request.prompt)
         return self.tokenizer.checked(request.prompt or (), "prompt")
 
+    def _chat_tokens(self, messages: Sequence[ChatMessage]) -> list[int]:
+        # The template writes the BOS itself (as text, parsed back as the special token).
+        text = self.template.render(messages)
+        return self.tokenizer.tokenize(text, add_bos=False, special=True)
+
+    def _chat_length(self, messages: Sequence[ChatMessage]) -> int:
+        return len(self._chat_tokens(messages))
+
     def embed(self, item: str | Sequence[int]) -> Embedding:
+        if self.knowledge is not None:
+            return self._embed_with(self.knowledge, item)
         if self.embedder is None:
             self.embedder = Embedder(self.model, self.threads)
         if isinstance(item, str):
@@ -76,6 +96,24 @@ class Engine:
         else:
             tokens = self.tokenizer.checked(item, "input")
         return Embedding(self.embedder.embed(tokens), len(tokens))
+
+    def _embed_with(self, knowledge: Knowledge, item: str | Sequence[int]) -> Embedding:
+        """The bundled embedder's vector: the one the documents were indexed with, multilingual,
+        unlike the chat model's. Token ids are read as the chat model's (as llama.cpp's server
+        does) and embedded as their text."""
+        text = item if isinstance(item, str) else self.detokenize(self.tokenizer.checked(
+            item, "input"))
+        vector = knowledge.embed([retrieve.embedding_text(text)])[0]
+        return Embedding(vector, len(self.tokenizer.tokenize(text, add_bos=False)))
+
+    def knowledge_info(self) -> dict[str, Any] | None:
+        return self._knowledge_info
+
+    def search(self, query: str, top_k: int) -> list[Hit]:
+        if self.knowledge is None:
+            raise NoKnowledgeError("this bundle has no documents (it was built without "
+                                   "--knowledge)")
+        return self.knowledge.search(query, top_k)
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         return self.tokenizer.tokenize(text, add_bos=add_special)

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from runtime.knowledge.passage import Hit
 from runtime.settings import Settings
 
 
@@ -44,6 +45,25 @@ class GenerationRequest:
     max_tokens: int = 512  # 0: none (the prompt is still evaluated); -1: until the context is full
     stop: tuple[str, ...] = ()
     json_schema: dict[str, Any] | None = None  # {}: any JSON object
+    knowledge: bool = True  # a chat in a knowledge bundle retrieves passages; False skips it
+
+
+@dataclass(frozen=True)
+class KnowledgeUsage:
+    """What retrieval put in a chat's prompt, and what the context budget left out."""
+
+    passages: int  # passages in the prompt (the response's sources)
+    passages_left_out: int  # found relevant, dropped (lowest-ranked first) to fit the context
+    tokens: int  # prompt tokens spent on the passages and the instruction around them
+    turns_left_out: int = 0  # older messages dropped after every passage was
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The first event of a chat that retrieval ran for: the passages its prompt holds, in the
+    order they are numbered for citation ([1] is hits[0]); empty when none was relevant."""
+
+    hits: tuple[Hit, ...]
 
 
 @dataclass(frozen=True)
@@ -56,28 +76,36 @@ class Finish:
     cached_tokens: int  # prompt tokens whose KV entries were reused from the last request
     prompt_ns: int = 0  # evaluating the prompt (the part not reused)
     generation_ns: int = 0  # from the first generated token to the last
+    knowledge: KnowledgeUsage | None = None  # set when retrieval ran for this chat
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
 
-Event = str | Finish  # a generation yields text pieces, then one Finish
+# A generation yields text pieces, then one Finish; a chat that retrieval ran for starts with
+# its Sources.
+Event = str | Sources | Finish
 
 
 @dataclass(frozen=True)
 class Completion:
     text: str
     finish: Finish
+    sources: Sources | None = None
 
 
 def collect(events: Iterable[Event]) -> Completion:
     """A whole answer from a generation's events."""
     parts: list[str] = []
+    sources = None
     for event in events:
         if isinstance(event, Finish):
-            return Completion("".join(parts), event)
-        parts.append(event)
+            return Completion("".join(parts), event, sources)
+        if isinstance(event, Sources):
+            sources = event
+        else:
+            parts.append(event)
     raise RuntimeError("generation ended without a Finish")
 
 
@@ -103,7 +131,7 @@ class Defaults:
     def request(self, *, messages: Sequence[ChatMessage] | None = None,
                 prompt: str | Sequence[int] | None = None, max_tokens: int | None = None,
                 stop: str | Sequence[str] | None = None, json_schema: dict[str, Any] | None = None,
-                **sampling: Any) -> GenerationRequest:
+                knowledge: bool = True, **sampling: Any) -> GenerationRequest:
         """A request with these defaults where the caller gave None. A chat without a system
         message gets the bundle's system prompt."""
         if messages is not None and self.system_prompt and \
@@ -117,6 +145,7 @@ class Defaults:
             max_tokens=self.max_tokens if max_tokens is None else max_tokens,
             stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
             json_schema=json_schema,
+            knowledge=knowledge,
         )
 
 
@@ -140,3 +169,11 @@ class Model(Protocol):
     def tokenize(self, text: str, add_special: bool = True) -> list[int]: ...
 
     def detokenize(self, tokens: Sequence[int]) -> str: ...
+
+    def knowledge_info(self) -> dict[str, Any] | None:
+        """The bundle's knowledge described (documents, chunks, embedder), None without one."""
+        ...
+
+    def search(self, query: str, top_k: int) -> list[Hit]:
+        """The bundle's retrieval itself; raises NoKnowledgeError in a bundle without one."""
+        ...

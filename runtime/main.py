@@ -15,7 +15,7 @@ from runtime import settings as settings_mod
 from runtime.artifact.format import new_checksum
 from runtime.artifact.manifest import Manifest, read_manifest_at
 from runtime.errors import LlamabundleError, LoadError, RequestError
-from runtime.generation import ChatMessage, Defaults, Finish
+from runtime.generation import ChatMessage, Defaults
 from runtime.settings import Settings
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ def one_shot(artifact: str, manifest: Manifest, settings: Settings, prompt: str)
     request = Defaults.from_settings(settings).request(messages=[ChatMessage("user", prompt)])
     try:
         for event in engine.generate(request):
-            if not isinstance(event, Finish):
+            if isinstance(event, str):
                 sys.stdout.write(event)
                 sys.stdout.flush()
     except RequestError as e:

@@ -42,6 +42,7 @@ class Manifest:
     chat_template_source: str  # "gguf", "baked" or "fallback:<name>"
     defaults: dict[str, Any] = field(default_factory=dict)  # baked run-time settings
     sections: list[Section] = field(default_factory=list)
+    starters: list[str] = field(default_factory=list)  # example questions the page offers
     format: int = FORMAT_VERSION
 
     def section(self, name: str) -> Section:

@@ -1,8 +1,9 @@
 """The web app: the chat page and the HTTP API by dialect, made by `create_app(state)`.
 
-One file of routes and shapes per dialect (page.py, openai.py, llamacpp.py); each builds the
-same `GenerationRequest` and formats the same events (runtime/generation.py). Nothing here
-imports llama.cpp: the model is reached through `state`, as a `runtime.generation.Model`.
+One file of routes and shapes per dialect (page.py, openai.py, llamacpp.py; knowledge.py for a
+bundle's documents); each builds the same `GenerationRequest` and formats the same events
+(runtime/generation.py). Nothing here imports llama.cpp: the model is reached through `state`,
+as a `runtime.generation.Model`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from starlette.types import ASGIApp
 
 from runtime import __version__
 from runtime.state import State
-from runtime.web import llamacpp, openai, page
+from runtime.web import knowledge, llamacpp, openai, page
 from runtime.web.errors import CatchAll, add_error_handlers
 from runtime.web.guard import Guard
 
@@ -25,6 +26,7 @@ def create_app(state: State) -> ASGIApp:
     page.add_routes(app, state)
     openai.add_routes(app, state)
     llamacpp.add_routes(app, state)
+    knowledge.add_routes(app, state)
     settings = state.settings
     return Guard(CatchAll(app), bound_host=settings.host, api_key=settings.api_key,
                  max_body=MAX_BODY)

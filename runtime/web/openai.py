@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import itertools
 import struct
 import time
 import uuid
@@ -20,10 +21,12 @@ from runtime.generation import (
     Event,
     Finish,
     GenerationRequest,
+    Sources,
     collect,
 )
 from runtime.settings import MAX_TOKENS
 from runtime.state import State
+from runtime.web.knowledge import knowledge_usage, sources_json
 from runtime.web.schemas import Request, SamplingFields
 from runtime.web.streaming import sse
 
@@ -96,9 +99,11 @@ class Generation(SamplingFields):
 class ChatRequest(Generation):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    knowledge: bool = True  # false: answer without retrieving from the bundle's documents
 
     def common(self) -> dict[str, Any]:
-        return super().common() | {"max_tokens": self.max_completion_tokens or self.max_tokens}
+        return super().common() | {"max_tokens": self.max_completion_tokens or self.max_tokens,
+                                   "knowledge": self.knowledge}
 
 
 class CompletionRequest(Generation):
@@ -141,7 +146,8 @@ class EmbeddingRequest(Request):
 def usage(finish: Finish) -> dict[str, Any]:
     return {"prompt_tokens": finish.prompt_tokens, "completion_tokens": finish.completion_tokens,
             "total_tokens": finish.total_tokens,
-            "prompt_tokens_details": {"cached_tokens": finish.cached_tokens}}
+            "prompt_tokens_details": {"cached_tokens": finish.cached_tokens},
+            **knowledge_usage(finish)}
 
 
 def total_usage(results: list[Completion]) -> dict[str, Any]:
@@ -158,12 +164,14 @@ def _envelope(id_prefix: str, kind: str, model: str) -> dict[str, Any]:
 
 
 def chat_completion(results: list[Completion], model: str) -> dict[str, Any]:
-    return _envelope("chatcmpl", "chat.completion", model) | {
+    answer = _envelope("chatcmpl", "chat.completion", model) | {
         "choices": [{"index": i, "message": {"role": "assistant", "content": r.text},
                      "logprobs": None, "finish_reason": r.finish.reason}
                     for i, r in enumerate(results)],
         "usage": total_usage(results),
     }
+    sources = results[0].sources  # the same passages for every choice: one retrieval
+    return answer if sources is None else answer | {"sources": sources_json(sources)}
 
 
 def chat_chunks(events: Iterable[Event], model: str,
@@ -174,8 +182,17 @@ def chat_chunks(events: Iterable[Event], model: str,
         return base | {"choices": [{"index": 0, "delta": delta, "logprobs": None,
                                     "finish_reason": finish}]}
 
-    yield chunk({"role": "assistant", "content": ""})
-    for event in events:
+    stream: Iterator[Event] = iter(events)
+    first = next(stream, None)  # a knowledge bundle's Sources ride on the first chunk
+    head = chunk({"role": "assistant", "content": ""})
+    if isinstance(first, Sources):
+        head["sources"] = sources_json(first)
+    elif first is not None:
+        stream = itertools.chain([first], stream)
+    yield head
+    for event in stream:
+        if isinstance(event, Sources):
+            continue
         if isinstance(event, Finish):
             yield chunk({}, event.reason)
             if include_usage:
@@ -196,6 +213,8 @@ def text_chunks(events: Iterable[Event], model: str,
                 include_usage: bool = False) -> Iterator[dict[str, Any]]:
     base = _envelope("cmpl", "text_completion", model)
     for event in events:
+        if isinstance(event, Sources):  # a prompt is never grounded: only chats retrieve
+            continue
         finish = event if isinstance(event, Finish) else None
         yield base | {"choices": [{"index": 0, "text": "" if finish else event,
                                    "logprobs": None,
