@@ -38,6 +38,7 @@ class BuildOptions:
     title: str | None = None
     chat_template: str | None = None  # template text (the CLI reads a PATH for you)
     defaults: dict[str, Any] | None = None  # baked run-time settings
+    starters: tuple[str, ...] = ()  # example questions for the chat page
 
 
 @dataclass
@@ -112,6 +113,7 @@ def _manifest(model: ModelSource, options: BuildOptions) -> Manifest:
         quantization=info.quantization, context_length=info.context_length,
         gguf_chat_template=info.chat_template is not None, chat_template=template,
         chat_template_source=source, defaults=_defaults(model, options),
+        starters=list(options.starters),
     )
 
 

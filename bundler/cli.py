@@ -16,6 +16,9 @@ from bundler.inspect import inspect_path
 from runtime import settings as settings_mod
 from runtime.errors import LlamabundleError, SettingsError, TemplateError
 
+MAX_STARTERS = 6  # the page shows them all at once; more is a wall of text
+MAX_STARTER_LENGTH = 200
+
 
 def _baked_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """One click option per run-time setting (runtime/settings.py declares them all)."""
@@ -49,10 +52,13 @@ def main() -> None:
               path_type=Path), help="Read the baked system prompt from a file.")
 @click.option("--chat-template", metavar="TEXT|PATH",
               help="Jinja chat template, or a file holding one (wins over the GGUF's).")
+@click.option("--starter", "starters", metavar="QUESTION", multiple=True,
+              help=f"An example question the chat page offers a first-time user (repeat it, "
+                   f"up to {MAX_STARTERS}).")
 @_baked_options
 def build_command(model: Path, output: Path | None, force: bool, name: str | None,
                   title: str | None, system_prompt_file: Path | None,
-                  chat_template: str | None, **baked: Any) -> None:
+                  chat_template: str | None, starters: tuple[str, ...], **baked: Any) -> None:
     """Build one executable from MODEL: a GGUF, the first part of a split GGUF, or
     ollama:NAME[:TAG] from the local Ollama store.
 
@@ -72,12 +78,24 @@ def build_command(model: Path, output: Path | None, force: bool, name: str | Non
         template = None if chat_template is None else chat_template_text(chat_template)
     except (SettingsError, TemplateError) as e:
         raise click.BadParameter(str(e)) from None
-    options = BuildOptions(model, output, force, name, title, template, defaults)
+    options = BuildOptions(model, output, force, name, title, template, defaults,
+                           _starters(starters))
     try:
         result = build(options, progress=_progress_bar)
     except LlamabundleError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"Wrote {result.path} ({result.size / 1e6:.1f} MB) in {result.seconds:.1f} s")
+
+
+def _starters(given: tuple[str, ...]) -> tuple[str, ...]:
+    starters = tuple(" ".join(s.split()) for s in given)
+    if len(starters) > MAX_STARTERS:
+        raise click.BadParameter(f"at most {MAX_STARTERS} starters", param_hint="--starter")
+    for starter in starters:
+        if not starter or len(starter) > MAX_STARTER_LENGTH:
+            raise click.BadParameter(f"a starter is a question of 1 to {MAX_STARTER_LENGTH} "
+                                     "characters", param_hint="--starter")
+    return starters
 
 
 def _progress_bar(total: int) -> Callable[[int], None]:
