@@ -56,6 +56,7 @@ class KnowledgeUsage:
     passages_left_out: int  # found relevant, dropped (lowest-ranked first) to fit the context
     tokens: int  # prompt tokens spent on the passages and the instruction around them
     turns_left_out: int = 0  # older messages dropped after every passage was
+    search_ns: int = 0  # retrieval, the query's embedding included, and fitting the prompt
 
 
 @dataclass(frozen=True)

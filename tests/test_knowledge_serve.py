@@ -165,7 +165,7 @@ def test_unary_chat_carries_the_sources_and_the_knowledge_usage(site, client):
     assert sources[0]["text"].startswith("To install") and sources[0]["score"] > 0
     knowledge = body["usage"]["knowledge"]
     assert knowledge["passages"] == len(sources) and knowledge["passages_left_out"] == 0
-    assert knowledge["tokens"] > 0
+    assert knowledge["tokens"] > 0 and knowledge["search_ms"] >= 0
     prompt = site.engine.requests[-1].messages[-1].content
     assert "[1] Install — Install › Linux: To install" in prompt
 

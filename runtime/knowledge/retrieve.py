@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -186,6 +187,12 @@ def embedding_text(text: str) -> str:
     return "query: " + text
 
 
+def cited_list(hits: Sequence[Hit]) -> list[str]:
+    """`[1] manual/install.md — Install › Linux` lines, for a terminal."""
+    return [f"[{i}] {h.passage.document}" + (f" — {h.passage.location}" if h.passage.location
+                                             else "") for i, h in enumerate(hits, 1)]
+
+
 # ---- the turn
 
 
@@ -197,9 +204,12 @@ def answer(knowledge: Knowledge, request: GenerationRequest, count: Counter, n_c
     messages = request.messages or ()
     if not messages or messages[-1].role != "user":
         return generate(request)  # an assistant prefix to continue: nothing to ask
+    started = time.perf_counter_ns()
     hits = knowledge.search(query_for(messages), TOP_K)
     budget = n_ctx - answer_room(n_ctx, request.max_tokens)
     grounding = ground(messages, hits, count, budget)
+    grounding = dataclasses.replace(grounding, usage=dataclasses.replace(
+        grounding.usage, search_ns=time.perf_counter_ns() - started))
     _log(grounding)
     events = generate(dataclasses.replace(request, messages=grounding.messages))
     return _with_sources(grounding, events)
@@ -224,7 +234,8 @@ def _log(grounding: Grounding) -> None:
         log.info("knowledge: no passage is relevant; the model is told the documents do not "
                  "cover the question")
         return
-    line = f"knowledge: {u.passages} passage(s) in the prompt ({u.tokens} tokens)"
+    line = (f"knowledge: {u.passages} passage(s) in the prompt ({u.tokens} tokens, "
+            f"found in {u.search_ns / 1e6:.1f} ms)")
     if u.passages_left_out:
         line += f", {u.passages_left_out} left out to fit the context"
     if u.turns_left_out:

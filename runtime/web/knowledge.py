@@ -46,7 +46,8 @@ def knowledge_usage(finish: Finish) -> dict[str, Any]:
     if k is None:
         return {}
     return {"knowledge": {"passages": k.passages, "passages_left_out": k.passages_left_out,
-                          "tokens": k.tokens, "messages_left_out": k.turns_left_out}}
+                          "tokens": k.tokens, "messages_left_out": k.turns_left_out,
+                          "search_ms": round(k.search_ns / 1e6, 3)}}
 
 
 def add_routes(app: FastAPI, state: State) -> None:
