@@ -56,7 +56,9 @@ def test_all_passages_fit_when_there_is_room():
     last = g.messages[-1].content
     assert "[1] Doc 0 — §0: word" in last and "[3] Doc 2 — §2:" in last
     assert last.endswith("Question: how do I install it?")
-    assert "[1], [2]" in last  # the instruction to cite
+    system = g.messages[0].content
+    assert system.startswith("Be brief.\n\n")  # the bundle's system prompt, then the instruction
+    assert "Cite the source of each fact inline, like [1]" in system
     assert g.usage.passages == 3 and g.usage.passages_left_out == 0
     assert g.usage.tokens == chat_length(g.messages) - chat_length(messages)
 
@@ -82,7 +84,7 @@ def test_older_turns_go_after_every_passage_but_never_the_question_or_the_last_e
     assert g.hits == () and g.usage.passages_left_out == 3
     assert g.usage.turns_left_out == 2  # the oldest user message and the answer to it
     kept = [m.content for m in g.messages]
-    assert kept[0] == "Be brief."  # the system prompt stays
+    assert kept[0] == "Be brief."  # the system prompt stays (no instruction: no passage)
     assert kept[-3:] == ["what about the recent answer?", "the recent answer",
                          "and the question?"]  # asked as is: nothing says "not covered"
     assert [m.role for m in g.messages[1:]] == ["user", "assistant"] * 2 + ["user"]
@@ -97,15 +99,24 @@ def test_question_too_long_for_any_budget_is_kept_whole():
 def test_nothing_relevant_tells_the_model_the_documents_do_not_cover_it():
     g = ground(chat("who won the 1998 world cup?"), [], chat_length, budget=1000)
     assert g.hits == ()
-    assert "documents do not cover it" in g.messages[-1].content
+    assert g.messages[-1].content.startswith("Sources: none (the documents have nothing")
+    assert "say that the documents do not cover it" in g.messages[0].content
+    assert "Example" not in g.messages[0].content  # it made the model cite a missing [1]
     assert g.usage.passages == 0 and g.usage.tokens > 0
 
 
+def test_without_a_system_prompt_the_instruction_is_one():
+    g = ground([ChatMessage("user", "how do I install it?")], hits(1), chat_length, 1000)
+    assert [m.role for m in g.messages] == ["system", "user"]
+    assert g.messages[0].content.startswith("Answer the user's question using only")
+
+
 def test_a_chinese_question_gets_its_instruction_in_chinese():
-    text = grounded_question("打印机怎么连接 Wi-Fi？", [Hit(PASSAGES[2], 0.9)])
-    assert "请根据这些段落回答" in text and "[1] 网络设置: 打印机连接" in text
-    assert text.endswith("问题：打印机怎么连接 Wi-Fi？")
-    assert "文档没有涉及" in grounded_question("谁赢了比赛？", [])
+    g = ground(chat("打印机怎么连接 Wi-Fi？"), [Hit(PASSAGES[2], 0.9)], chat_length, 1000)
+    assert "只根据用户消息中带编号的资料回答问题" in g.messages[0].content
+    text = g.messages[-1].content
+    assert "[1] 网络设置: 打印机连接" in text and text.endswith("问题：打印机怎么连接 Wi-Fi？")
+    assert grounded_question("谁赢了比赛？", []).startswith("资料：无")
 
 
 def test_answer_room_never_takes_the_whole_context():
@@ -197,7 +208,9 @@ def test_nothing_relevant_gives_no_sources_and_the_not_covered_instruction(site,
         model="fake", messages=[{"role": "user", "content": "Who painted the Mona Lisa?"}],
         max_tokens=2)
     assert reply.model_dump()["sources"] == []
-    assert "documents do not cover it" in site.engine.requests[-1].messages[-1].content
+    sent = site.engine.requests[-1].messages
+    assert sent[-1].content.startswith("Sources: none")
+    assert "say that the documents do not cover it" in sent[0].content
 
 
 def test_a_chat_too_long_for_the_context_says_what_was_left_out(site, client):

@@ -10,7 +10,8 @@ is too long, as it does without knowledge. What was left out is logged and repor
 
 The passages go into the last user message, not the system prompt: they change every turn, and
 everything before them stays the same, so the KV cache of the earlier turns is reused. The
-instruction around them is written in the question's language (English or Chinese), which a
+instruction to answer from them and cite them follows the system prompt (the same text every
+turn, so it is reused too), written in the question's language (English or Chinese), which a
 small model follows far better than "answer in the user's language".
 
 Standard library and runtime types only: no llama.cpp here (the tests drive it with fakes).
@@ -95,24 +96,61 @@ def passage_line(n: int, hit: Hit) -> str:
     return f"[{n}] {p.title}{where}: {p.text.strip()}"
 
 
+INSTRUCTION_EN = (
+    "Answer the user's question using only the numbered sources in their message. Cite the "
+    "source of each fact inline, like [1]. Answer briefly in your own words; do not copy the "
+    "sources out. If there are no sources, or they do not answer the question, say that the "
+    "documents do not cover it.")
+INSTRUCTION_ZH = (
+    "只根据用户消息中带编号的资料回答问题，并在每个事实后用 [1] 这样的编号注明出处。用自己的话"
+    "简要回答，不要照抄资料。如果没有资料，或资料回答不了这个问题，就说文档中没有涉及。请用中文回答。")
+# One worked example: a 0.5B model copies the sources out without it, and with it cites [n].
+# Left out when there is no source, where it made the model cite a [1] that does not exist.
+EXAMPLE_EN = """
+
+Example:
+Sources:
+[1] Kettle guide — Cleaning: Descale the kettle every 4 weeks with white vinegar.
+Question: How often should I descale the kettle?
+Answer: Descale it every 4 weeks, using white vinegar [1]."""
+EXAMPLE_ZH = """
+
+示例：
+资料：
+[1] 水壶指南 — 清洁: 每 4 周用白醋为水壶除垢一次。
+问题：水壶多久除垢一次？
+回答：每 4 周用白醋除垢一次 [1]。"""
+
+
+def instruction(question: str, hits: Sequence[Hit]) -> str:
+    """What the system prompt gains: the same text turn after turn (per language, and with
+    or without sources), so the KV cache of the chat before the question stays reusable."""
+    if chinese(question):
+        return INSTRUCTION_ZH + (EXAMPLE_ZH if hits else "")
+    return INSTRUCTION_EN + (EXAMPLE_EN if hits else "")
+
+
 def grounded_question(question: str, hits: Sequence[Hit]) -> str:
-    """The user message that carries the passages and the instruction to cite them, or, with
-    no passage, the instruction to say that the documents do not cover the question."""
+    """The user message: the numbered passages, then the question; or, with no passage, the
+    statement that the documents have nothing on it."""
     zh = chinese(question)
     if not hits:
         if zh:
-            return ("文档中没有与下面这个问题相关的内容。请告诉用户文档没有涉及这个问题，"
-                    f"不要编造出处。\n\n问题：{question}")
-        return ("The documents have nothing on the question below. Tell the user that the "
-                f"documents do not cover it, and do not make up a source.\n\nQuestion: {question}")
+            return f"资料：无（文档中没有相关内容）\n\n问题：{question}"
+        return f"Sources: none (the documents have nothing on this)\n\nQuestion: {question}"
     passages = "\n\n".join(passage_line(i, hit) for i, hit in enumerate(hits, 1))
     if zh:
-        return (f"以下是文档中的段落：\n\n{passages}\n\n请根据这些段落回答下面的问题，用中文回答，"
-                "并在用到的内容后用 [1]、[2] 这样的编号注明出处。如果这些段落回答不了这个问题，"
-                f"就说文档中没有涉及。\n\n问题：{question}")
-    return (f"Passages from the documents:\n\n{passages}\n\nAnswer the question below from these "
-            "passages, in English, and cite the ones you use inline as [1], [2]. If they do not "
-            f"answer it, say that the documents do not cover it.\n\nQuestion: {question}")
+        return f"资料：\n\n{passages}\n\n问题：{question}"
+    return f"Sources:\n\n{passages}\n\nQuestion: {question}"
+
+
+def with_instruction(head: Sequence[ChatMessage], text: str) -> list[ChatMessage]:
+    """The system messages with the instruction after the (bundle's or caller's) system
+    prompt; a system message of its own when there is none."""
+    if not head:
+        return [ChatMessage("system", text)]
+    last = head[-1]
+    return [*head[:-1], dataclasses.replace(last, content=f"{last.content.rstrip()}\n\n{text}")]
 
 
 def answer_room(n_ctx: int, max_tokens: int) -> int:
@@ -141,11 +179,11 @@ def ground(messages: Sequence[ChatMessage], hits: Sequence[Hit], count: Counter,
         if hits and not passages:
             # Relevant passages that did not fit: the question as asked, for the model must
             # not be told that the documents do not cover it.
-            last = question
-        else:
-            last = dataclasses.replace(
-                question, content=grounded_question(question.content, passages))
-        return [*head, *earlier, *recent, last]
+            return [*head, *earlier, *recent, question]
+        last = dataclasses.replace(question,
+                                   content=grounded_question(question.content, passages))
+        system = with_instruction(head, instruction(question.content, passages))
+        return [*system, *earlier, *recent, last]
 
     tokens = count(chat(kept, older))
     while kept and tokens > budget:
