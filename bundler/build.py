@@ -13,6 +13,7 @@ from typing import Any, BinaryIO
 
 from bundler.freeze import Runtime, ensure_runtime
 from bundler.gguf_split import copy_range
+from bundler.knowledge.index import KnowledgeBuild, KnowledgeOptions, build_knowledge
 from bundler.model_source import ModelSource, plan_merge, resolve_model, write_merged
 from runtime import __version__
 from runtime.artifact.format import align, checksum_text, footer, new_checksum
@@ -20,6 +21,9 @@ from runtime.artifact.manifest import Manifest, Section
 from runtime.chat.fallbacks import FALLBACKS, fallback_for
 from runtime.chat.template import ChatTemplate
 from runtime.errors import BuildError, TemplateError
+from runtime.knowledge.format import EMBEDDER_SECTION
+from runtime.knowledge.format import FORMAT_VERSION as KNOWLEDGE_FORMAT
+from runtime.knowledge.format import SECTION as KNOWLEDGE_SECTION
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +31,8 @@ CHUNK = 64 * 1024 * 1024
 ELF_SHOFF = 0x28  # e_shoff, then e_shentsize/e_shnum/e_shstrndx at 0x3A..0x3F
 
 Progress = Callable[[int], None]
+# progress(total, label): a callback taking the items (bytes, files, chunks) done since last call
+ProgressFactory = Callable[[int, str], Progress]
 
 
 @dataclass
@@ -38,6 +44,7 @@ class BuildOptions:
     title: str | None = None
     chat_template: str | None = None  # template text (the CLI reads a PATH for you)
     defaults: dict[str, Any] | None = None  # baked run-time settings
+    knowledge: KnowledgeOptions | None = None  # --knowledge: documents to bundle
     starters: tuple[str, ...] = ()  # example questions for the chat page
 
 
@@ -47,12 +54,14 @@ class BuildResult:
     size: int
     seconds: float
     manifest: Manifest
+    knowledge: KnowledgeBuild | None = None
 
 
-def build(options: BuildOptions, progress: Callable[[int], Progress] | None = None) -> BuildResult:
-    """Validates the model, then writes the artifact atomically; returns what was written.
+def build(options: BuildOptions, progress: ProgressFactory | None = None) -> BuildResult:
+    """Validates the model, indexes the knowledge (if any), then writes the artifact
+    atomically; returns what was written. Nothing is written when any step fails.
 
-    `progress(total)` returns a callback taking the bytes written since its last call.
+    `progress(total, label)` returns a callback taking the items done since its last call.
     """
     started = time.monotonic()
     source = resolve_model(str(options.model))
@@ -61,11 +70,16 @@ def build(options: BuildOptions, progress: Callable[[int], Progress] | None = No
     file_name = source.model_id.replace("/", "-").replace(":", "-")
     output = options.output or Path.cwd() / f"{file_name}.llamabundle"
     _check_output(output, options.force)
+    knowledge = (build_knowledge(options.knowledge, progress) if options.knowledge else None)
     runtime = ensure_runtime()
     manifest = _manifest(source, options)
-    advance = progress(source.size) if progress else (lambda n: None)
-    _write_atomically(output, lambda f: _write(f, runtime, source, manifest, advance))
-    return BuildResult(output, output.stat().st_size, time.monotonic() - started, manifest)
+    manifest.knowledge = knowledge.info if knowledge else None
+    if knowledge and not manifest.starters:  # the builder's --starter lines win
+        manifest.starters = knowledge.starters
+    advance = progress(source.size, "Writing") if progress else (lambda n: None)
+    _write_atomically(output, lambda f: _write(f, runtime, source, manifest, advance, knowledge))
+    return BuildResult(output, output.stat().st_size, time.monotonic() - started, manifest,
+                       knowledge)
 
 
 def chat_template_text(value: str) -> str:
@@ -143,7 +157,7 @@ def _write_atomically(output: Path, write: Callable[[BinaryIO], None]) -> None:
 
 
 def _write(f: BinaryIO, runtime: Runtime, model: ModelSource, manifest: Manifest,
-           advance: Progress) -> None:
+           advance: Progress, knowledge: KnowledgeBuild | None = None) -> None:
     with open(runtime.path, "rb") as rt:
         head = bytearray(rt.read(runtime.archive_offset))
         archive = rt.read()
@@ -159,11 +173,29 @@ def _write(f: BinaryIO, runtime: Runtime, model: ModelSource, manifest: Manifest
     else:
         digest = _copy_hashing(model.parts[0], f, advance)
     manifest.sections = [Section("weights", 1, offset, model.size, digest)]
+    if knowledge is not None:
+        manifest.sections += _knowledge_sections(f, knowledge)
     data = manifest.to_json()
     manifest_offset = f.tell()
     f.write(data)
     f.write(archive)
     f.write(footer(manifest_offset, data))
+
+
+def _knowledge_sections(f: BinaryIO, knowledge: KnowledgeBuild) -> list[Section]:
+    """The embedder's GGUF (mapped in place at run time, like the weights) and the index."""
+    f.write(bytes(align(f.tell()) - f.tell()))
+    offset = f.tell()
+    digest = _copy_hashing(knowledge.embedder, f, lambda n: None)
+    embedder = Section(EMBEDDER_SECTION, 1, offset, f.tell() - offset, digest)
+    f.write(bytes(align(f.tell()) - f.tell()))
+    offset = f.tell()
+    f.write(knowledge.section)
+    hashed = new_checksum()
+    hashed.update(knowledge.section)
+    index = Section(KNOWLEDGE_SECTION, KNOWLEDGE_FORMAT, offset, len(knowledge.section),
+                    checksum_text(hashed))
+    return [embedder, index]
 
 
 def _copy_hashing(source: Path, out: BinaryIO, advance: Progress) -> str:

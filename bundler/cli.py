@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,9 @@ from typing import Any
 import click
 
 from bundler import __version__
-from bundler.build import BuildOptions, build, chat_template_text
+from bundler.build import BuildOptions, BuildResult, build, chat_template_text
 from bundler.inspect import inspect_path
+from bundler.knowledge.index import KnowledgeOptions
 from runtime import settings as settings_mod
 from runtime.errors import LlamabundleError, SettingsError, TemplateError
 
@@ -54,11 +56,20 @@ def main() -> None:
               help="Jinja chat template, or a file holding one (wins over the GGUF's).")
 @click.option("--starter", "starters", metavar="QUESTION", multiple=True,
               help=f"An example question the chat page offers a first-time user (repeat it, "
-                   f"up to {MAX_STARTERS}).")
+                   f"up to {MAX_STARTERS}; a knowledge bundle without one asks about its "
+                   "documents' headings).")
+@click.option("--knowledge", "knowledge", multiple=True, type=click.Path(path_type=Path),
+              metavar="PATH", help="Bundle the documents (.txt .md .html .pdf .docx) in this file "
+              "or folder, searched for every chat turn; repeat for more.")
+@click.option("--embedding-model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              metavar="EMB.gguf", help="GGUF embedding model for --knowledge (default: "
+              "multilingual-e5-small, bundled with llamabundle).")
 @_baked_options
 def build_command(model: Path, output: Path | None, force: bool, name: str | None,
                   title: str | None, system_prompt_file: Path | None,
-                  chat_template: str | None, starters: tuple[str, ...], **baked: Any) -> None:
+                  chat_template: str | None, knowledge: tuple[Path, ...],
+                  embedding_model: Path | None, starters: tuple[str, ...],
+                  **baked: Any) -> None:
     """Build one executable from MODEL: a GGUF, the first part of a split GGUF, or
     ollama:NAME[:TAG] from the local Ollama store.
 
@@ -67,6 +78,7 @@ def build_command(model: Path, output: Path | None, force: bool, name: str | Non
       llamabundle build gemma-3-270m.gguf --system-prompt "Be brief." -c 8192
       chmod +x gemma-3-270m.llamabundle && ./gemma-3-270m.llamabundle
       llamabundle build ollama:qwen2.5:1.5b
+      llamabundle build qwen2.5-1.5b-instruct.gguf --knowledge docs/ --knowledge faq.pdf
     """
     if system_prompt_file is not None:
         if baked.get("system_prompt") is not None:
@@ -78,12 +90,17 @@ def build_command(model: Path, output: Path | None, force: bool, name: str | Non
         template = None if chat_template is None else chat_template_text(chat_template)
     except (SettingsError, TemplateError) as e:
         raise click.BadParameter(str(e)) from None
-    options = BuildOptions(model, output, force, name, title, template, defaults,
+    if embedding_model is not None and not knowledge:
+        raise click.BadParameter("--embedding-model is for --knowledge; give documents too")
+    documents = KnowledgeOptions(list(knowledge), embedding_model) if knowledge else None
+    options = BuildOptions(model, output, force, name, title, template, defaults, documents,
                            _starters(starters))
     try:
         result = build(options, progress=_progress_bar)
     except LlamabundleError as e:
         raise click.ClickException(str(e)) from None
+    if result.knowledge is not None:
+        click.echo(_knowledge_summary(result))
     click.echo(f"Wrote {result.path} ({result.size / 1e6:.1f} MB) in {result.seconds:.1f} s")
 
 
@@ -98,10 +115,36 @@ def _starters(given: tuple[str, ...]) -> tuple[str, ...]:
     return starters
 
 
-def _progress_bar(total: int) -> Callable[[int], None]:
-    bar = click.progressbar(length=total, label="Writing", file=click.get_text_stream("stderr"),
-                            show_eta=False)
+def _knowledge_summary(result: BuildResult) -> str:
+    assert result.knowledge is not None
+    info, skipped = result.knowledge.info, result.knowledge.skipped
+    test = info["self_test"]
+    return (f"Knowledge: {info['documents']} documents, {info['chunks']} chunks, "
+            f"{len(skipped)} skipped; index {info['index_bytes'] / 1e6:.2f} MB "
+            f"+ embedder {info['embedding_model']['name']}; {result.knowledge.seconds:.1f} s\n"
+            f"Self-test: hit@5 {test['hit_at_5']:.2f} over {test['probes']} passages; "
+            f"relevance threshold {info['threshold']:.3f} keeps {test['relevant_kept']:.0%} of "
+            f"them and {test['unrelated_kept']:.0%} of unrelated questions")
+
+
+# Bytes are shown as a bar without counts; files and chunks with counts, rate and ETA.
+_UNITS = {"Writing": None, "Reading": "files", "Embedding": "chunks"}
+
+
+def _progress_bar(total: int, label: str = "Writing") -> Callable[[int], None]:
+    unit = _UNITS.get(label, "items")
+    started = time.monotonic()
+
+    def rate(_: object) -> str:
+        elapsed = time.monotonic() - started
+        return f"{bar.pos / elapsed:.1f} {unit}/s" if unit and elapsed > 0 and bar.pos else ""
+
+    bar = click.progressbar(length=total, label=f"{label:9}",
+                            file=click.get_text_stream("stderr"), show_eta=unit is not None,
+                            show_pos=unit is not None, item_show_func=rate)
     bar.__enter__()
+    if total == 0:
+        bar.__exit__(None, None, None)
 
     def advance(n: int) -> None:
         bar.update(n)

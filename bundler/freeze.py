@@ -50,7 +50,8 @@ EXCLUDES = ["tkinter", "unittest", "pydoc", "doctest", "lib2to3", "idlelib", "en
 LLAMA_LIBS = ["libllama.so", "libggml.so.0", "libggml-base.so.0"]
 # uvicorn picks its protocol and loop modules by name at run time; PyInstaller cannot see that.
 HIDDEN = ["uvicorn.loops.asyncio", "uvicorn.protocols.http.h11_impl",
-          "uvicorn.lifespan.off", "runtime.engine", "runtime.serve", "runtime.web.app"]
+          "uvicorn.lifespan.off", "runtime.engine", "runtime.serve", "runtime.web.app",
+          "runtime.knowledge.index"]
 
 COOKIE_MAGIC = b"MEI\014\013\012\013\016"
 COOKIE_LENGTH = 88  # PyInstaller's '!8sIIII64s'

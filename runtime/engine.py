@@ -1,8 +1,9 @@
 """The engine: one loaded model with the parts that serve it, called only from the worker thread.
 
 It holds the parts together — the model's tokenizer (runtime/llama/model.py), its chat template
-(runtime/chat/), the decoder that owns the KV cache (runtime/llama/decoder.py) and the embedder
-(runtime/llama/embedder.py) — and turns a `GenerationRequest` into their calls. It satisfies
+(runtime/chat/), the decoder that owns the KV cache (runtime/llama/decoder.py), the embedder
+(runtime/llama/embedder.py) and a knowledge bundle's documents (runtime/knowledge/: a chat turn
+retrieves and cites them) — and turns a `GenerationRequest` into their calls. It satisfies
 `runtime.generation.Model`, the interface the web layer sees.
 """
 
@@ -17,6 +18,7 @@ from runtime.chat.template import ChatTemplate
 from runtime.errors import NoKnowledgeError
 from runtime.generation import ChatMessage, Embedding, Event, GenerationRequest
 from runtime.knowledge import retrieve
+from runtime.knowledge.index import open_knowledge
 from runtime.knowledge.passage import Hit, Knowledge
 from runtime.llama import cpu
 from runtime.llama.bindings import llama_cpp
@@ -55,7 +57,8 @@ class Engine:
         llama_cpp.llama_backend_init()
         model = load_model(artifact, weights.offset)
         ctx = new_context(model, min(settings.ctx_size or trained, trained), threads)
-        return cls(model, ctx, manifest, threads, cpu_backend)
+        knowledge = open_knowledge(artifact, manifest, threads)  # None: built without it
+        return cls(model, ctx, manifest, threads, cpu_backend, knowledge)
 
     def hardware(self) -> dict[str, Any]:
         return self.cpu.as_dict()
@@ -103,7 +106,7 @@ class Engine:
         does) and embedded as their text."""
         text = item if isinstance(item, str) else self.detokenize(self.tokenizer.checked(
             item, "input"))
-        vector = knowledge.embed([retrieve.embedding_text(text)])[0]
+        vector = knowledge.embed([retrieve.embedding_text(text, self._knowledge_info)])[0]
         return Embedding(vector, len(self.tokenizer.tokenize(text, add_bos=False)))
 
     def knowledge_info(self) -> dict[str, Any] | None:

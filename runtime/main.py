@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from runtime import __version__, frozen
 from runtime import settings as settings_mod
 from runtime.artifact.format import new_checksum
-from runtime.artifact.manifest import Manifest, read_manifest_at
+from runtime.artifact.manifest import Manifest, Section, read_manifest_at
 from runtime.errors import LlamabundleError, LoadError, RequestError
 from runtime.generation import ChatMessage, Defaults, Sources
 from runtime.knowledge.retrieve import cited_list
@@ -86,23 +86,37 @@ def _run(artifact: str, manifest: Manifest, args: argparse.Namespace) -> int:
 
 
 def verify(artifact: str, manifest: Manifest) -> int:
-    weights = manifest.section("weights")
-    algorithm, _, expected = weights.checksum.partition(":")
+    """Checks every section against its checksum (weights, and the knowledge bundle's embedder
+    and index when there are), and that a knowledge index opens."""
+    for section in manifest.sections:
+        if not _section_intact(artifact, section):
+            what = "weights are" if section.name == "weights" else f"{section.name} section is"
+            log.error("%s: %s corrupted (checksum mismatch); get a fresh copy", artifact, what)
+            return 1
+        print(f"OK: {section.name} match {section.checksum}")
+    if manifest.knowledge is not None:
+        from runtime.knowledge.format import SECTION, read_section, unpack
+        from runtime.knowledge.search import Index
+
+        index = Index(unpack(read_section(artifact, manifest.section(SECTION)), artifact))
+        print(f"OK: knowledge index opens ({index.documents()} documents, "
+              f"{index.meta.count} chunks)")
+    return 0
+
+
+def _section_intact(artifact: str, section: Section) -> bool:
+    algorithm, _, expected = section.checksum.partition(":")
     digest = new_checksum(algorithm)
     with open(artifact, "rb") as f:
-        f.seek(weights.offset)
-        remaining = weights.length
+        f.seek(section.offset)
+        remaining = section.length
         while remaining:
             chunk = f.read(min(remaining, 1 << 22))
             if not chunk:
                 break
             digest.update(chunk)
             remaining -= len(chunk)
-    if remaining or digest.hexdigest() != expected:
-        log.error("%s: weights are corrupted (checksum mismatch); get a fresh copy", artifact)
-        return 1
-    print(f"OK: weights match {weights.checksum}")
-    return 0
+    return not remaining and digest.hexdigest() == expected
 
 
 def load_engine(artifact: str, manifest: Manifest, settings: Settings) -> Engine:

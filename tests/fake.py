@@ -42,7 +42,9 @@ class FakeKnowledge:
 
     def describe(self) -> dict[str, Any]:
         return {"documents": len({p.document for p in self.passages}),
-                "chunks": len(self.passages), "embedding_model": "fake"}
+                "chunks": len(self.passages),
+                "embedding_model": {"name": "fake-e5", "query_prefix": "query: ",
+                                    "passage_prefix": "passage: "}}
 
     def search(self, query: str, top_k: int) -> list[Hit]:
         self.queries.append(query)
@@ -109,7 +111,8 @@ class FakeEngine:
 
     def embed(self, item: str | Sequence[int]) -> Embedding:
         if self.knowledge is not None and isinstance(item, str):
-            return Embedding(self.knowledge.embed([retrieve.embedding_text(item)])[0], 2)
+            text = retrieve.embedding_text(item, self.knowledge.describe())
+            return Embedding(self.knowledge.embed([text])[0], 2)
         return Embedding([1.0, 0.0], 2)
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:

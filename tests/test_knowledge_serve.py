@@ -277,7 +277,7 @@ def test_knowledge_search_needs_the_api_key_and_a_local_host(knowledge):
 
 def test_props_describe_the_knowledge_and_the_starters(site):
     props = httpx.get(site.url + "/props").json()
-    assert props["knowledge"] == {"documents": 4, "chunks": 4, "embedding_model": "fake"}
+    assert props["knowledge"]["documents"] == 4 and props["knowledge"]["chunks"] == 4
     assert props["starters"] == ["How do I install the driver?"]
 
 
@@ -286,6 +286,16 @@ def test_embeddings_use_the_bundled_embedder_with_e5s_query_prefix(knowledge, cl
                                       encoding_format="float")
     assert [d.embedding for d in result.data] == [[0.6, 0.8, 0.0]] * 2
     assert knowledge.embedded == ["query: hello", "passage: as is"]
+
+
+def test_embedding_text_follows_the_embedders_prefixes():
+    from runtime.knowledge.retrieve import embedding_text
+
+    e5 = {"embedding_model": {"query_prefix": "query: ", "passage_prefix": "passage: "}}
+    assert embedding_text("hello", e5) == "query: hello"
+    assert embedding_text("passage: hello", e5) == "passage: hello"
+    plain = {"embedding_model": {"query_prefix": "", "passage_prefix": ""}}
+    assert embedding_text("hello", plain) == "hello" and embedding_text("hello", None) == "hello"
 
 
 def test_sources_keep_hostile_document_text_as_data(site):

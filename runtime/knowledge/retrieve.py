@@ -25,6 +25,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from runtime.generation import (
     ChatMessage,
@@ -211,18 +212,18 @@ def _drop_oldest_turn(older: list[ChatMessage]) -> tuple[list[ChatMessage], int]
 # ---- /v1/embeddings
 
 
-E5_PREFIXES = ("query: ", "passage: ")
-
-
-def embedding_text(text: str) -> str:
+def embedding_text(text: str, info: dict[str, Any] | None) -> str:
     """What the bundled embedder embeds for an /v1/embeddings input. e5 was trained with
-    "query: " or "passage: " in front of every text and its vectors drift without one; API
-    callers (LangChain, Flowise) do not know that. "query: " is e5's advice for symmetric uses
-    (similarity, clustering) and what the index embeds questions with, so a text without
-    either prefix gets it; a caller that knows e5 may send its own."""
-    if text.startswith(E5_PREFIXES):
+    "query: " or "passage: " in front of every text (its vectors drift without one), and API
+    callers (LangChain, Flowise) do not know that. The query prefix is e5's advice for
+    symmetric uses (similarity, clustering) and what the index embeds questions with, so a text
+    without either of the embedder's prefixes gets it; a caller that knows them may send its
+    own. An embedder without prefixes (the manifest records them) embeds the text as is."""
+    model = (info or {}).get("embedding_model") or {}
+    query, passage = model.get("query_prefix") or "", model.get("passage_prefix") or ""
+    if not query or text.startswith(query) or (passage and text.startswith(passage)):
         return text
-    return "query: " + text
+    return query + text
 
 
 def cited_list(hits: Sequence[Hit]) -> list[str]:

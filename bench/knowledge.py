@@ -1,0 +1,244 @@
+"""Knowledge bundles' figures: retrieval quality, build-time embedding speed, search latency,
+artifact growth.
+
+    python -m bench.knowledge [--threads 2] [--sizes 1000,10000,100000] [--out FILE.json]
+
+Quality: the bilingual test set in tests/data/knowledge/ (documents in English and Chinese as
+Markdown, text (one GBK-encoded), HTML and PDF; questions.json: each question with the document
+and a phrase of the passage that answers it, including English questions answered by Chinese
+text and the reverse, and questions the documents do not answer). A question is a hit at k when
+one of the first k passages comes from its document and contains its phrase. Reported for full
+text alone, vectors alone and hybrid (the runtime's ranking), plus how the calibrated threshold
+treats answerable and unanswerable questions.
+
+Throughput: our build's batched embedding (runtime/llama/embedder.py) against llama.cpp's own
+batched embedding of the same chunks with the same model and threads, as llama-cpp-python's
+`Llama(embedding=True).embed(list)` drives it (llama.cpp's `llama-embedding` program is not
+built here; that call packs sequences into one batch the same way).
+
+Latency: `BundledKnowledge.search` end to end (query embedding, full text, vectors, fusion,
+threshold) on indexes of synthetic chunks of 1k, 10k and 100k (sentences drawn from the test
+set's documents, so the vectors and terms look like real ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "tests" / "data" / "knowledge"
+
+
+def quality(threads: int = 2) -> dict[str, Any]:
+    from bundler.knowledge.index import KnowledgeOptions, LoadedEmbedder, build_knowledge
+    from runtime.knowledge.format import unpack
+    from runtime.knowledge.search import Index
+
+    built = build_knowledge(KnowledgeOptions([DATA / "docs"], threads=threads))
+    index = Index(unpack(built.section, "bench"))
+    embedder = LoadedEmbedder(built.embedder, threads)
+    questions = json.loads((DATA / "questions.json").read_text())
+    answerable = questions["questions"]
+    vectors = embedder.embed_queries([q["question"] for q in answerable])
+    # Each ranking alone, both fused, and both fused with the calibrated floor applied before
+    # fusion and the threshold after: what the runtime's search() returns.
+    modes: dict[str, dict[str, Any]] = {
+        "full_text": {"vectors": False}, "vectors": {"full_text": False},
+        "hybrid_unfiltered": {}, "hybrid_floor": {"floor": index.meta.floor},
+        "hybrid": {"floor": index.meta.floor}}
+    result: dict[str, Any] = {"documents": built.info["documents"],
+                              "chunks": built.info["chunks"], "questions": len(answerable),
+                              "threshold": built.info["threshold"],
+                              "floor": built.info["floor"]}
+    misses: list[str] = []
+    for mode, flags in modes.items():
+        ranks = []
+        for q, vector in zip(answerable, vectors, strict=True):
+            ranked = index.rank(q["question"], vector, **flags)
+            if mode == "hybrid" and not any(s.lift >= index.meta.threshold for s in ranked):
+                ranked = []  # search() says the documents do not cover it
+            rank = _rank_of(index, [s.chunk for s in ranked], q)
+            ranks.append(rank)
+            if mode == "hybrid" and (rank is None or rank > 5):
+                misses.append(f"{q['question']} (rank {rank})")
+        result[mode] = _metrics(ranks)
+        result[mode]["by_kind"] = {
+            kind: _metrics([r for r, q in zip(ranks, answerable, strict=True)
+                            if q["kind"] == kind])["hit@5"]
+            for kind in sorted({q["kind"] for q in answerable})}
+    none = questions["unanswerable"]
+    empty = [not _search(index, q, v) for q, v in zip(none, embedder.embed_queries(none),
+                                                       strict=True)]
+    result["unanswerable_returning_nothing"] = sum(empty) / len(empty)
+    result["hybrid_misses"] = misses
+    result["self_test"] = built.info["self_test"]
+    embedder.close()
+    return result
+
+
+def _search(index: Any, query: str, vector: list[float], top_k: int = 5) -> list[Any]:
+    return index.search(query, vector, top_k)
+
+
+def _rank_of(index: Any, chunks: list[int], q: dict[str, str]) -> int | None:
+    for rank, chunk in enumerate(chunks, 1):
+        passage = index.passage(chunk)
+        if passage.document == q["document"] and q["passage"] in passage.text:
+            return rank
+    return None
+
+
+def _metrics(ranks: list[int | None]) -> dict[str, Any]:
+    n = len(ranks) or 1
+    return {"hit@1": round(sum(r == 1 for r in ranks) / n, 3),
+            "hit@5": round(sum(r is not None and r <= 5 for r in ranks) / n, 3),
+            "mrr": round(sum(1 / r for r in ranks if r) / n, 3)}
+
+
+def throughput(threads: int = 2, chunks: int = 64, rounds: int = 3) -> dict[str, Any]:
+    """Tokens per second embedding the test set's chunks (repeated up to `chunks`): ours and
+    llama-cpp-python's batched embed, alternated `rounds` times, best of each (the machine is
+    shared)."""
+    import llama_cpp  # the whole package first (runtime.llama.bindings would register a bare one)
+
+    from bundler.knowledge.chunk import chunk_document
+    from bundler.knowledge.embedder import default_embedder
+    from bundler.knowledge.index import LoadedEmbedder, indexed_text, read_all
+
+    gguf = default_embedder()
+    ours = LoadedEmbedder(gguf, threads)
+    documents, _ = read_all([DATA / "docs"], lambda total, label: lambda n: None)
+    texts = [indexed_text(c) for d in documents for c in chunk_document(d, ours.counter())]
+    texts = (texts * (chunks // len(texts) + 1))[:chunks]
+    passages = [ours.passage_prefix + t for t in texts]
+    tokens = sum(len(ours.tokens(p)) for p in passages)
+    peer = llama_cpp.Llama(model_path=str(gguf), embedding=True, n_ctx=512, n_batch=512,
+                           n_ubatch=512, n_seq_max=ours.embedder.n_seq_max,
+                           pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, n_threads=threads,
+                           n_threads_batch=threads, verbose=False)
+    peer.embed(passages[:2])
+    ours.embed_passages(texts[:2], lambda n: None)
+    best = {"ours": 0.0, "llama_cpp_python": 0.0}
+    for _ in range(rounds):
+        for name, run in (("ours", lambda: ours.embed_passages(texts, lambda n: None)),
+                          ("llama_cpp_python", lambda: peer.embed(passages, normalize=True))):
+            start = time.perf_counter()
+            run()
+            best[name] = max(best[name], tokens / (time.perf_counter() - start))
+    ours.close()
+    return {"chunks": len(texts), "tokens": tokens,
+            "ours_tokens_per_s": round(best["ours"]),
+            "llama_cpp_python_tokens_per_s": round(best["llama_cpp_python"]),
+            "ratio": round(best["ours"] / best["llama_cpp_python"], 3)}
+
+
+def latency(threads: int = 2, sizes: tuple[int, ...] = (1000, 10000, 100000),
+            queries: int = 60) -> dict[str, Any]:
+    """search() p50/p95 in ms, query embedding included, on synthetic indexes of each size."""
+    import numpy as np
+
+    from bundler.knowledge.embedder import default_embedder
+    from bundler.knowledge.index import LoadedEmbedder, quantize, read_all
+    from runtime.knowledge.format import Group, IndexMeta, pack, unpack, write_database
+    from runtime.knowledge.index import BundledKnowledge
+    from runtime.knowledge.search import Index
+    from runtime.knowledge.terms import terms
+
+    gguf = default_embedder()
+    embedder = LoadedEmbedder(gguf, threads)
+    documents, _ = read_all([DATA / "docs"], lambda total, label: lambda n: None)
+    sentences = [s for d in documents for b in d.blocks for s in b.text.split("\n") if s]
+    base = embedder.embed_queries(sentences[:200])  # real e5 vectors to perturb
+    questions = json.loads((DATA / "questions.json").read_text())["questions"]
+    rng = np.random.default_rng(0)
+    out: dict[str, Any] = {}
+    for size in sizes:
+        picks = rng.integers(0, len(base), size)
+        vectors = np.asarray(base, dtype=np.float32)[picks]
+        vectors += rng.normal(0, 0.02, vectors.shape).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        quantized, scales = quantize(vectors)
+        texts = [" ".join(sentences[int(i)] for i in rng.integers(0, len(sentences), 4))
+                 for _ in range(size)]
+        meta = IndexMeta(384, size, scales.tolist(), 0.05, 0.03, [asdict(Group(
+            "other", 1, size + 1, vectors.mean(axis=0).tolist()))], embedder.query_prefix,
+            embedder.passage_prefix)
+        db = write_database(meta, [("doc.md", "Doc")],
+                            [(0, "", t, " ".join(terms(t))) for t in texts], quantized.tobytes())
+        section = pack(db)
+        knowledge = BundledKnowledge(Index(unpack(section, "bench")), embedder.model, threads,
+                                     {})
+        asked = [questions[i % len(questions)]["question"] for i in range(queries)]
+        knowledge.search(asked[0], 5)
+        times = _times(lambda q: knowledge.search(q, 5), asked)
+        embed_only = _times(lambda q: knowledge.embedder.embed(
+            knowledge._tokens(embedder.query_prefix + q, truncate=True)), asked)
+        knowledge.embedder.close()
+        out[str(size)] = {"p50_ms": times[0], "p95_ms": times[1],
+                          "query_embedding_p50_ms": embed_only[0],
+                          "section_mb": round(len(section) / 1e6, 2)}
+    embedder.close()
+    return out
+
+
+def _times(call: Callable[[str], Any], queries: list[str]) -> tuple[float, float]:
+    samples = []
+    for q in queries:
+        start = time.perf_counter()
+        call(q)
+        samples.append((time.perf_counter() - start) * 1000)
+    samples.sort()
+    return (round(statistics.median(samples), 2),
+            round(samples[min(len(samples) - 1, int(len(samples) * 0.95))], 2))
+
+
+def growth(built: Any | None = None) -> dict[str, Any]:
+    """How much --knowledge adds to an artifact, against the embedder's size plus the text."""
+    from bundler.knowledge.index import KnowledgeOptions, build_knowledge, read_all
+
+    built = built or build_knowledge(KnowledgeOptions([DATA / "docs"]))
+    documents, _ = read_all([DATA / "docs"], lambda total, label: lambda n: None)
+    text = sum(len(b.text.encode()) for d in documents for b in d.blocks)
+    embedder = built.embedder.stat().st_size
+    return {"text_bytes": text, "embedder_bytes": embedder,
+            "index_bytes": len(built.section),
+            "added_bytes_over_embedder_plus_text": len(built.section) - text}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.knowledge",
+                                description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--sizes", default="1000,10000,100000")
+    p.add_argument("--parts", default="quality,throughput,latency,growth")
+    p.add_argument("--out", type=Path)
+    args = p.parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    results: dict[str, Any] = {"threads": args.threads}
+    parts = args.parts.split(",")
+    if "quality" in parts:
+        results["quality"] = quality(args.threads)
+    if "throughput" in parts:
+        results["throughput"] = throughput(args.threads)
+    if "latency" in parts:
+        sizes = tuple(int(s) for s in args.sizes.split(","))
+        results["latency"] = latency(args.threads, sizes)
+    if "growth" in parts:
+        results["growth"] = growth()
+    text = json.dumps(results, indent=1, ensure_ascii=False)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

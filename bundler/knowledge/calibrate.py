@@ -1,0 +1,128 @@
+"""The build's retrieval self-test, and the relevance threshold calibrated from the corpus.
+
+An embedder's cosines sit in its own band (e5's between ~0.7 and ~0.95), different per model and
+per corpus, so "nothing relevant" cannot be a constant. We measure two distributions on the
+index just built, through the same search the runtime runs:
+
+- questions the documents answer: a sentence of a chunk asked as a query (its first one that
+  says something), which must find that chunk (hit@5 is the self-test figure); its cosine with
+  the chunk is what "relevant" looks like in this corpus;
+- questions they do not: everyday questions in English and Chinese on unrelated subjects; the
+  best cosine each reaches anywhere in the corpus is what noise looks like.
+
+From them (see `choose`): the threshold, the noise ceiling (unrelated questions' 90th
+percentile: a question is answered only when some passage beats it), and the floor (their
+median: a passage below it is never returned). The report keeps both distributions' quantiles
+so `inspect` shows how clear the separation was. Relevance is "lift", the cosine above the
+passage group's baseline (runtime/knowledge/search.py).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bundler.knowledge.chunk import Chunk, split_sentences
+from runtime.knowledge.search import Index
+from runtime.knowledge.terms import terms
+
+MAX_PROBES = 200
+MIN_PROBE_TERMS = 4
+MAX_PROBE_CHARS = 160
+
+# Questions a user might ask that a document collection is unlikely to answer. The corpus may
+# happen to cover one or two: the threshold uses a high quantile, not the maximum.
+OFF_TOPIC = [
+    "What is the recipe for a chocolate cake?", "Who won the football World Cup in 2018?",
+    "How far is the Moon from the Earth?", "What is the capital of Australia?",
+    "How do I train my puppy to sit?", "What year did the Roman Empire fall?",
+    "Which planet has the most moons?", "How many calories are in a banana?",
+    "Who painted the Mona Lisa?", "What is the best time to plant tomatoes?",
+    "How do I tie a bow tie?", "What is the tallest mountain in Africa?",
+    "Recommend a good science fiction novel.", "How do whales sleep?",
+    "What causes the northern lights?", "Tell me a joke about cats.",
+    "How long should I boil an egg?", "What is the population of Brazil?",
+    "Who wrote Pride and Prejudice?", "How do I improve my chess opening?",
+    "今天天气怎么样？", "红烧肉怎么做？", "谁是唐朝的第一位皇帝？", "长城有多长？",
+    "怎样训练小狗坐下？", "月亮离地球有多远？", "世界上最高的山是哪座？", "推荐一部好看的电影。",
+    "熊猫每天吃多少竹子？", "如何学好书法？", "足球世界杯每几年举办一次？", "苹果有什么营养？",
+    "火星上有水吗？", "怎么种植西红柿？", "李白最有名的诗是哪一首？", "感冒了应该吃什么？",
+    "飞机为什么能飞起来？", "太阳系有几颗行星？", "怎样煮出好吃的米饭？", "海水为什么是咸的？",
+]
+
+
+@dataclass
+class Calibration:
+    threshold: float
+    floor: float
+    probes: int
+    hit_at_5: float
+    positive: list[float]  # lift of probes with their own chunk (runtime/knowledge/search.py)
+    negative: list[float]  # best lift of each off-topic question
+
+    def report(self) -> dict[str, Any]:
+        return {"probes": self.probes, "hit_at_5": round(self.hit_at_5, 4),
+                "relevant_lift": _quantiles(self.positive),
+                "unrelated_lift": _quantiles(self.negative),
+                "relevant_kept": round(_share(self.positive, self.threshold), 4),
+                "unrelated_kept": round(_share(self.negative, self.threshold), 4)}
+
+
+def calibrate(index: Index, chunks: Sequence[Chunk],
+              embed_queries: Callable[[list[str]], list[list[float]]]) -> Calibration:
+    probes = probe_queries(chunks)
+    vectors = embed_queries([query for _, query in probes]) if probes else []
+    hits, positive = 0, []
+    for (chunk, query), vector in zip(probes, vectors, strict=True):
+        ranked = index.rank(query, vector)
+        hits += chunk in [s.chunk for s in ranked[:5]]
+        positive.append(index.lift(index.prepare(vector), chunk))
+    negative = [index.nearest(index.prepare(v), 1)[0][1] for v in embed_queries(OFF_TOPIC)]
+    threshold, floor = choose(positive, negative)
+    return Calibration(threshold, floor, len(probes), hits / len(probes) if probes else 1.0,
+                       positive, negative)
+
+
+def probe_queries(chunks: Sequence[Chunk]) -> list[tuple[int, str]]:
+    """(chunk id, query) for up to MAX_PROBES chunks spread evenly over the corpus."""
+    step = max(1, len(chunks) / MAX_PROBES)
+    out = []
+    for i in range(min(len(chunks), MAX_PROBES)):
+        chunk_id = int(i * step) + 1
+        sentence = next((s for s in split_sentences(chunks[chunk_id - 1].text)
+                         if len(terms(s)) >= MIN_PROBE_TERMS), None)
+        if sentence:
+            out.append((chunk_id, sentence[:MAX_PROBE_CHARS]))
+    return out
+
+
+def choose(positive: list[float], negative: list[float]) -> tuple[float, float]:
+    """(threshold, floor). The threshold is the unrelated questions' 90th percentile, unless
+    the corpus's own probes do not clear it (a corpus about what the off-topic questions ask):
+    then midway between the probes' 10th percentile and that. The floor is the unrelated
+    questions' median, never above the threshold."""
+    if not positive or not negative:
+        return 0.0, 0.0
+    ceiling = _quantile(negative, 0.90)
+    relevant = _quantile(positive, 0.10)
+    threshold = ceiling if ceiling < relevant else (ceiling + relevant) / 2
+    return threshold, min(threshold, statistics.median(negative))
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _quantiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    return {"p10": round(_quantile(values, 0.10), 4),
+            "p50": round(statistics.median(values), 4),
+            "p90": round(_quantile(values, 0.90), 4)}
+
+
+def _share(values: list[float], threshold: float) -> float:
+    return sum(v >= threshold for v in values) / len(values) if values else 0.0

@@ -1,0 +1,245 @@
+"""`build --knowledge`: documents read, chunked, embedded and indexed into the knowledge section.
+
+Everything happens before the artifact is opened for writing: a build whose documents are all
+unusable stops with one line and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bundler.knowledge import calibrate
+from bundler.knowledge.chunk import Chunk, chunk_document
+from bundler.knowledge.document import Document, Skipped, is_cjk
+from bundler.knowledge.embedder import default_embedder
+from bundler.knowledge.sources import find_documents, read_document
+from bundler.knowledge.starters import suggest_starters
+from runtime.artifact.format import checksum_text, new_checksum
+from runtime.errors import BuildError, DocumentError
+from runtime.knowledge.format import FORMAT_VERSION, Group, IndexMeta, pack, write_database
+from runtime.knowledge.search import Index
+from runtime.knowledge.terms import terms
+from runtime.llama.embedder import N_EMBED_CTX, Embedder
+
+log = logging.getLogger(__name__)
+
+# progress(total, label) returns a callback taking how many items were done since its last call
+Progress = Callable[[int, str], Callable[[int], None]]
+EMBED_GROUP = 32  # chunks per progress update (llama.cpp batches them by n_batch itself)
+# Prefixes the embedders we know were trained with (by a substring of general.name).
+PREFIXES = {"e5": ("query: ", "passage: "),
+            "nomic-embed": ("search_query: ", "search_document: ")}
+
+
+@dataclass
+class KnowledgeOptions:
+    paths: list[Path]
+    embedding_model: Path | None = None  # None: the default (multilingual-e5-small)
+    max_tokens: int = 256  # per chunk, in the embedder's tokens
+    overlap: int = 1  # sentences shared by consecutive chunks of one section
+    threads: int | None = None
+
+
+@dataclass
+class KnowledgeBuild:
+    section: bytes  # the knowledge section (runtime/knowledge/format.py)
+    embedder: Path  # the GGUF that becomes the embedder section
+    info: dict[str, Any]  # the manifest's `knowledge`
+    skipped: list[Skipped] = field(default_factory=list)
+    seconds: float = 0.0
+    starters: list[str] = field(default_factory=list)  # questions about the documents' headings
+
+
+def build_knowledge(options: KnowledgeOptions, progress: Progress | None = None) -> KnowledgeBuild:
+    started = time.monotonic()
+    bar = progress or (lambda total, label: lambda n: None)
+    documents, skipped = read_all(options.paths, bar)
+    if not documents:
+        where = ", ".join(str(p) for p in options.paths)
+        raise BuildError(f"no usable document in {where} ({len(skipped)} file(s) skipped); "
+                         "give .txt .md .html .pdf or .docx files with text")
+    gguf = options.embedding_model or default_embedder()
+    embedder = LoadedEmbedder(gguf, options.threads)
+    try:
+        count = embedder.counter()
+        chunks = by_script([c for doc in documents for c in chunk_document(
+            doc, count, options.max_tokens, options.overlap)])
+        vectors = embedder.embed_passages([indexed_text(c) for c in chunks],
+                                          bar(len(chunks), "Embedding"))
+        meta, db = _database(documents, chunks, vectors, embedder)
+        index = Index(db)
+        calibration = calibrate.calibrate(index, chunks, embedder.embed_queries)
+        db.executemany("UPDATE meta SET value = ? WHERE key = ?",
+                       [(repr(calibration.threshold), "threshold"),
+                        (repr(calibration.floor), "floor")])
+        db.commit()
+        section = pack(db)
+    finally:
+        embedder.close()
+    info = {
+        "format": FORMAT_VERSION, "documents": len(documents), "chunks": len(chunks),
+        "embedding_model": {"name": embedder.name, "file": gguf.name,
+                            "checksum": embedder.checksum, "dimensions": meta.dims,
+                            "query_prefix": meta.query_prefix,
+                            "passage_prefix": meta.passage_prefix},
+        "chunking": {"max_tokens": options.max_tokens, "overlap_sentences": options.overlap},
+        "threshold": round(calibration.threshold, 4), "floor": round(calibration.floor, 4),
+        "self_test": calibration.report(),
+        "index_bytes": len(section),
+    }
+    return KnowledgeBuild(section, gguf, info, skipped, time.monotonic() - started,
+                          suggest_starters(documents))
+
+
+def read_all(paths: list[Path], bar: Progress) -> tuple[list[Document], list[Skipped]]:
+    """Every usable document, and every file left out with why (each logged in one line)."""
+    sources, skipped = find_documents(paths)
+    for skip in skipped:
+        log.warning("skipped %s: %s", skip.path, skip.reason)
+    documents = []
+    advance = bar(len(sources), "Reading")
+    for source in sources:
+        try:
+            documents.append(read_document(source))
+        except DocumentError as e:
+            skipped.append(Skipped(source.path, str(e)))
+            log.warning("skipped %s", e)
+        advance(1)
+    return documents, skipped
+
+
+def indexed_text(chunk: Chunk) -> str:
+    """What is embedded and full-text indexed for a chunk: its text under its document's title
+    and heading path, so a passage that says "it" still matches the subject named above it."""
+    head = " › ".join(dict.fromkeys((chunk.title, *chunk.headings)))
+    return f"{head}\n{chunk.text}" if head and head not in chunk.text else chunk.text
+
+
+def script(chunk: Chunk) -> str:
+    """"cjk" when most of a chunk's letters are Chinese, Japanese or Korean, else "other"."""
+    letters = [c for c in chunk.text if c.isalpha()]
+    cjk = sum(is_cjk(c) for c in letters)
+    return "cjk" if letters and cjk * 2 >= len(letters) else "other"
+
+
+def by_script(chunks: list[Chunk]) -> list[Chunk]:
+    """Chunks group by group (search centres each group's scores on its own baseline), in
+    document order within a group."""
+    return sorted(chunks, key=lambda c: script(c) == "cjk")
+
+
+def groups(chunks: list[Chunk], vectors: np.ndarray) -> list[dict[str, Any]]:
+    out = []
+    for name in ("other", "cjk"):
+        ids = [i for i, c in enumerate(chunks) if script(c) == name]
+        if ids:
+            centroid = vectors[ids].mean(axis=0)
+            out.append(asdict(Group(name, ids[0] + 1, ids[-1] + 2,
+                                    [round(float(v), 6) for v in centroid])))
+    return out
+
+
+def _database(documents: list[Document], chunks: list[Chunk], vectors: np.ndarray,
+              embedder: LoadedEmbedder) -> tuple[IndexMeta, Any]:
+    ids = {doc.relpath: i for i, doc in enumerate(documents)}
+    quantized, scales = quantize(vectors)
+    meta = IndexMeta(dims=vectors.shape[1], count=len(chunks), scales=scales.tolist(),
+                     threshold=0.0, floor=0.0, groups=groups(chunks, vectors),
+                     query_prefix=embedder.query_prefix, passage_prefix=embedder.passage_prefix)
+    rows = [(ids[c.document], c.location, c.text, " ".join(terms(indexed_text(c))))
+            for c in chunks]
+    db = write_database(meta, [(d.relpath, d.title) for d in documents], rows,
+                        quantized.tobytes())
+    return meta, db
+
+
+def quantize(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int8 with one scale per dimension (its largest magnitude over the corpus is 127): e5's
+    vectors share a strong common direction, so a few dimensions are much larger than the rest
+    and one scale for all would leave the others a handful of levels."""
+    scales = np.abs(vectors).max(axis=0) / 127.0
+    scales[scales == 0] = 1.0
+    quantized = np.clip(np.rint(vectors / scales), -127, 127).astype(np.int8)
+    return quantized, scales.astype(np.float64)
+
+
+class LoadedEmbedder:
+    """The embedding GGUF loaded in llama.cpp for the build, with its tokenizer."""
+
+    def __init__(self, gguf: Path, threads: int | None):
+        from runtime.llama import cpu
+        from runtime.llama.bindings import llama_cpp
+        from runtime.llama.model import Tokenizer, physical_cores
+
+        self.checksum = _checksum(gguf)
+        cpu.load()
+        llama_cpp.llama_backend_init()
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = 0
+        self.model = llama_cpp.llama_model_load_from_file(str(gguf).encode(), params)
+        if not self.model:
+            raise BuildError(f"{gguf}: llama.cpp could not load it as a GGUF embedding model")
+        self.name = _meta(self.model, "general.name") or gguf.stem
+        self.query_prefix, self.passage_prefix = next(
+            (p for key, p in PREFIXES.items() if key in self.name.lower()), ("", ""))
+        self.tokenizer = Tokenizer(self.model)
+        self.embedder = Embedder(self.model, threads or physical_cores(), n_batch=N_EMBED_CTX,
+                                 n_seq_max=16, own_pooling=True)
+
+    def counter(self) -> Callable[[str], int]:
+        return lambda text: len(self.tokens(self.passage_prefix + text))
+
+    def tokens(self, text: str) -> list[int]:
+        tokens = self.tokenizer.tokenize(text.strip(), add_bos=True, special=False)
+        limit = self.embedder.n_batch
+        return tokens if len(tokens) <= limit else tokens[:limit - 1] + tokens[-1:]
+
+    def embed_passages(self, texts: list[str], advance: Callable[[int], None]) -> np.ndarray:
+        out = np.zeros((len(texts), self.embedder.n_embd), dtype=np.float32)
+        for start in range(0, len(texts), EMBED_GROUP):
+            group = texts[start:start + EMBED_GROUP]
+            out[start:start + len(group)] = self.embedder.embed_many(
+                [self.tokens(self.passage_prefix + t) for t in group])
+            advance(len(group))
+        return out
+
+    def embed_queries(self, texts: list[str]) -> list[list[float]]:
+        return self.embedder.embed_many([self.tokens(self.query_prefix + t) for t in texts])
+
+    def close(self) -> None:
+        from runtime.llama.bindings import llama_cpp
+
+        self.embedder.close()
+        llama_cpp.llama_model_free(self.model)
+
+
+def _meta(model: Any, key: str) -> str | None:
+    import ctypes
+
+    from runtime.llama.bindings import llama_cpp
+
+    buffer = ctypes.create_string_buffer(256)
+    n = llama_cpp.llama_model_meta_val_str(model, key.encode(), buffer, len(buffer))
+    return buffer.value.decode(errors="replace") if n >= 0 else None
+
+
+def _checksum(path: Path) -> str:
+    digest = new_checksum()
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"GGUF":
+                raise BuildError(f"{path}: not a GGUF file (--embedding-model takes a GGUF "
+                                 "embedding model)")
+            f.seek(0)
+            while data := f.read(1 << 22):
+                digest.update(data)
+    except OSError as e:
+        raise BuildError(f"{path}: cannot read ({e.strerror})") from None
+    return checksum_text(digest)

@@ -1,0 +1,140 @@
+"""The knowledge section's bytes: written by the build, read by the runtime (standard library only).
+
+    [0, 16)   magic b"LLBKNOWL", format version (u32), codec (u32: 1 = zlib)
+    [16, ..)  an SQLite database, compressed
+
+The database holds the chunks (document, title, location, text), an FTS5 full-text index over
+runtime/knowledge/terms.py's terms (contentless: the text is stored once, in `chunks`), the
+int8 vectors as one blob (row i is chunk i + 1), and `meta`: everything the runtime needs to
+search as the build did (dimensions, quantization scales, the calibrated relevance threshold,
+the embedder's prefixes). SQLite rather than a format of our own: FTS5 and bm25 come with the
+runtime's Python, and `Connection.deserialize` opens it from memory, so nothing is extracted to
+disk. The section is checksummed like every other (runtime/artifact/format.py).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import struct
+import zlib
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from runtime.artifact.format import new_checksum
+from runtime.artifact.manifest import Section
+from runtime.errors import ArtifactError
+
+MAGIC = b"LLBKNOWL"
+FORMAT_VERSION = 1
+CODEC_ZLIB = 1
+HEADER = struct.Struct("<8sII")
+SECTION = "knowledge"  # the manifest's section names
+EMBEDDER_SECTION = "embedder"
+
+SCHEMA = """
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE documents(id INTEGER PRIMARY KEY, path TEXT NOT NULL, title TEXT NOT NULL);
+CREATE TABLE chunks(id INTEGER PRIMARY KEY, document INTEGER NOT NULL REFERENCES documents,
+                    location TEXT NOT NULL, text TEXT NOT NULL);
+CREATE VIRTUAL TABLE fts USING fts5(terms, content='', tokenize='unicode61 remove_diacritics 0');
+CREATE TABLE vectors(id INTEGER PRIMARY KEY, data BLOB NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Group:
+    """Chunks [start, end) (ids) in one script group ("cjk" or "other"), and their centroid:
+    the mean of their float vectors, whose dot product with a query is the group's baseline."""
+
+    name: str
+    start: int
+    end: int
+    centroid: list[float]
+
+
+@dataclass(frozen=True)
+class IndexMeta:
+    """How the index was built: what the runtime needs to search it the same way."""
+
+    dims: int
+    count: int  # chunks
+    scales: list[float]  # per dimension: float value = int8 value * scale
+    threshold: float  # calibrated: unless one passage has this much lift, nothing answers
+    floor: float  # calibrated: a passage with less lift than this is never returned
+    groups: list[dict[str, Any]]  # Group fields; chunks are stored group by group
+    query_prefix: str  # e5 wants "query: " and "passage: "; "" for embedders without
+    passage_prefix: str
+
+
+def write_database(meta: IndexMeta, documents: list[tuple[str, str]],
+                   chunks: list[tuple[int, str, str, str]], vectors: bytes) -> sqlite3.Connection:
+    """A new in-memory database: documents (path, title), chunks (document index, location,
+    text, full-text terms joined by spaces), the int8 vectors row after row."""
+    db = sqlite3.connect(":memory:")
+    db.executescript(SCHEMA)
+    db.executemany("INSERT INTO meta VALUES (?, ?)",
+                   [(k, json.dumps(v, ensure_ascii=False)) for k, v in asdict(meta).items()])
+    db.executemany("INSERT INTO documents VALUES (?, ?, ?)",
+                   [(i, path, title) for i, (path, title) in enumerate(documents)])
+    db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?)",
+                   [(i, doc, loc, text) for i, (doc, loc, text, _) in enumerate(chunks, 1)])
+    db.executemany("INSERT INTO fts(rowid, terms) VALUES (?, ?)",
+                   [(i, terms) for i, (_, _, _, terms) in enumerate(chunks, 1)])
+    db.execute("INSERT INTO fts(fts) VALUES ('optimize')")  # one b-tree segment: smaller
+    db.execute("INSERT INTO vectors VALUES (1, ?)", (vectors,))
+    db.commit()
+    return db
+
+
+def pack(db: sqlite3.Connection) -> bytes:
+    db.execute("VACUUM")
+    return HEADER.pack(MAGIC, FORMAT_VERSION, CODEC_ZLIB) + zlib.compress(db.serialize(), 9)
+
+
+def unpack(data: bytes | memoryview, where: str) -> sqlite3.Connection:
+    """The section's database, in memory, read-only; ArtifactError if it is not one we read."""
+    if len(data) < HEADER.size:
+        raise ArtifactError(f"{where}: corrupted knowledge section (too short)")
+    magic, version, codec = HEADER.unpack(data[:HEADER.size])
+    if magic != MAGIC:
+        raise ArtifactError(f"{where}: corrupted knowledge section (bad magic)")
+    if version != FORMAT_VERSION or codec != CODEC_ZLIB:
+        raise ArtifactError(f"{where}: knowledge format {version} (codec {codec}) is not one "
+                            f"this runtime reads ({FORMAT_VERSION}); rebuild the artifact")
+    try:
+        raw = zlib.decompress(data[HEADER.size:])
+        # Called from the model thread, opened from whichever thread loads the artifact.
+        db = sqlite3.connect(":memory:", check_same_thread=False)
+        db.deserialize(raw)
+        db.execute("PRAGMA query_only = 1")
+        db.execute("SELECT count(*) FROM chunks").fetchone()
+    except (zlib.error, sqlite3.Error) as e:
+        raise ArtifactError(f"{where}: corrupted knowledge section ({e})") from None
+    return db
+
+
+def read_meta(db: sqlite3.Connection) -> IndexMeta:
+    values: dict[str, Any] = {k: json.loads(v) for k, v in db.execute("SELECT * FROM meta")}
+    try:
+        return IndexMeta(**{k: values[k] for k in IndexMeta.__dataclass_fields__})
+    except KeyError as e:
+        raise ArtifactError(f"corrupted knowledge section (no {e} in its meta)") from None
+
+
+def read_section(artifact: str, section: Section) -> bytes:
+    """A section's bytes, checked against its checksum (the index is small: hashing it costs
+    about a millisecond, and a damaged index would otherwise fail in odd ways later)."""
+    try:
+        with open(artifact, "rb") as f:
+            f.seek(section.offset)
+            data = f.read(section.length)
+    except OSError as e:
+        raise ArtifactError(f"{artifact}: cannot read ({e.strerror})") from None
+    algorithm, _, expected = section.checksum.partition(":")
+    digest = new_checksum(algorithm)
+    digest.update(data)
+    if len(data) != section.length or digest.hexdigest() != expected:
+        raise ArtifactError(f"{artifact}: the {section.name} section is corrupted (checksum "
+                            "mismatch); get a fresh copy")
+    return data

@@ -1,0 +1,83 @@
+"""The real `Knowledge` (runtime/knowledge/passage.py): a bundle's index and its embedder, both
+read from the artifact's sections, nothing extracted to disk.
+
+    knowledge = open_knowledge(artifact_path, manifest, threads)  # None: no knowledge bundled
+
+The embedder is a second llama.cpp model, mapped from the artifact at its section's offset like
+the chat model's weights, with its own embedding context. Called only from the model thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from runtime.artifact.manifest import Manifest
+from runtime.errors import RequestError
+from runtime.knowledge.format import EMBEDDER_SECTION, SECTION, read_section, unpack
+from runtime.knowledge.passage import Hit
+from runtime.knowledge.search import Index
+from runtime.llama.bindings import llama_cpp
+from runtime.llama.embedder import N_EMBED_CTX, Embedder
+from runtime.llama.model import Tokenizer, load_model
+
+MAX_TOP_K = 50
+
+
+class BundledKnowledge:
+    """Satisfies runtime.knowledge.passage.Knowledge."""
+
+    def __init__(self, index: Index, model: Any, threads: int, info: dict[str, Any]):
+        self.index = index
+        self.model = model
+        self.tokenizer = Tokenizer(model)
+        self.embedder = Embedder(model, threads, n_batch=N_EMBED_CTX, n_seq_max=8,
+                                 own_pooling=True)
+        self.info = info
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self.info)
+
+    def search(self, query: str, top_k: int) -> list[Hit]:
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise RequestError(f"top_k must be between 1 and {MAX_TOP_K}", param="top_k")
+        query = query.strip()
+        if not query:
+            return []
+        vector = self.embedder.embed(self._tokens(self.index.meta.query_prefix + query,
+                                                  truncate=True))
+        return self.index.search(query, vector, top_k)
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        sequences = []
+        for text in texts:
+            if not text.strip():
+                raise RequestError("cannot embed an empty input", param="input")
+            sequences.append(self._tokens(text.strip(), truncate=False))
+        return self.embedder.embed_many(sequences)
+
+    def _tokens(self, text: str, truncate: bool) -> list[int]:
+        # special=False: a document or question that contains "</s>" is text, not a control token
+        tokens = self.tokenizer.tokenize(text, add_bos=True, special=False)
+        if len(tokens) > self.embedder.n_batch:
+            if not truncate:
+                raise RequestError(
+                    f"input has {len(tokens)} tokens; the embedding model takes at most "
+                    f"{self.embedder.n_batch}", param="input", code="context_length_exceeded")
+            tokens = tokens[:self.embedder.n_batch - 1] + tokens[-1:]  # keep the EOS
+        return tokens
+
+    def close(self) -> None:
+        self.embedder.close()
+        llama_cpp.llama_model_free(self.model)
+
+
+def open_knowledge(artifact: str, manifest: Manifest, threads: int) -> BundledKnowledge | None:
+    """The artifact's knowledge, or None when it was built without --knowledge. Call after
+    llama.cpp's backend is initialised (Engine.load does it). ArtifactError if damaged."""
+    if manifest.knowledge is None:
+        return None
+    section = manifest.section(SECTION)
+    index = Index(unpack(read_section(artifact, section), artifact))
+    model = load_model(artifact, manifest.section(EMBEDDER_SECTION).offset)
+    return BundledKnowledge(index, model, threads, manifest.knowledge)
