@@ -119,6 +119,18 @@ def test_a_chinese_question_gets_its_instruction_in_chinese():
     assert grounded_question("谁赢了比赛？", []).startswith("资料：无")
 
 
+def test_a_passage_is_named_by_title_and_location_without_saying_the_title_twice():
+    from runtime.knowledge.retrieve import passage_line
+
+    def line(title: str, location: str) -> str:
+        return passage_line(2, Hit(Passage("a.md", title, location, " Text. "), 0.5))
+
+    assert line("Router manual", "Router manual › Reset") == "[2] Router manual — Reset: Text."
+    assert line("Router manual", "Router manual") == "[2] Router manual: Text."
+    assert line("Router manual", "p. 3") == "[2] Router manual — p. 3: Text."
+    assert line("Router manual", "") == "[2] Router manual: Text."
+
+
 def test_answer_room_never_takes_the_whole_context():
     assert answer_room(4096, 512) == 512
     assert answer_room(4096, 100_000) == 2048
@@ -178,7 +190,7 @@ def test_unary_chat_carries_the_sources_and_the_knowledge_usage(site, client):
     assert knowledge["passages"] == len(sources) and knowledge["passages_left_out"] == 0
     assert knowledge["tokens"] > 0 and knowledge["search_ms"] >= 0
     prompt = site.engine.requests[-1].messages[-1].content
-    assert "[1] Install — Install › Linux: To install" in prompt
+    assert "[1] Install — Linux: To install" in prompt
 
 
 def test_streamed_chat_has_the_sources_on_its_first_chunk(client):

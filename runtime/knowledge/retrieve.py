@@ -93,7 +93,10 @@ def chinese(text: str) -> bool:
 def passage_line(n: int, hit: Hit) -> str:
     """`[1] Title — location: text`, the form the model cites and the page links."""
     p = hit.passage
-    where = f" — {p.location}" if p.location else ""
+    location = p.location
+    if location.startswith(f"{p.title} › "):  # a heading path starts with the title heading
+        location = location[len(p.title) + 3:]
+    where = f" — {location}" if location and location != p.title else ""
     return f"[{n}] {p.title}{where}: {p.text.strip()}"
 
 
