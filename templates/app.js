@@ -43,7 +43,7 @@ const I18N = {
     storageFull: "Browser storage is full; the oldest chats were removed.",
     modelBy: "{name}", version: "llamabundle {version}",
     sources: "Sources", sourcesLabel: "Sources of this answer", cite: "Source {n}",
-    tryAsking: "Try asking",
+    tryAsking: "Try asking", notCovered: "Nothing in the documents covers this question.",
   },
   zh: {
     chats: "对话", pastChats: "历史对话", newChat: "新对话", openMenu: "打开菜单",
@@ -79,7 +79,7 @@ const I18N = {
     storageFull: "浏览器存储空间已满，已删除最早的对话。",
     modelBy: "{name}", version: "llamabundle {version}",
     sources: "来源", sourcesLabel: "这条回答的来源", cite: "来源 {n}",
-    tryAsking: "可以这样问",
+    tryAsking: "可以这样问", notCovered: "文档中没有涉及这个问题的内容。",
   },
 };
 
@@ -517,7 +517,7 @@ function paintMessage(node, msg) {
     body.replaceChildren(Markdown.render(msg.content, markdownOptions));
     if (hasSources(msg)) linkCitations(body, msg, node);
   }
-  if (hasSources(msg) && !node.querySelector(".sources")) {
+  if (Array.isArray(msg.sources) && msg.role === "assistant" && !node.querySelector(".sources")) {
     // Built once: a passage the user opened stays open while the answer streams on.
     node.querySelector(".msg-main").insertBefore(sourcesElement(msg),
                                                  node.querySelector(".msg-actions"));
@@ -572,10 +572,16 @@ function hasSources(msg) {
 }
 
 // A document's text is untrusted input, like the model's: it reaches the page as text nodes only.
+// Retrieval that found nothing relevant says so, whatever the model makes of the question.
 function sourcesElement(msg) {
   const box = document.createElement("section");
   box.className = "sources";
   box.setAttribute("aria-label", t("sourcesLabel"));
+  if (!msg.sources.length) {
+    box.classList.add("sources-none");
+    box.textContent = t("notCovered");
+    return box;
+  }
   const head = document.createElement("h3");
   head.className = "sources-head";
   head.textContent = t("sources");

@@ -151,7 +151,8 @@ def test_knowledge_search_finds_the_passage_across_languages(server):
 
 
 def test_embeddings_come_from_the_bundled_multilingual_embedder(client):
-    texts = ["How do I reset the router?", "如何把路由器恢复出厂设置？", "The cat sleeps on the sofa."]
+    texts = ["How do I reset the router?", "如何把路由器恢复出厂设置？",
+             "The cat sleeps on the sofa."]
     vectors = [d.embedding for d in client.embeddings.create(
         model="assistant", input=texts, encoding_format="float").data]
     assert [len(v) for v in vectors] == [384] * 3  # multilingual-e5-small's, not the chat model's

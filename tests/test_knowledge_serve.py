@@ -99,9 +99,9 @@ def test_question_too_long_for_any_budget_is_kept_whole():
 def test_nothing_relevant_tells_the_model_the_documents_do_not_cover_it():
     g = ground(chat("who won the 1998 world cup?"), [], chat_length, budget=1000)
     assert g.hits == ()
-    assert g.messages[-1].content.startswith("Sources: none (the documents have nothing")
-    assert "say that the documents do not cover it" in g.messages[0].content
-    assert "Example" not in g.messages[0].content  # it made the model cite a missing [1]
+    assert g.messages[-1].content == "who won the 1998 world cup?"
+    assert g.messages[0].content.startswith("Be brief.\n\nThe user's documents do not cover")
+    assert "[1]" not in g.messages[0].content  # it made the model cite a [1] that is not there
     assert g.usage.passages == 0 and g.usage.tokens > 0
 
 
@@ -116,7 +116,9 @@ def test_a_chinese_question_gets_its_instruction_in_chinese():
     assert "只根据用户消息中带编号的资料回答问题" in g.messages[0].content
     text = g.messages[-1].content
     assert "[1] 网络设置: 打印机连接" in text and text.endswith("问题：打印机怎么连接 Wi-Fi？")
-    assert grounded_question("谁赢了比赛？", []).startswith("资料：无")
+    assert grounded_question("谁赢了比赛？", []) == "谁赢了比赛？"
+    none = ground(chat("谁赢了比赛？"), [], chat_length, 1000)
+    assert "用户的文档没有涉及下面这个问题" in none.messages[0].content
 
 
 def test_a_passage_is_named_by_title_and_location_without_saying_the_title_twice():
@@ -221,8 +223,8 @@ def test_nothing_relevant_gives_no_sources_and_the_not_covered_instruction(site,
         max_tokens=2)
     assert reply.model_dump()["sources"] == []
     sent = site.engine.requests[-1].messages
-    assert sent[-1].content.startswith("Sources: none")
-    assert "say that the documents do not cover it" in sent[0].content
+    assert sent[-1].content == "Who painted the Mona Lisa?"
+    assert "documents do not cover the next question" in sent[0].content
 
 
 def test_a_chat_too_long_for_the_context_says_what_was_left_out(site, client):

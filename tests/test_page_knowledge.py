@@ -128,6 +128,15 @@ def test_sources_and_starters_in_chinese(site, browser):
     assert page.el(".msg-assistant .cite").get_attribute("aria-label") == "来源 1"
 
 
+def test_an_answer_the_documents_do_not_cover_says_so(site, browser):
+    page = browser().open(site.url)
+    page.send("Who painted the Mona Lisa?")
+    page.wait_idle()
+    assert page.el(".msg-assistant .sources-none").text == \
+        "Nothing in the documents covers this question."
+    assert page.all(".msg-assistant .source, .msg-assistant .cite") == []
+
+
 def test_no_starters_and_no_sources_without_knowledge(browser):
     with FakeServer(CitingEngine("Plain answer [1].", None), free_port()) as server:
         page = browser().open(server.url)

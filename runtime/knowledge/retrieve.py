@@ -109,7 +109,6 @@ INSTRUCTION_ZH = (
     "只根据用户消息中带编号的资料回答问题，并在每个事实后用 [1] 这样的编号注明出处。用自己的话"
     "简要回答，不要照抄资料。如果没有资料，或资料回答不了这个问题，就说文档中没有涉及。请用中文回答。")
 # One worked example: a 0.5B model copies the sources out without it, and with it cites [n].
-# Left out when there is no source, where it made the model cite a [1] that does not exist.
 EXAMPLE_EN = """
 
 Example:
@@ -126,24 +125,29 @@ EXAMPLE_ZH = """
 回答：每 4 周用白醋除垢一次 [1]。"""
 
 
+# With no source, the question is asked as is and the system prompt says the documents do not
+# cover it: given "Sources: none" the 0.5B model still cited a [1] that does not exist.
+NOT_COVERED_EN = ("The user's documents do not cover the next question. Say so in one "
+                  "sentence, and cite nothing.")
+NOT_COVERED_ZH = "用户的文档没有涉及下面这个问题。请用一句话说明文档中没有涉及，不要标注任何编号。"
+
+
 def instruction(question: str, hits: Sequence[Hit]) -> str:
     """What the system prompt gains: the same text turn after turn (per language, and with
     or without sources), so the KV cache of the chat before the question stays reusable."""
-    if chinese(question):
-        return INSTRUCTION_ZH + (EXAMPLE_ZH if hits else "")
-    return INSTRUCTION_EN + (EXAMPLE_EN if hits else "")
+    zh = chinese(question)
+    if not hits:
+        return NOT_COVERED_ZH if zh else NOT_COVERED_EN
+    return INSTRUCTION_ZH + EXAMPLE_ZH if zh else INSTRUCTION_EN + EXAMPLE_EN
 
 
 def grounded_question(question: str, hits: Sequence[Hit]) -> str:
-    """The user message: the numbered passages, then the question; or, with no passage, the
-    statement that the documents have nothing on it."""
-    zh = chinese(question)
+    """The user message: the numbered passages, then the question (with no passage, the
+    question alone)."""
     if not hits:
-        if zh:
-            return f"资料：无（文档中没有相关内容）\n\n问题：{question}"
-        return f"Sources: none (the documents have nothing on this)\n\nQuestion: {question}"
+        return question
     passages = "\n\n".join(passage_line(i, hit) for i, hit in enumerate(hits, 1))
-    if zh:
+    if chinese(question):
         return f"资料：\n\n{passages}\n\n问题：{question}"
     return f"Sources:\n\n{passages}\n\nQuestion: {question}"
 
