@@ -109,24 +109,20 @@ INSTRUCTION_ZH = (
     "只根据用户消息中带编号的资料回答问题，并在每个事实后用 [1] 这样的编号注明出处。用自己的话"
     "简要回答，不要照抄资料。如果没有资料，或资料回答不了这个问题，就说文档中没有涉及。请用中文回答。")
 # One worked example: a 0.5B model copies the sources out without it, and with it cites [n].
-# Two sources, the second cited, so it does not learn to cite [1] whatever it uses; a subject
-# (a library) unlikely to be the documents' own, so its facts do not leak into answers.
 EXAMPLE_EN = """
 
 Example:
 Sources:
-[1] Library rules — Opening hours: The library opens at 9:00 and closes at 20:00.
-[2] Library rules — Loans: Books can be borrowed for 21 days and renewed twice online.
-Question: How long can I keep a book?
-Answer: 21 days, and you can renew the loan twice online [2]."""
+[1] Kettle guide — Cleaning: Descale the kettle every 4 weeks with white vinegar.
+Question: How often should I descale the kettle?
+Answer: Descale it every 4 weeks, using white vinegar [1]."""
 EXAMPLE_ZH = """
 
 示例：
 资料：
-[1] 图书馆规定 — 开放时间: 图书馆每天 9:00 开门，20:00 闭馆。
-[2] 图书馆规定 — 借阅: 图书可借阅 21 天，可在网上续借两次。
-问题：一本书可以借多久？
-回答：可以借 21 天，并可在网上续借两次 [2]。"""
+[1] 水壶指南 — 清洁: 每 4 周用白醋为水壶除垢一次。
+问题：水壶多久除垢一次？
+回答：每 4 周用白醋除垢一次 [1]。"""
 
 
 # With no source, the question is asked as is and the system prompt says the documents do not
