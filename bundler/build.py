@@ -45,6 +45,7 @@ class BuildOptions:
     chat_template: str | None = None  # template text (the CLI reads a PATH for you)
     defaults: dict[str, Any] | None = None  # baked run-time settings
     knowledge: KnowledgeOptions | None = None  # --knowledge: documents to bundle
+    starters: tuple[str, ...] = ()  # example questions for the chat page
 
 
 @dataclass
@@ -74,6 +75,8 @@ def build(options: BuildOptions, progress: ProgressFactory | None = None) -> Bui
     manifest = _manifest(source, options)
     manifest.runtime_key = runtime.key
     manifest.knowledge = knowledge.info if knowledge else None
+    if knowledge and not manifest.starters:  # the builder's --starter lines win
+        manifest.starters = knowledge.starters
     advance = progress(source.size, "Writing") if progress else (lambda n: None)
     write_atomically(output, lambda f: _write(f, runtime, source, manifest, advance, knowledge))
     return BuildResult(output, output.stat().st_size, time.monotonic() - started, manifest,
@@ -114,6 +117,7 @@ def _manifest(model: ModelSource, options: BuildOptions) -> Manifest:
         quantization=info.quantization, context_length=info.context_length,
         gguf_chat_template=info.chat_template is not None, chat_template=template,
         chat_template_source=source, defaults=_defaults(model, options),
+        starters=list(options.starters),
     )
 
 

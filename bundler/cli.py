@@ -21,6 +21,9 @@ from runtime import settings as settings_mod
 from runtime.artifact.manifest import Manifest
 from runtime.errors import LlamabundleError, SettingsError, TemplateError
 
+MAX_STARTERS = 6  # the page shows them all at once; more is a wall of text
+MAX_STARTER_LENGTH = 200
+
 
 def _baked_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """One click option per run-time setting (runtime/settings.py declares them all)."""
@@ -54,6 +57,10 @@ def main() -> None:
               path_type=Path), help="Read the baked system prompt from a file.")
 @click.option("--chat-template", metavar="TEXT|PATH",
               help="Jinja chat template, or a file holding one (wins over the GGUF's).")
+@click.option("--starter", "starters", metavar="QUESTION", multiple=True,
+              help=f"An example question the chat page offers a first-time user (repeat it, "
+                   f"up to {MAX_STARTERS}; a knowledge bundle without one asks about its "
+                   "documents' headings).")
 @click.option("--knowledge", "knowledge", multiple=True, type=click.Path(path_type=Path),
               metavar="PATH", help="Bundle the documents (.txt .md .html .pdf .docx) in this file "
               "or folder, searched for every chat turn; repeat for more.")
@@ -64,7 +71,8 @@ def main() -> None:
 def build_command(model: Path, output: Path | None, force: bool, name: str | None,
                   title: str | None, system_prompt_file: Path | None,
                   chat_template: str | None, knowledge: tuple[Path, ...],
-                  embedding_model: Path | None, **baked: Any) -> None:
+                  embedding_model: Path | None, starters: tuple[str, ...],
+                  **baked: Any) -> None:
     """Build one executable from MODEL: a GGUF, the first part of a split GGUF, or
     ollama:NAME[:TAG] from the local Ollama store.
 
@@ -88,7 +96,8 @@ def build_command(model: Path, output: Path | None, force: bool, name: str | Non
     if embedding_model is not None and not knowledge:
         raise click.BadParameter("--embedding-model is for --knowledge; give documents too")
     documents = KnowledgeOptions(list(knowledge), embedding_model) if knowledge else None
-    options = BuildOptions(model, output, force, name, title, template, defaults, documents)
+    options = BuildOptions(model, output, force, name, title, template, defaults, documents,
+                           _starters(starters))
     try:
         result = build(options, progress=_progress_bar)
     except LlamabundleError as e:
@@ -96,6 +105,17 @@ def build_command(model: Path, output: Path | None, force: bool, name: str | Non
     if result.knowledge is not None:
         click.echo(_knowledge_summary(result))
     click.echo(f"Wrote {result.path} ({result.size / 1e6:.1f} MB) in {result.seconds:.1f} s")
+
+
+def _starters(given: tuple[str, ...]) -> tuple[str, ...]:
+    starters = tuple(" ".join(s.split()) for s in given)
+    if len(starters) > MAX_STARTERS:
+        raise click.BadParameter(f"at most {MAX_STARTERS} starters", param_hint="--starter")
+    for starter in starters:
+        if not starter or len(starter) > MAX_STARTER_LENGTH:
+            raise click.BadParameter(f"a starter is a question of 1 to {MAX_STARTER_LENGTH} "
+                                     "characters", param_hint="--starter")
+    return starters
 
 
 def _knowledge_summary(result: BuildResult) -> str:

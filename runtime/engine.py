@@ -1,8 +1,9 @@
 """The engine: one loaded model with the parts that serve it, called from the worker's threads.
 
 It holds the parts together — the model's tokenizer (runtime/llama/model.py), its chat template
-(runtime/chat/), the decoder that owns the KV cache (runtime/llama/decoder.py) and the embedder
-(runtime/llama/embedder.py) — and turns a `GenerationRequest` into their calls. It satisfies
+(runtime/chat/), the decoder that owns the KV cache (runtime/llama/decoder.py), the embedder
+(runtime/llama/embedder.py) and a knowledge bundle's documents (runtime/knowledge/: a chat turn
+retrieves and cites them) — and turns a `GenerationRequest` into their calls. It satisfies
 `runtime.generation.Model`, the interface the web layer sees. Several threads call it at once
 (one per request being served): generations meet in the decoder's own thread, the tokenizer
 only reads, and the embedder's context takes one caller at a time.
@@ -21,8 +22,18 @@ from runtime.chat.template import ChatTemplate
 from runtime.chat.tool_parse import MARKERS, Content, ToolStream
 from runtime.chat.tool_prompt import render_chat
 from runtime.chat.tools import tool_family
-from runtime.errors import RequestError
-from runtime.generation import CallStart, Embedding, Event, Finish, GenerationRequest
+from runtime.errors import NoKnowledgeError, RequestError
+from runtime.generation import (
+    CallStart,
+    ChatMessage,
+    Embedding,
+    Event,
+    Finish,
+    GenerationRequest,
+)
+from runtime.knowledge import retrieve
+from runtime.knowledge.index import open_knowledge
+from runtime.knowledge.passage import Hit, Knowledge
 from runtime.llama import cpu
 from runtime.llama.bindings import llama_cpp
 from runtime.llama.decoder import Decoder
@@ -37,7 +48,8 @@ class Engine:
     """One loaded model."""
 
     def __init__(self, model: Any, ctx: Any, manifest: Manifest, threads: int,
-                 cpu_backend: cpu.CpuBackend, n_seq: int = 1):
+                 cpu_backend: cpu.CpuBackend, n_seq: int = 1,
+                 knowledge: Knowledge | None = None):
         self.model = model
         self.threads = threads
         self.cpu = cpu_backend
@@ -53,6 +65,9 @@ class Engine:
         self._embedding = threading.Lock()
         # What the server hangs on every generation (its /metrics); nothing for -p.
         self.observe: Callable[[Iterator[Event]], Iterator[Event]] = lambda events: events
+        self.knowledge = knowledge
+        # Described once, at load: /props reads it from the event loop.
+        self._knowledge_info = knowledge.describe() if knowledge else None
 
     @classmethod
     def load(cls, artifact: str, manifest: Manifest, settings: Settings) -> Engine:
@@ -64,12 +79,21 @@ class Engine:
         model = load_model(artifact, weights.offset)
         ctx = new_context(model, min(settings.ctx_size or trained, trained), threads,
                           settings.parallel)
-        return cls(model, ctx, manifest, threads, cpu_backend, settings.parallel)
+        knowledge = open_knowledge(artifact, manifest, threads)  # None: built without it
+        return cls(model, ctx, manifest, threads, cpu_backend, settings.parallel, knowledge)
 
     def hardware(self) -> dict[str, Any]:
         return self.cpu.as_dict()
 
     def generate(self, request: GenerationRequest) -> Iterator[Event]:
+        if self.knowledge is not None and request.knowledge and request.messages is not None:
+            def count(messages: Sequence[ChatMessage]) -> int:  # as the prompt will be, tools too
+                return len(self.prompt(replace(request, messages=tuple(messages))))
+
+            return retrieve.answer(self.knowledge, request, count, self.n_ctx, self._generate)
+        return self._generate(request)
+
+    def _generate(self, request: GenerationRequest) -> Iterator[Event]:
         events = self.observe(self.decoder.generate(
             self.prompt(request), request.sampling, request.max_tokens,
             request.stop + self.extra_stops, self.grammar(request),
@@ -109,8 +133,28 @@ class Engine:
         return frozenset(t[0] for t in ids if len(t) == 1)
 
     def embed(self, item: str | Sequence[int]) -> Embedding:
+        if self.knowledge is not None:
+            return self._embed_with(self.knowledge, item)
         with self._embedding:
             return self._embed(item)
+
+    def _embed_with(self, knowledge: Knowledge, item: str | Sequence[int]) -> Embedding:
+        """The bundled embedder's vector: the one the documents were indexed with, multilingual,
+        unlike the chat model's. Token ids are read as the chat model's (as llama.cpp's server
+        does) and embedded as their text."""
+        text = item if isinstance(item, str) else self.detokenize(self.tokenizer.checked(
+            item, "input"))
+        vector = knowledge.embed([retrieve.embedding_text(text, self._knowledge_info)])[0]
+        return Embedding(vector, len(self.tokenizer.tokenize(text, add_bos=False)))
+
+    def knowledge_info(self) -> dict[str, Any] | None:
+        return self._knowledge_info
+
+    def search(self, query: str, top_k: int) -> list[Hit]:
+        if self.knowledge is None:
+            raise NoKnowledgeError("this bundle has no documents (it was built without "
+                                   "--knowledge)")
+        return self.knowledge.search(query, top_k)
 
     def _embed(self, item: str | Sequence[int]) -> Embedding:
         if self.embedder is None:

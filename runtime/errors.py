@@ -76,6 +76,13 @@ class BusyError(RequestError):
     type = "server_busy"
 
 
+class NoKnowledgeError(RequestError):
+    """A knowledge route in a bundle built without --knowledge."""
+
+    status = 404
+    type = "not_found_error"
+
+
 class NotReadyError(RequestError):
     status = 503
     type = "model_loading"

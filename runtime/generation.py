@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from runtime.chat.tools import Tool, ToolCall
+from runtime.knowledge.passage import Hit
 from runtime.settings import Settings
 
 
@@ -53,6 +54,7 @@ class GenerationRequest:
     tool_choice: str = "auto"  # "auto", "none", "required" or a tool's name; no tools: none
     parallel_tool_calls: bool = True
     logprobs: int | None = None  # None: none; n: each token's, with its n likeliest (0-20)
+    knowledge: bool = True  # a chat in a knowledge bundle retrieves passages; False skips it
 
     @property
     def calls_tools(self) -> bool:
@@ -73,6 +75,25 @@ class TokenLogprob(TopLogprob):
 
 
 @dataclass(frozen=True)
+class KnowledgeUsage:
+    """What retrieval put in a chat's prompt, and what the context budget left out."""
+
+    passages: int  # passages in the prompt (the response's sources)
+    passages_left_out: int  # found relevant, dropped (lowest-ranked first) to fit the context
+    tokens: int  # prompt tokens spent on the passages and the instruction around them
+    turns_left_out: int = 0  # older messages dropped after every passage was
+    search_ns: int = 0  # retrieval, the query's embedding included, and fitting the prompt
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The first event of a chat that retrieval ran for: the passages its prompt holds, in the
+    order they are numbered for citation ([1] is hits[0]); empty when none was relevant."""
+
+    hits: tuple[Hit, ...]
+
+
+@dataclass(frozen=True)
 class Finish:
     """How a generation ended, with its counts and timings (nanoseconds)."""
 
@@ -83,6 +104,7 @@ class Finish:
     prompt_ns: int = 0  # evaluating the prompt (the part not reused)
     generation_ns: int = 0  # from the first generated token to the last
     logprobs: tuple[TokenLogprob, ...] | None = None  # each generated token's, when asked
+    knowledge: KnowledgeUsage | None = None  # set when retrieval ran for this chat
 
     @property
     def total_tokens(self) -> int:
@@ -105,8 +127,8 @@ class CallArguments:
 
 
 # A generation yields text pieces and, with tools, CallStart then its CallArguments; then one
-# Finish. Text never holds call markup.
-Event = str | CallStart | CallArguments | Finish
+# Finish. Text never holds call markup. A chat that retrieval ran for starts with its Sources.
+Event = str | Sources | CallStart | CallArguments | Finish
 
 
 @dataclass(frozen=True)
@@ -114,16 +136,20 @@ class Completion:
     text: str
     finish: Finish
     tool_calls: tuple[ToolCall, ...] = ()
+    sources: Sources | None = None
 
 
 def collect(events: Iterable[Event]) -> Completion:
     """A whole answer from a generation's events, its calls whole."""
     parts: list[str] = []
     calls: list[ToolCall] = []
+    sources = None
     for event in events:
         if isinstance(event, Finish):
-            return Completion("".join(parts), event, tuple(calls))
-        if isinstance(event, CallStart):
+            return Completion("".join(parts), event, tuple(calls), sources)
+        if isinstance(event, Sources):
+            sources = event
+        elif isinstance(event, CallStart):
             calls.append(ToolCall(event.id, event.name, ""))
         elif isinstance(event, CallArguments):
             calls[event.index].arguments += event.fragment
@@ -156,7 +182,7 @@ class Defaults:
                 stop: str | Sequence[str] | None = None, json_schema: dict[str, Any] | None = None,
                 tools: Sequence[Tool] = (), tool_choice: str | None = None,
                 parallel_tool_calls: bool | None = None, logprobs: int | None = None,
-                **sampling: Any) -> GenerationRequest:
+                knowledge: bool = True, **sampling: Any) -> GenerationRequest:
         """A request with these defaults where the caller gave None. A chat without a system
         message gets the bundle's system prompt. tool_choice: "auto" with tools, else none."""
         if messages is not None and self.system_prompt and \
@@ -174,6 +200,7 @@ class Defaults:
             tool_choice=tool_choice or ("auto" if tools else "none"),
             parallel_tool_calls=True if parallel_tool_calls is None else parallel_tool_calls,
             logprobs=logprobs,
+            knowledge=knowledge,
         )
 
 
@@ -200,4 +227,12 @@ class Model(Protocol):
 
     def kv_cache(self) -> tuple[int, int]:
         """Tokens the KV cache holds now, and at most (for /metrics; read from any thread)."""
+        ...
+
+    def knowledge_info(self) -> dict[str, Any] | None:
+        """The bundle's knowledge described (documents, chunks, embedder), None without one."""
+        ...
+
+    def search(self, query: str, top_k: int) -> list[Hit]:
+        """The bundle's retrieval itself; raises NoKnowledgeError in a bundle without one."""
         ...

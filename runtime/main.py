@@ -15,7 +15,8 @@ from runtime import settings as settings_mod
 from runtime.artifact.format import new_checksum
 from runtime.artifact.manifest import Manifest, Section, read_manifest_at
 from runtime.errors import LlamabundleError, LoadError, RequestError
-from runtime.generation import ChatMessage, Defaults
+from runtime.generation import ChatMessage, Defaults, Sources
+from runtime.knowledge.retrieve import cited_list
 from runtime.settings import Settings
 
 if TYPE_CHECKING:
@@ -180,14 +181,19 @@ def one_shot(artifact: str, manifest: Manifest, settings: Settings, prompt: str)
     engine = load_engine(artifact, manifest, settings)
     log.info("CPU code: %s", engine.cpu.describe())
     request = Defaults.from_settings(settings).request(messages=[ChatMessage("user", prompt)])
+    sources: list[str] = []
     try:
         for event in engine.generate(request):
             if isinstance(event, str):
                 sys.stdout.write(event)
                 sys.stdout.flush()
+            elif isinstance(event, Sources):  # a knowledge bundle's: listed after the answer
+                sources = cited_list(event.hits)
     except RequestError as e:
         log.error("%s", e)
         return 1
     sys.stdout.write("\n")
     sys.stdout.flush()
+    for line in sources:  # on stderr: stdout stays the answer alone, for pipes
+        print(line, file=sys.stderr)
     return 0

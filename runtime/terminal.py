@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, TextIO
 
 from runtime.artifact.manifest import Manifest
 from runtime.errors import ContextOverflowError, RequestError
-from runtime.generation import ChatMessage, Defaults, Finish, Model
+from runtime.generation import ChatMessage, Defaults, Finish, Model, Sources
+from runtime.knowledge.retrieve import cited_list
 from runtime.settings import Settings
 
 if TYPE_CHECKING:
@@ -148,8 +149,11 @@ class Chat:
         return turn
 
     def _after_answer(self, turn: Turn) -> None:
-        # The place for a knowledge bundle's sources: one compact line per source, under the
-        # answer, once generation yields them (turn.extras).
+        for extra in turn.extras:  # a knowledge bundle's: one compact line per source
+            if isinstance(extra, Sources):
+                self.say("\n".join(["Sources:", *("  " + line for line in
+                                                   cited_list(extra.hits))])
+                         if extra.hits else "(the documents do not cover this)")
         if turn.interrupted:
             self.say("(stopped)")
         elif self.verbose and turn.finish is not None:

@@ -42,6 +42,8 @@ const I18N = {
     stopped: "Stopped", cutOff: "Reached the maximum length", interrupted: "Interrupted",
     storageFull: "Browser storage is full; the oldest chats were removed.",
     modelBy: "{name}", version: "llamabundle {version}",
+    sources: "Sources", sourcesLabel: "Sources of this answer", cite: "Source {n}",
+    tryAsking: "Try asking", notCovered: "Nothing in the documents covers this question.",
   },
   zh: {
     chats: "对话", pastChats: "历史对话", newChat: "新对话", openMenu: "打开菜单",
@@ -76,6 +78,8 @@ const I18N = {
     stopped: "已停止", cutOff: "已达到最大长度", interrupted: "已中断",
     storageFull: "浏览器存储空间已满，已删除最早的对话。",
     modelBy: "{name}", version: "llamabundle {version}",
+    sources: "来源", sourcesLabel: "这条回答的来源", cite: "来源 {n}",
+    tryAsking: "可以这样问", notCovered: "文档中没有涉及这个问题的内容。",
   },
 };
 
@@ -302,6 +306,7 @@ function applyProps(props) {
   $("model-name").textContent = props.name && props.name !== title ? props.name : "";
   $("version").textContent = props.version ? t("version", { version: props.version }) : "";
   if (props.n_ctx) $("settings-max-tokens").max = String(props.n_ctx);
+  showStarters(props.starters);
   showSettings();
   showSystem();
 }
@@ -508,7 +513,15 @@ function messageElement(msg) {
 function paintMessage(node, msg) {
   const body = node.querySelector(".msg-body");
   if (msg.role === "user") body.textContent = msg.content;
-  else body.replaceChildren(Markdown.render(msg.content, markdownOptions));
+  else {
+    body.replaceChildren(Markdown.render(msg.content, markdownOptions));
+    if (hasSources(msg)) linkCitations(body, msg, node);
+  }
+  if (Array.isArray(msg.sources) && msg.role === "assistant" && !node.querySelector(".sources")) {
+    // Built once: a passage the user opened stays open while the answer streams on.
+    node.querySelector(".msg-main").insertBefore(sourcesElement(msg),
+                                                 node.querySelector(".msg-actions"));
+  }
   const note = node.querySelector(".msg-note");
   if (note) note.dataset.label = msg.note ? t(msg.note) : "";
 }
@@ -550,6 +563,129 @@ function paintSoon() {
     paintMessage(gen.el, gen.msg);
     if (stick) scrollToEnd();
   });
+}
+
+// ---- sources: the passages an answer was given, under it; [n] in the answer opens one ---------
+
+function hasSources(msg) {
+  return msg.role === "assistant" && Array.isArray(msg.sources) && msg.sources.length > 0;
+}
+
+// A document's text is untrusted input, like the model's: it reaches the page as text nodes only.
+// Retrieval that found nothing relevant says so, whatever the model makes of the question.
+function sourcesElement(msg) {
+  const box = document.createElement("section");
+  box.className = "sources";
+  box.setAttribute("aria-label", t("sourcesLabel"));
+  if (!msg.sources.length) {
+    box.classList.add("sources-none");
+    box.textContent = t("notCovered");
+    return box;
+  }
+  const head = document.createElement("h3");
+  head.className = "sources-head";
+  head.textContent = t("sources");
+  const list = document.createElement("ol");
+  list.className = "sources-list";
+  for (const source of msg.sources) {
+    const item = document.createElement("li");
+    item.className = "source";
+    item.dataset.id = String(source.id);
+    const details = document.createElement("details");
+    const summary = document.createElement("summary");
+    const parts = [["source-id", `[${source.id}]`], ["source-doc", source.document],
+                   ["source-loc", source.location]];
+    for (const [className, text] of parts) {
+      if (!text) continue;
+      const span = document.createElement("span");
+      span.className = className;
+      span.textContent = String(text);
+      summary.appendChild(span);
+    }
+    const passage = document.createElement("p");
+    passage.className = "source-text";
+    passage.textContent = String(source.text || "");
+    details.append(summary, passage);
+    item.appendChild(details);
+    list.appendChild(item);
+  }
+  box.append(head, list);
+  return box;
+}
+
+// [1], [1, 2], [1][3] and 【1】 as the model writes them; code is left alone.
+const CITATION = /[\[【](\d{1,3}(?:\s*[,，、]\s*\d{1,3})*)[\]】]/g;
+
+function linkCitations(root, msg, node) {
+  const ids = new Set(msg.sources.map((s) => s.id));
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT, {
+    acceptNode: (n) => (n.parentElement.closest("pre, code")
+      ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT),
+  });
+  const texts = [];
+  while (walker.nextNode()) texts.push(walker.currentNode);
+  for (const text of texts) {
+    const value = text.nodeValue;
+    const out = document.createDocumentFragment();
+    let last = 0;
+    for (const match of value.matchAll(CITATION)) {
+      const numbers = match[1].split(/\s*[,，、]\s*/).map(Number);
+      if (!numbers.every((n) => ids.has(n))) continue;  // not a citation of this answer
+      out.append(value.slice(last, match.index));
+      for (const n of numbers) out.appendChild(citationLink(n, node));
+      last = match.index + match[0].length;
+    }
+    if (!last) continue;
+    out.append(value.slice(last));
+    text.replaceWith(out);
+  }
+}
+
+function citationLink(n, node) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "cite";
+  button.textContent = String(n);
+  button.setAttribute("aria-label", t("cite", { n }));
+  button.title = t("cite", { n });
+  button.addEventListener("click", () => openSource(node, n));
+  return button;
+}
+
+function openSource(node, n) {
+  const item = node.querySelector(`.source[data-id="${n}"]`);
+  if (!item) return;
+  item.querySelector("details").open = true;
+  item.classList.remove("flash");
+  void item.offsetWidth;  // restart the highlight when the same source is cited again
+  item.classList.add("flash");
+  item.scrollIntoView({ block: "nearest", behavior: "smooth" });
+  item.querySelector("summary").focus({ preventScroll: true });
+}
+
+// ---- starters: example questions for a first-time user ---------------------------------------
+
+function showStarters(starters) {
+  const list = $("starters");
+  list.replaceChildren();
+  for (const text of Array.isArray(starters) ? starters.slice(0, 6) : []) {
+    if (typeof text !== "string" || !text.trim()) continue;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "starter";
+    button.textContent = text;
+    button.addEventListener("click", () => ask(text));
+    const item = document.createElement("li");
+    item.appendChild(button);
+    list.appendChild(item);
+  }
+  $("starters-box").hidden = list.children.length === 0;
+}
+
+function ask(text) {
+  if (state.gen) return;
+  $("input").value = text;
+  send();
 }
 
 // ---- system prompt ---------------------------------------------------------------------------
@@ -749,6 +885,9 @@ async function generate() {
       chat.updated = Date.now();
       paintSoon();
       saveSoon();
+    }, (sources) => {
+      msg.sources = sources;
+      paintSoon();
     });
   } catch (err) {
     outcome = controller.signal.aborted ? "stopped" : "failed";
@@ -783,7 +922,8 @@ async function postChat(body, signal) {
 }
 
 // Reads an OpenAI SSE stream; returns "done", "cutOff" (max_tokens hit) or "interrupted".
-async function readStream(stream, onText) {
+// A knowledge bundle's first chunk carries the answer's sources.
+async function readStream(stream, onText, onSources) {
   const reader = stream.getReader();
   const decoder = new TextDecoder();
   let buffer = "", finish = null;
@@ -805,6 +945,7 @@ async function readStream(stream, onText) {
         continue;
       }
       if (chunk.error) throw new ApiError(500, chunk.error.message, chunk.error.type);
+      if (Array.isArray(chunk.sources) && onSources) onSources(chunk.sources);
       const choice = chunk.choices && chunk.choices[0];
       if (!choice) continue;
       if (choice.delta && typeof choice.delta.content === "string" && choice.delta.content) {

@@ -20,6 +20,7 @@ from bundler.knowledge.chunk import Chunk, chunk_document
 from bundler.knowledge.document import Document, Skipped, is_cjk
 from bundler.knowledge.embedder import default_embedder
 from bundler.knowledge.sources import find_documents, read_document
+from bundler.knowledge.starters import suggest_starters
 from runtime.artifact.format import checksum_text, new_checksum
 from runtime.errors import BuildError, DocumentError
 from runtime.knowledge.format import FORMAT_VERSION, Group, IndexMeta, pack, write_database
@@ -53,6 +54,7 @@ class KnowledgeBuild:
     info: dict[str, Any]  # the manifest's `knowledge`
     skipped: list[Skipped] = field(default_factory=list)
     seconds: float = 0.0
+    starters: list[str] = field(default_factory=list)  # questions about the documents' headings
 
 
 def build_knowledge(options: KnowledgeOptions, progress: Progress | None = None) -> KnowledgeBuild:
@@ -93,7 +95,8 @@ def build_knowledge(options: KnowledgeOptions, progress: Progress | None = None)
         "self_test": calibration.report(),
         "index_bytes": len(section),
     }
-    return KnowledgeBuild(section, gguf, info, skipped, time.monotonic() - started)
+    return KnowledgeBuild(section, gguf, info, skipped, time.monotonic() - started,
+                          suggest_starters(documents))
 
 
 def read_all(paths: list[Path], bar: Progress) -> tuple[list[Document], list[Skipped]]:

@@ -46,6 +46,7 @@ class Manifest:
     runtime_key: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)  # baked run-time settings
     sections: list[Section] = field(default_factory=list)
+    starters: list[str] = field(default_factory=list)  # example questions the page offers
     # What --knowledge bundled (None: nothing): documents, chunks, the embedder with its
     # checksum, the chunking parameters, the knowledge section's format version.
     knowledge: dict[str, Any] | None = None

@@ -4,11 +4,13 @@ read from the artifact's sections, nothing extracted to disk.
     knowledge = open_knowledge(artifact_path, manifest, threads)  # None: no knowledge bundled
 
 The embedder is a second llama.cpp model, mapped from the artifact at its section's offset like
-the chat model's weights, with its own embedding context. Called only from the model thread.
+the chat model's weights, with its own embedding context. Any thread may call it: one caller
+at a time uses the embedder and the database (the engine serves one request per thread).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,6 +36,7 @@ class BundledKnowledge:
         self.embedder = Embedder(model, threads, n_batch=N_EMBED_CTX, n_seq_max=8,
                                  own_pooling=True)
         self.info = info
+        self._lock = threading.Lock()  # llama.cpp contexts and SQLite connections: one caller
 
     def describe(self) -> dict[str, Any]:
         return dict(self.info)
@@ -44,9 +47,9 @@ class BundledKnowledge:
         query = query.strip()
         if not query:
             return []
-        vector = self.embedder.embed(self._tokens(self.index.meta.query_prefix + query,
-                                                  truncate=True))
-        return self.index.search(query, vector, top_k)
+        tokens = self._tokens(self.index.meta.query_prefix + query, truncate=True)
+        with self._lock:
+            return self.index.search(query, self.embedder.embed(tokens), top_k)
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         sequences = []
@@ -54,7 +57,8 @@ class BundledKnowledge:
             if not text.strip():
                 raise RequestError("cannot embed an empty input", param="input")
             sequences.append(self._tokens(text.strip(), truncate=False))
-        return self.embedder.embed_many(sequences)
+        with self._lock:
+            return self.embedder.embed_many(sequences)
 
     def _tokens(self, text: str, truncate: bool) -> list[int]:
         # special=False: a document or question that contains "</s>" is text, not a control token

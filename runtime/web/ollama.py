@@ -35,9 +35,11 @@ from runtime.generation import (
     Event,
     Finish,
     GenerationRequest,
+    Sources,
     collect,
 )
 from runtime.state import State
+from runtime.web.knowledge import sources_json
 from runtime.web.ollama_info import OLLAMA_VERSION, ModelInfo, rfc3339
 from runtime.web.ollama_schemas import (
     ChatRequest,
@@ -106,7 +108,11 @@ def chunks(events: Iterator[Event], shape: Shape, name: str,
     are never sent in fragments: Ollama's clients read whole calls, so they go out together,
     complete, in one chunk before the last."""
     calls: list[ToolCall] = []
+    sources: dict[str, Any] = {}  # a knowledge bundle's, on the first chunk as in OpenAI's
     for event in events:
+        if isinstance(event, Sources):
+            sources = {"sources": sources_json(event)}
+            continue
         if isinstance(event, CallStart):
             calls.append(ToolCall(event.id, event.name, ""))
         elif isinstance(event, CallArguments):
@@ -115,12 +121,16 @@ def chunks(events: Iterator[Event], shape: Shape, name: str,
             if calls:
                 message = chat_shape("")
                 message["message"]["tool_calls"] = ollama_calls(calls)
-                yield {"model": name, "created_at": rfc3339(), **message, "done": False}
+                yield {"model": name, "created_at": rfc3339(), **message, "done": False,
+                       **sources}
+                sources = {}
             yield {"model": name, "created_at": rfc3339(), **shape(""), "done": True,
-                   **clock.stats(event)}
+                   **clock.stats(event), **sources}
             return
         else:
-            yield {"model": name, "created_at": rfc3339(), **shape(event), "done": False}
+            yield {"model": name, "created_at": rfc3339(), **shape(event), "done": False,
+                   **sources}
+            sources = {}
 
 
 def whole(events: Iterator[Event], shape: Shape, name: str, clock: Clock) -> dict[str, Any]:
@@ -128,6 +138,8 @@ def whole(events: Iterator[Event], shape: Shape, name: str, clock: Clock) -> dic
     fields = shape(answer.text)
     if answer.tool_calls:
         fields["message"]["tool_calls"] = ollama_calls(list(answer.tool_calls))
+    if answer.sources is not None:
+        fields["sources"] = sources_json(answer.sources)
     return {"model": name, "created_at": rfc3339(), **fields, "done": True,
             **clock.stats(answer.finish)}
 

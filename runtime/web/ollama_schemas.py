@@ -140,6 +140,7 @@ class Message(Request):
 class ChatRequest(Generation):
     messages: list[Message] | None = None
     tools: list[dict[str, Any]] | None = None  # OpenAI's shape; checked by tools_from_openai
+    knowledge: bool = True  # ours, as on /v1/chat/completions: false skips retrieval
 
     def chat(self) -> list[ChatMessage]:
         for i, message in enumerate(self.messages or ()):
@@ -148,7 +149,7 @@ class ChatRequest(Generation):
 
     def tool_fields(self) -> dict[str, Any]:
         """Ollama has no tool_choice: the model calls tools when it decides to (auto)."""
-        return {"tools": tools_from_openai(self.tools or None)}
+        return {"tools": tools_from_openai(self.tools or None), "knowledge": self.knowledge}
 
 
 class GenerateRequest(Generation):

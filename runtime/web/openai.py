@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import itertools
 import struct
 import time
 import uuid
@@ -23,11 +24,13 @@ from runtime.generation import (
     Event,
     Finish,
     GenerationRequest,
+    Sources,
     TopLogprob,
     collect,
 )
 from runtime.settings import MAX_TOKENS
 from runtime.state import State
+from runtime.web.knowledge import knowledge_usage, sources_json
 from runtime.web.schemas import Request, SamplingFields
 from runtime.web.streaming import sse
 
@@ -134,6 +137,7 @@ class ChatRequest(Generation):
     parallel_tool_calls: bool | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    knowledge: bool = True  # false: answer without retrieving from the bundle's documents
 
     @model_validator(mode="after")
     def _top_needs_logprobs(self) -> ChatRequest:
@@ -144,7 +148,7 @@ class ChatRequest(Generation):
     def common(self) -> dict[str, Any]:
         return super().common() | {"max_tokens": self.max_completion_tokens or self.max_tokens,
                                    "logprobs": (self.top_logprobs or 0) if self.logprobs
-                                   else None}
+                                   else None, "knowledge": self.knowledge}
 
     def tool_fields(self) -> dict[str, Any]:
         """The tools keywords of `Defaults.request`; a malformed tool is a 400 naming it."""
@@ -197,7 +201,8 @@ class EmbeddingRequest(Request):
 def usage(finish: Finish) -> dict[str, Any]:
     return {"prompt_tokens": finish.prompt_tokens, "completion_tokens": finish.completion_tokens,
             "total_tokens": finish.total_tokens,
-            "prompt_tokens_details": {"cached_tokens": finish.cached_tokens}}
+            "prompt_tokens_details": {"cached_tokens": finish.cached_tokens},
+            **knowledge_usage(finish)}
 
 
 def total_usage(results: list[Completion]) -> dict[str, Any]:
@@ -248,12 +253,14 @@ def text_logprobs(finish: Finish, offset: int = 0) -> dict[str, Any] | None:
 
 
 def chat_completion(results: list[Completion], model: str) -> dict[str, Any]:
-    return _envelope("chatcmpl", "chat.completion", model) | {
+    answer = _envelope("chatcmpl", "chat.completion", model) | {
         "choices": [{"index": i, "message": chat_message(r),
                      "logprobs": chat_logprobs(r.finish), "finish_reason": r.finish.reason}
                     for i, r in enumerate(results)],
         "usage": total_usage(results),
     }
+    sources = results[0].sources  # the same passages for every choice: one retrieval
+    return answer if sources is None else answer | {"sources": sources_json(sources)}
 
 
 def chat_delta(event: CallStart | CallArguments | str) -> dict[str, Any]:
@@ -275,16 +282,29 @@ def chat_chunks(events: Iterable[Event], model: str, include_usage: bool = False
     token."""
     base = _envelope("chatcmpl", "chat.completion.chunk", model)
 
-    def chunk(delta: dict[str, Any], finish: Finish | None = None) -> dict[str, Any]:
-        return base | {"choices": [{
-            "index": 0, "delta": delta, "logprobs": finish and chat_logprobs(finish),
-            "finish_reason": finish and finish.reason}]}
+    extra: dict[str, Any] = {}  # what the first chunk carries besides (the sources)
 
+    def chunk(delta: dict[str, Any], finish: Finish | None = None) -> dict[str, Any]:
+        nonlocal extra
+        out = base | {"choices": [{
+            "index": 0, "delta": delta, "logprobs": finish and chat_logprobs(finish),
+            "finish_reason": finish and finish.reason}]} | extra
+        extra = {}
+        return out
+
+    stream: Iterator[Event] = iter(events)
+    first = next(stream, None)  # a knowledge bundle's Sources ride on the first chunk
+    if isinstance(first, Sources):
+        extra = {"sources": sources_json(first)}
+    elif first is not None:
+        stream = itertools.chain([first], stream)
     role: dict[str, Any] = {"role": "assistant", "content": ""}
     if not tools:
         yield chunk(role)
         role = {}
-    for event in events:
+    for event in stream:
+        if isinstance(event, Sources):
+            continue
         if isinstance(event, Finish):
             if role:
                 yield chunk(role)
@@ -311,8 +331,8 @@ def text_chunks(events: Iterable[Event], model: str,
                 include_usage: bool = False) -> Iterator[dict[str, Any]]:
     base = _envelope("cmpl", "text_completion", model)
     for event in events:
-        if isinstance(event, CallStart | CallArguments):
-            continue  # text completions offer no tools
+        if isinstance(event, Sources | CallStart | CallArguments):
+            continue  # a prompt is never grounded (only chats retrieve), and offers no tools
         finish = event if isinstance(event, Finish) else None
         yield base | {"choices": [{"index": 0, "text": event if isinstance(event, str) else "",
                                    "logprobs": finish and text_logprobs(finish),

@@ -57,4 +57,6 @@ def add_routes(app: FastAPI, state: State) -> None:
                          "repeat_penalty": s.repeat_penalty, "max_tokens": s.n_predict},
             "chat_template_source": m.chat_template_source,
             "cpu": engine.hardware() if engine else None,
+            "knowledge": engine.knowledge_info() if engine else m.knowledge,
+            "starters": m.starters,
         }

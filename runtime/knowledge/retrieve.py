@@ -1,0 +1,289 @@
+"""A chat turn in a knowledge bundle: retrieve passages for the question and build the prompt
+around them within the context budget.
+
+The budget is counted with the chat model's own tokenizer on the whole rendered chat (the
+engine hands in `count`), so what is sent is exactly what was measured. What may give way, in
+this order: the lowest-ranked passages, then the oldest messages. Never the system prompt, the
+question or the last exchange before it: if those alone do not fit, the decoder says the prompt
+is too long, as it does without knowledge. What was left out is logged and reported in
+`Finish.knowledge` (the dialects put it in `usage`).
+
+The passages go into the last user message, not the system prompt: they change every turn, and
+everything before them stays the same, so the KV cache of the earlier turns is reused. The
+instruction to answer from them and cite them follows the system prompt (the same text every
+turn, so it is reused too), written in the question's language (English or Chinese), which a
+small model follows far better than "answer in the user's language".
+
+Standard library and runtime types only: no llama.cpp here (the tests drive it with fakes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from runtime.generation import (
+    ChatMessage,
+    Event,
+    Finish,
+    GenerationRequest,
+    KnowledgeUsage,
+    Sources,
+)
+from runtime.knowledge.passage import Hit, Knowledge
+
+log = logging.getLogger(__name__)
+
+TOP_K = 4  # passages retrieved per turn: what peers use (3-4); more confuses a small model
+RECENT = 2  # messages before the question never dropped: the last exchange it follows up
+FOLLOW_UP_CONTEXT = 200  # characters of the previous question added to a follow-up's query
+
+Counter = Callable[[Sequence[ChatMessage]], int]  # the prompt's tokens for these messages
+
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+_ANAPHORA_EN = re.compile(r"\b(it|its|that|this|these|those|they|them|their|there|he|she|"
+                          r"one|ones|same|also|more|else|why|how so)\b", re.IGNORECASE)
+_ANAPHORA_ZH = re.compile(r"[它这那其该此]|他们|她们|上面|上述|还有|呢")
+
+
+@dataclass(frozen=True)
+class Grounding:
+    """The messages to send, the passages they hold (numbered in this order) and the counts."""
+
+    messages: tuple[ChatMessage, ...]
+    hits: tuple[Hit, ...]
+    usage: KnowledgeUsage
+
+
+# ---- the query
+
+
+def query_for(messages: Sequence[ChatMessage]) -> str:
+    """What to search for: the last user message, with the previous question in front when
+    this one reads as a follow-up ("and on Windows?", "它支持哪些格式？")."""
+    users = [m.content.strip() for m in messages if m.role == "user"]
+    question = users[-1] if users else ""
+    if len(users) > 1 and is_follow_up(question):
+        return f"{users[-2][-FOLLOW_UP_CONTEXT:]}\n{question}"
+    return question
+
+
+def is_follow_up(question: str) -> bool:
+    """A short question or one that points back ("it", "that", "它", "这个") needs the previous
+    turn to be searched for; a long self-contained one does not."""
+    han = len(_HAN.findall(question))
+    if han:
+        return han < 8 or bool(_ANAPHORA_ZH.search(question))
+    words = len(question.split())
+    return words < 5 or bool(_ANAPHORA_EN.search(question))
+
+
+# ---- the prompt
+
+
+def chinese(text: str) -> bool:
+    return _HAN.search(text) is not None
+
+
+def passage_line(n: int, hit: Hit) -> str:
+    """`[1] Title — location: text`, the form the model cites and the page links."""
+    p = hit.passage
+    location = p.location
+    if location.startswith(f"{p.title} › "):  # a heading path starts with the title heading
+        location = location[len(p.title) + 3:]
+    where = f" — {location}" if location and location != p.title else ""
+    return f"[{n}] {p.title}{where}: {p.text.strip()}"
+
+
+INSTRUCTION_EN = (
+    "Answer the user's question using only the numbered sources in their message. Cite the "
+    "source of each fact inline, like [1]. Answer briefly in your own words; do not copy the "
+    "sources out. If there are no sources, or they do not answer the question, say that the "
+    "documents do not cover it.")
+INSTRUCTION_ZH = (
+    "只根据用户消息中带编号的资料回答问题，并在每个事实后用 [1] 这样的编号注明出处。用自己的话"
+    "简要回答，不要照抄资料。如果没有资料，或资料回答不了这个问题，就说文档中没有涉及。请用中文回答。")
+# One worked example: a 0.5B model copies the sources out without it, and with it cites [n].
+EXAMPLE_EN = """
+
+Example:
+Sources:
+[1] Kettle guide — Cleaning: Descale the kettle every 4 weeks with white vinegar.
+Question: How often should I descale the kettle?
+Answer: Descale it every 4 weeks, using white vinegar [1]."""
+EXAMPLE_ZH = """
+
+示例：
+资料：
+[1] 水壶指南 — 清洁: 每 4 周用白醋为水壶除垢一次。
+问题：水壶多久除垢一次？
+回答：每 4 周用白醋除垢一次 [1]。"""
+
+
+# With no source, the question is asked as is and the system prompt says the documents do not
+# cover it: given "Sources: none" the 0.5B model still cited a [1] that does not exist.
+NOT_COVERED_EN = ("The user's documents do not cover the next question. Say so in one "
+                  "sentence, and cite nothing.")
+NOT_COVERED_ZH = "用户的文档没有涉及下面这个问题。请用一句话说明文档中没有涉及，不要标注任何编号。"
+
+
+def instruction(question: str, hits: Sequence[Hit]) -> str:
+    """What the system prompt gains: the same text turn after turn (per language, and with
+    or without sources), so the KV cache of the chat before the question stays reusable."""
+    zh = chinese(question)
+    if not hits:
+        return NOT_COVERED_ZH if zh else NOT_COVERED_EN
+    return INSTRUCTION_ZH + EXAMPLE_ZH if zh else INSTRUCTION_EN + EXAMPLE_EN
+
+
+def grounded_question(question: str, hits: Sequence[Hit]) -> str:
+    """The user message: the numbered passages, then the question (with no passage, the
+    question alone)."""
+    if not hits:
+        return question
+    passages = "\n\n".join(passage_line(i, hit) for i, hit in enumerate(hits, 1))
+    if chinese(question):
+        return f"资料：\n\n{passages}\n\n问题：{question}"
+    return f"Sources:\n\n{passages}\n\nQuestion: {question}"
+
+
+def with_instruction(head: Sequence[ChatMessage], text: str) -> list[ChatMessage]:
+    """The system messages with the instruction after the (bundle's or caller's) system
+    prompt; a system message of its own when there is none."""
+    if not head:
+        return [ChatMessage("system", text)]
+    last = head[-1]
+    return [*head[:-1], dataclasses.replace(last, content=f"{last.content.rstrip()}\n\n{text}")]
+
+
+def answer_room(n_ctx: int, max_tokens: int) -> int:
+    """Tokens kept free for the answer: max_tokens, but never more than half the context (a
+    request asking for the whole context still gets its passages); -1 (until the context is
+    full) keeps a quarter."""
+    if max_tokens < 0:
+        return n_ctx // 4
+    return min(max_tokens, n_ctx // 2)
+
+
+def ground(messages: Sequence[ChatMessage], hits: Sequence[Hit], count: Counter,
+           budget: int) -> Grounding:
+    """The chat with the passages in its last (user) message, fitted to `budget` tokens: the
+    lowest-ranked passages go first, then the oldest messages (a user message and what
+    answered it, so roles still alternate); the system prompt, the last exchange and the
+    question stay."""
+    head = [m for m in messages[:-1] if m.role == "system"]
+    history = [m for m in messages[:-1] if m.role != "system"]
+    split = max(0, len(history) - RECENT)
+    older, recent = history[:split], history[split:]
+    question = messages[-1]
+    kept = list(hits)
+
+    def chat(passages: Sequence[Hit], earlier: Sequence[ChatMessage]) -> list[ChatMessage]:
+        if hits and not passages:
+            # Relevant passages that did not fit: the question as asked, for the model must
+            # not be told that the documents do not cover it.
+            return [*head, *earlier, *recent, question]
+        last = dataclasses.replace(question,
+                                   content=grounded_question(question.content, passages))
+        system = with_instruction(head, instruction(question.content, passages))
+        return [*system, *earlier, *recent, last]
+
+    tokens = count(chat(kept, older))
+    while kept and tokens > budget:
+        kept.pop()
+        tokens = count(chat(kept, older))
+    dropped = 0
+    while older and tokens > budget:
+        older, gone = _drop_oldest_turn(older)
+        dropped += gone
+        tokens = count(chat(kept, older))
+    spent = tokens - count([*head, *older, *recent, question]) if kept or not hits else 0
+    usage = KnowledgeUsage(len(kept), len(hits) - len(kept), spent, dropped)
+    return Grounding(tuple(chat(kept, older)), tuple(kept), usage)
+
+
+def _drop_oldest_turn(older: list[ChatMessage]) -> tuple[list[ChatMessage], int]:
+    """Drops the oldest message and whatever answered it, up to the next user message: some
+    templates refuse a chat that does not alternate user and assistant."""
+    rest = older[1:]
+    while rest and rest[0].role != "user":
+        rest = rest[1:]
+    return rest, len(older) - len(rest)
+
+
+# ---- /v1/embeddings
+
+
+def embedding_text(text: str, info: dict[str, Any] | None) -> str:
+    """What the bundled embedder embeds for an /v1/embeddings input. e5 was trained with
+    "query: " or "passage: " in front of every text (its vectors drift without one), and API
+    callers (LangChain, Flowise) do not know that. The query prefix is e5's advice for
+    symmetric uses (similarity, clustering) and what the index embeds questions with, so a text
+    without either of the embedder's prefixes gets it; a caller that knows them may send its
+    own. An embedder without prefixes (the manifest records them) embeds the text as is."""
+    model = (info or {}).get("embedding_model") or {}
+    query, passage = model.get("query_prefix") or "", model.get("passage_prefix") or ""
+    if not query or text.startswith(query) or (passage and text.startswith(passage)):
+        return text
+    return query + text
+
+
+def cited_list(hits: Sequence[Hit]) -> list[str]:
+    """`[1] manual/install.md — Install › Linux` lines, for a terminal."""
+    return [f"[{i}] {h.passage.document}" + (f" — {h.passage.location}" if h.passage.location
+                                             else "") for i, h in enumerate(hits, 1)]
+
+
+# ---- the turn
+
+
+def answer(knowledge: Knowledge, request: GenerationRequest, count: Counter, n_ctx: int,
+           generate: Callable[[GenerationRequest], Iterator[Event]]) -> Iterator[Event]:
+    """A chat turn answered from the documents: Sources first, then what `generate` yields,
+    its Finish carrying the knowledge counts. Retrieval and the prompt are built here, before
+    the first event, so a prompt that cannot fit raises as it would without knowledge."""
+    messages = request.messages or ()
+    if not messages or messages[-1].role != "user":
+        return generate(request)  # an assistant prefix to continue: nothing to ask
+    started = time.perf_counter_ns()
+    hits = knowledge.search(query_for(messages), TOP_K)
+    budget = n_ctx - answer_room(n_ctx, request.max_tokens)
+    grounding = ground(messages, hits, count, budget)
+    grounding = dataclasses.replace(grounding, usage=dataclasses.replace(
+        grounding.usage, search_ns=time.perf_counter_ns() - started))
+    _log(grounding)
+    events = generate(dataclasses.replace(request, messages=grounding.messages))
+    return _with_sources(grounding, events)
+
+
+def _with_sources(grounding: Grounding, events: Iterator[Event]) -> Iterator[Event]:
+    try:
+        yield Sources(grounding.hits)
+        for event in events:
+            if isinstance(event, Finish):
+                event = dataclasses.replace(event, knowledge=grounding.usage)
+            yield event
+    finally:
+        close = getattr(events, "close", None)
+        if close:
+            close()  # the client went away: stop the decoder too
+
+
+def _log(grounding: Grounding) -> None:
+    u = grounding.usage
+    if not u.passages and not u.passages_left_out:
+        log.info("knowledge: no passage is relevant; the model is told the documents do not "
+                 "cover the question")
+        return
+    line = (f"knowledge: {u.passages} passage(s) in the prompt ({u.tokens} tokens, "
+            f"found in {u.search_ns / 1e6:.1f} ms)")
+    if u.passages_left_out:
+        line += f", {u.passages_left_out} left out to fit the context"
+    if u.turns_left_out:
+        line += f", {u.turns_left_out} older message(s) left out"
+    log.info("%s", line)

@@ -1,0 +1,322 @@
+"""A knowledge bundle's chat turns, sources and search, with fake knowledge: the prompt budget,
+what is left out and said so, sources in unary and streamed answers, /knowledge/search."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+from conftest import free_port
+from fake import FakeEngine, FakeKnowledge, FakeServer, chat_length
+
+from runtime.generation import ChatMessage
+from runtime.knowledge.passage import Hit, Passage
+from runtime.knowledge.retrieve import (
+    answer_room,
+    ground,
+    grounded_question,
+    is_follow_up,
+    query_for,
+)
+
+PASSAGES = [
+    Passage("manual/install.md", "Install", "Install › Linux",
+            "To install the printer driver on Linux run the setup script as root."),
+    Passage("manual/paper.pdf", "Paper", "p. 3",
+            "The printer takes paper up to A3; load paper with the printed side down."),
+    Passage("手册/网络.txt", "网络设置", "",
+            "打印机连接 Wi-Fi 时，请在设置菜单中选择网络，然后输入密码。"),
+    Passage("notes/<script>.html", "<b>Hostile</b>", "",
+            "<script>alert(1)</script> the printer toner is replaced from the front."),
+]
+
+
+def hits(n: int, words: int = 20) -> list[Hit]:
+    """n passages of `words` words each, best first."""
+    return [Hit(Passage(f"doc{i}.md", f"Doc {i}", f"§{i}", " ".join(["word"] * words)),
+                1.0 - i / 10) for i in range(n)]
+
+
+def chat(*contents: str) -> list[ChatMessage]:
+    """system, then alternating user/assistant messages, ending with a user question."""
+    roles = ["user", "assistant"]
+    return [ChatMessage("system", "Be brief."),
+            *(ChatMessage(roles[i % 2], c) for i, c in enumerate(contents))]
+
+
+# ---- the prompt budget
+
+
+def test_all_passages_fit_when_there_is_room():
+    messages = chat("how do I install it?")
+    g = ground(messages, hits(3), chat_length, budget=1000)
+    assert [h.passage.document for h in g.hits] == ["doc0.md", "doc1.md", "doc2.md"]
+    last = g.messages[-1].content
+    assert "[1] Doc 0 — §0: word" in last and "[3] Doc 2 — §2:" in last
+    assert last.endswith("Question: how do I install it?")
+    system = g.messages[0].content
+    assert system.startswith("Be brief.\n\n")  # the bundle's system prompt, then the instruction
+    assert "Cite the source of each fact inline, like [1]" in system
+    assert g.usage.passages == 3 and g.usage.passages_left_out == 0
+    assert g.usage.tokens == chat_length(g.messages) - chat_length(messages)
+
+
+def test_lowest_ranked_passages_go_first_and_the_budget_holds():
+    messages = chat("how do I install it?")
+    budget = chat_length(ground(messages, hits(2), chat_length, 10_000).messages)  # room for 2
+    g = ground(messages, hits(5), chat_length, budget)
+    assert chat_length(g.messages) <= budget
+    assert [h.passage.document for h in g.hits] == ["doc0.md", "doc1.md"]
+    assert g.usage.passages_left_out == 3 and g.usage.turns_left_out == 0
+    tighter = ground(messages, hits(5), chat_length, budget - 1)
+    assert [h.passage.document for h in tighter.hits] == ["doc0.md"]
+
+
+def test_older_turns_go_after_every_passage_but_never_the_question_or_the_last_exchange():
+    long = " ".join(["old"] * 50)
+    messages = chat(long, long, long, long, "what about the recent answer?",
+                    "the recent answer", "and the question?")
+    budget = chat_length(messages) - 60
+    g = ground(messages, hits(3), chat_length, budget)
+    assert chat_length(g.messages) <= budget
+    assert g.hits == () and g.usage.passages_left_out == 3
+    assert g.usage.turns_left_out == 2  # the oldest user message and the answer to it
+    kept = [m.content for m in g.messages]
+    assert kept[0] == "Be brief."  # the system prompt stays (no instruction: no passage)
+    assert kept[-3:] == ["what about the recent answer?", "the recent answer",
+                         "and the question?"]  # asked as is: nothing says "not covered"
+    assert [m.role for m in g.messages[1:]] == ["user", "assistant"] * 2 + ["user"]
+
+
+def test_question_too_long_for_any_budget_is_kept_whole():
+    question = " ".join(["why"] * 300)
+    g = ground(chat(question), hits(2), chat_length, budget=100)
+    assert g.messages[-1].content == question  # never cut; the decoder refuses it with a 400
+
+
+def test_nothing_relevant_tells_the_model_the_documents_do_not_cover_it():
+    g = ground(chat("who won the 1998 world cup?"), [], chat_length, budget=1000)
+    assert g.hits == ()
+    assert g.messages[-1].content == "who won the 1998 world cup?"
+    assert g.messages[0].content.startswith("Be brief.\n\nThe user's documents do not cover")
+    assert "[1]" not in g.messages[0].content  # it made the model cite a [1] that is not there
+    assert g.usage.passages == 0 and g.usage.tokens > 0
+
+
+def test_without_a_system_prompt_the_instruction_is_one():
+    g = ground([ChatMessage("user", "how do I install it?")], hits(1), chat_length, 1000)
+    assert [m.role for m in g.messages] == ["system", "user"]
+    assert g.messages[0].content.startswith("Answer the user's question using only")
+
+
+def test_a_chinese_question_gets_its_instruction_in_chinese():
+    g = ground(chat("打印机怎么连接 Wi-Fi？"), [Hit(PASSAGES[2], 0.9)], chat_length, 1000)
+    assert "只根据用户消息中带编号的资料回答问题" in g.messages[0].content
+    text = g.messages[-1].content
+    assert "[1] 网络设置: 打印机连接" in text and text.endswith("问题：打印机怎么连接 Wi-Fi？")
+    assert grounded_question("谁赢了比赛？", []) == "谁赢了比赛？"
+    none = ground(chat("谁赢了比赛？"), [], chat_length, 1000)
+    assert "用户的文档没有涉及下面这个问题" in none.messages[0].content
+
+
+def test_a_passage_is_named_by_title_and_location_without_saying_the_title_twice():
+    from runtime.knowledge.retrieve import passage_line
+
+    def line(title: str, location: str) -> str:
+        return passage_line(2, Hit(Passage("a.md", title, location, " Text. "), 0.5))
+
+    assert line("Router manual", "Router manual › Reset") == "[2] Router manual — Reset: Text."
+    assert line("Router manual", "Router manual") == "[2] Router manual: Text."
+    assert line("Router manual", "p. 3") == "[2] Router manual — p. 3: Text."
+    assert line("Router manual", "") == "[2] Router manual: Text."
+
+
+def test_answer_room_never_takes_the_whole_context():
+    assert answer_room(4096, 512) == 512
+    assert answer_room(4096, 100_000) == 2048
+    assert answer_room(4096, -1) == 1024
+
+
+@pytest.mark.parametrize("question, follow_up", [
+    ("and on Windows?", True), ("what does it cost?", True), ("它支持哪些格式？", True),
+    ("那价格呢", True),
+    ("How do I install the printer driver on a Linux machine?", False),
+    ("打印机连接无线网络时需要输入什么信息", False),
+])
+def test_follow_up_questions_are_recognised(question, follow_up):
+    assert is_follow_up(question) is follow_up
+
+
+def test_a_follow_up_is_searched_with_the_previous_question():
+    messages = chat("How do I install the printer driver?", "Run the script.", "and on Mac?")
+    assert query_for(messages) == "How do I install the printer driver?\nand on Mac?"
+    assert query_for(chat("How do I install the printer driver on a Linux machine?")) == \
+        "How do I install the printer driver on a Linux machine?"
+
+
+# ---- over HTTP, with the fake engine
+
+
+@pytest.fixture
+def knowledge() -> FakeKnowledge:
+    return FakeKnowledge(PASSAGES)
+
+
+@pytest.fixture
+def site(knowledge):
+    engine = FakeEngine(delay=0, knowledge=knowledge)
+    with FakeServer(engine, free_port(), starters=["How do I install the driver?"]) as server:
+        server.engine = engine
+        yield server
+
+
+@pytest.fixture
+def client(site):
+    return openai.OpenAI(base_url=site.url + "/v1", api_key="unused")
+
+
+ASK = [{"role": "user", "content": "How do I install the printer driver on Linux?"}]
+
+
+def test_unary_chat_carries_the_sources_and_the_knowledge_usage(site, client):
+    reply = client.chat.completions.create(model="fake", messages=ASK, max_tokens=4)
+    body = reply.model_dump()
+    sources = body["sources"]
+    assert [s["id"] for s in sources] == list(range(1, len(sources) + 1))
+    assert sources[0]["document"] == "manual/install.md"
+    assert sources[0]["location"] == "Install › Linux" and sources[0]["title"] == "Install"
+    assert sources[0]["text"].startswith("To install") and sources[0]["score"] > 0
+    knowledge = body["usage"]["knowledge"]
+    assert knowledge["passages"] == len(sources) and knowledge["passages_left_out"] == 0
+    assert knowledge["tokens"] > 0 and knowledge["search_ms"] >= 0
+    prompt = site.engine.requests[-1].messages[-1].content
+    assert "[1] Install — Linux: To install" in prompt
+
+
+def test_streamed_chat_has_the_sources_on_its_first_chunk(client):
+    chunks = list(client.chat.completions.create(
+        model="fake", messages=ASK, max_tokens=4, stream=True,
+        stream_options={"include_usage": True}))
+    first = chunks[0].model_dump()
+    assert first["sources"][0]["document"] == "manual/install.md"
+    assert first["choices"][0]["delta"]["role"] == "assistant"
+    assert all("sources" not in c.model_dump() for c in chunks[1:])
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == \
+        "w0 w1 w2 w3 "
+    assert chunks[-1].usage.model_dump()["knowledge"]["passages"] == len(first["sources"])
+
+
+def test_knowledge_false_skips_retrieval(site, knowledge, client):
+    reply = client.chat.completions.create(model="fake", messages=ASK, max_tokens=2,
+                                           extra_body={"knowledge": False})
+    body = reply.model_dump()
+    assert "sources" not in body and "knowledge" not in body["usage"]
+    assert knowledge.queries == []
+    assert site.engine.requests[-1].messages[-1].content == ASK[0]["content"]
+
+
+def test_nothing_relevant_gives_no_sources_and_the_not_covered_instruction(site, client):
+    reply = client.chat.completions.create(
+        model="fake", messages=[{"role": "user", "content": "Who painted the Mona Lisa?"}],
+        max_tokens=2)
+    assert reply.model_dump()["sources"] == []
+    sent = site.engine.requests[-1].messages
+    assert sent[-1].content == "Who painted the Mona Lisa?"
+    assert "documents do not cover the next question" in sent[0].content
+
+
+def test_a_chat_too_long_for_the_context_says_what_was_left_out(site, client):
+    long = " ".join(["printer"] * 60)
+    messages = [{"role": "user", "content": long}, {"role": "assistant", "content": long},
+                {"role": "user", "content": long}, {"role": "assistant", "content": "ok"},
+                {"role": "user", "content": "How do I install the printer driver on Linux?"}]
+    reply = client.chat.completions.create(model="fake", messages=messages, max_tokens=64)
+    usage = reply.model_dump()["usage"]["knowledge"]
+    assert usage["passages_left_out"] >= 1 and usage["messages_left_out"] == 2
+    sent = site.engine.requests[-1].messages
+    assert chat_length(sent) <= FakeEngine.n_ctx - 64
+    assert sent[-1].content == messages[-1]["content"] and sent[-2].content == "ok"
+
+
+def test_completions_never_retrieve(knowledge, client):
+    reply = client.completions.create(model="fake", prompt="install the printer", max_tokens=2)
+    assert "sources" not in reply.model_dump() and knowledge.queries == []
+
+
+def test_knowledge_search_returns_ranked_passages(site):
+    r = httpx.post(site.url + "/knowledge/search", json={"query": "printer paper A3",
+                                                         "top_k": 2})
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert len(results) == 2 and results[0]["document"] == "manual/paper.pdf"
+    assert set(results[0]) == {"document", "title", "location", "text", "score"}
+    assert results[0]["score"] >= results[1]["score"]
+    none = httpx.post(site.url + "/knowledge/search", json={"query": "Mona Lisa"})
+    assert none.json() == {"results": []}
+
+
+@pytest.mark.parametrize("body, param", [({"query": "  "}, "query"), ({}, "query"),
+                                         ({"query": "x", "top_k": 0}, "top_k"),
+                                         ({"query": "x", "top_k": 500}, "top_k")])
+def test_knowledge_search_rejects_bad_input_with_one_line(site, body, param):
+    r = httpx.post(site.url + "/knowledge/search", json=body)
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == param and "\n" not in r.json()["error"]["message"]
+
+
+def test_knowledge_search_without_documents_is_404():
+    with FakeServer(FakeEngine(delay=0), free_port()) as server:
+        r = httpx.post(server.url + "/knowledge/search", json={"query": "printer"})
+        assert r.status_code == 404
+        assert "without --knowledge" in r.json()["error"]["message"] or \
+            "no documents" in r.json()["error"]["message"]
+        props = httpx.get(server.url + "/props").json()
+        assert props["knowledge"] is None and props["starters"] == []
+
+
+def test_knowledge_search_needs_the_api_key_and_a_local_host(knowledge):
+    engine = FakeEngine(delay=0, knowledge=knowledge)
+    with FakeServer(engine, free_port(), api_key="sekrit") as server:
+        url = server.url + "/knowledge/search"
+        assert httpx.post(url, json={"query": "printer"}).status_code == 401
+        ok = httpx.post(url, json={"query": "printer"},
+                        headers={"Authorization": "Bearer sekrit"})
+        assert ok.status_code == 200 and ok.json()["results"]
+        evil = httpx.post(url, json={"query": "printer"},
+                          headers={"Authorization": "Bearer sekrit", "Host": "evil.example"})
+        assert evil.status_code in (400, 403, 421)
+
+
+def test_props_describe_the_knowledge_and_the_starters(site):
+    props = httpx.get(site.url + "/props").json()
+    assert props["knowledge"]["documents"] == 4 and props["knowledge"]["chunks"] == 4
+    assert props["starters"] == ["How do I install the driver?"]
+
+
+def test_embeddings_use_the_bundled_embedder_with_e5s_query_prefix(knowledge, client):
+    result = client.embeddings.create(model="fake", input=["hello", "passage: as is"],
+                                      encoding_format="float")
+    assert [d.embedding for d in result.data] == [[0.6, 0.8, 0.0]] * 2
+    assert knowledge.embedded == ["query: hello", "passage: as is"]
+
+
+def test_embedding_text_follows_the_embedders_prefixes():
+    from runtime.knowledge.retrieve import embedding_text
+
+    e5 = {"embedding_model": {"query_prefix": "query: ", "passage_prefix": "passage: "}}
+    assert embedding_text("hello", e5) == "query: hello"
+    assert embedding_text("passage: hello", e5) == "passage: hello"
+    plain = {"embedding_model": {"query_prefix": "", "passage_prefix": ""}}
+    assert embedding_text("hello", plain) == "hello" and embedding_text("hello", None) == "hello"
+
+
+def test_sources_keep_hostile_document_text_as_data(site):
+    r = httpx.post(site.url + "/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": "how is the printer toner replaced?"}],
+        "max_tokens": 1})
+    sources = r.json()["sources"]
+    hostile = next(s for s in sources if s["document"] == "notes/<script>.html")
+    assert hostile["text"].startswith("<script>alert(1)</script>")  # the page renders it as text
+    assert json.loads(r.text)["sources"] == sources

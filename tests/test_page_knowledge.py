@@ -1,0 +1,147 @@
+"""The chat page of a knowledge bundle in a real headless Chromium: starters, sources under the
+answer, [n] opening its passage, in English and Chinese, and a hostile document kept as text.
+
+The server is the real web app around the fake engine and fake knowledge (tests/fake.py), so
+the answer's words are chosen; tests/test_knowledge_e2e.py drives a real knowledge artifact."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("selenium")
+
+from browser import Chat, console, find_chromium, new_driver, quit_driver, wait_for  # noqa: E402
+from conftest import free_port  # noqa: E402
+from fake import FakeEngine, FakeKnowledge, FakeServer  # noqa: E402
+
+from runtime.generation import Finish, GenerationRequest  # noqa: E402
+from runtime.knowledge.passage import Passage  # noqa: E402
+
+if find_chromium() is None:
+    pytest.skip("needs Debian's chromium and chromium-driver", allow_module_level=True)
+
+PASSAGES = [
+    Passage("manual/install.md", "Install", "Install › Linux",
+            "To install the printer driver on Linux run the setup script as root."),
+    Passage("notes/<img src=x onerror=alert(1)>.html", "<b>Toner</b>", "p. 2",
+            "<script>window.__pwned=1</script> The printer toner is replaced from the front."),
+    Passage("手册/网络.txt", "网络设置", "连接 › Wi-Fi",
+            "打印机连接 Wi-Fi 时，请在设置菜单中选择网络，然后输入密码。"),
+]
+
+
+class CitingEngine(FakeEngine):
+    """Answers every chat with `text`, a few characters at a time (after retrieval)."""
+
+    def __init__(self, text: str, knowledge: FakeKnowledge | None):
+        super().__init__(0.01, knowledge)
+        self.text = text
+
+    def _words(self, request: GenerationRequest) -> Iterator[Any]:
+        pieces = [self.text[i:i + 5] for i in range(0, len(self.text), 5)]
+        for piece in pieces:
+            time.sleep(self.delay)
+            yield piece
+        yield Finish("stop", 3, len(pieces), 0)
+
+
+ANSWER = "Run the setup script as root [1]. The toner is replaced from the front [2]. `[1]` [9]"
+
+
+@pytest.fixture
+def site() -> Iterator[FakeServer]:
+    engine = CitingEngine(ANSWER, FakeKnowledge(PASSAGES))
+    starters = ["How do I install the printer driver on Linux?", "How is the toner replaced?"]
+    with FakeServer(engine, free_port(), starters=starters) as server:
+        yield server
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    drivers = []
+
+    def open_window(**kwargs: str) -> Chat:
+        driver = new_driver(1280, 800, **kwargs)
+        drivers.append(driver)
+        return Chat(driver)
+
+    yield open_window
+    for driver in drivers:
+        quit_driver(driver)
+
+
+def sources(page: Chat) -> list[dict[str, Any]]:
+    return page.js("return [...document.querySelectorAll('.msg-assistant .source')].map(s => ({"
+                   "id: s.querySelector('.source-id').textContent,"
+                   "doc: s.querySelector('.source-doc').textContent,"
+                   "loc: (s.querySelector('.source-loc') || {}).textContent,"
+                   "open: s.querySelector('details').open,"
+                   "text: s.querySelector('.source-text').textContent}))")
+
+
+def test_a_starter_asks_and_the_answer_shows_its_sources_and_links_its_citations(site, browser):
+    page = browser().open(site.url)
+    starters = [b.text for b in page.all("#starters .starter")]
+    assert starters == ["How do I install the printer driver on Linux?",
+                        "How is the toner replaced?"]
+    assert page.el(".starters-label").text == "Try asking"
+    page.all("#starters .starter")[0].click()
+    page.wait_idle()
+    assert page.messages()[0] == ("user", "How do I install the printer driver on Linux?")
+
+    shown = sources(page)
+    assert [s["id"] for s in shown] == ["[1]", "[2]"]
+    assert shown[0]["doc"] == "manual/install.md" and shown[0]["loc"] == "Install › Linux"
+    assert not any(s["open"] for s in shown)  # passages on demand
+    assert page.el(".sources-head").text.lower() == "sources"
+
+    cites = page.all(".msg-assistant .msg-body .cite")
+    assert [c.text for c in cites] == ["1", "2"]  # not the one in code, not [9] (no source 9)
+    assert "[9]" in page.answer() and page.el(".msg-assistant code").text == "[1]"
+    cites[1].click()
+    wait_for(page.driver, lambda: sources(page)[1]["open"], 5, "source 2 to open")
+    passage = page.el(".msg-assistant .source[data-id='2'] .source-text")
+    assert passage.is_displayed()
+    assert passage.text.startswith("<script>window.__pwned=1</script> The printer toner")
+    assert sources(page)[1]["doc"] == "notes/<img src=x onerror=alert(1)>.html"
+    assert page.all("#messages img, #messages script, #messages b") == []
+    assert page.js("return window.__pwned") is None
+
+    page.reload()  # the sources are kept with the chat
+    page.el("#chat-list .chat-open").click()
+    wait_for(page.driver, lambda: len(sources(page)) == 2, 5, "the sources after a reload")
+    assert [c.text for c in page.all(".msg-assistant .msg-body .cite")] == ["1", "2"]
+    assert not [e for e in console(page.driver) if e["level"] == "SEVERE"]
+
+
+def test_sources_and_starters_in_chinese(site, browser):
+    page = browser(lang="zh-CN").open(site.url)
+    assert page.el(".starters-label").text == "可以这样问"
+    page.send("打印机怎么连接 Wi-Fi 网络？")
+    page.wait_idle()
+    assert page.el(".sources-head").text == "来源"
+    assert sources(page)[0]["doc"] == "手册/网络.txt"
+    assert page.el(".msg-assistant .cite").get_attribute("aria-label") == "来源 1"
+
+
+def test_an_answer_the_documents_do_not_cover_says_so(site, browser):
+    page = browser().open(site.url)
+    page.send("Who painted the Mona Lisa?")
+    page.wait_idle()
+    assert page.el(".msg-assistant .sources-none").text == \
+        "Nothing in the documents covers this question."
+    assert page.all(".msg-assistant .source, .msg-assistant .cite") == []
+
+
+def test_no_starters_and_no_sources_without_knowledge(browser):
+    with FakeServer(CitingEngine("Plain answer [1].", None), free_port()) as server:
+        page = browser().open(server.url)
+        assert not page.el("#starters-box").is_displayed()
+        page.send("hello there")
+        page.wait_idle()
+        assert page.all(".sources, .cite") == []
+        assert page.answer() == "Plain answer [1]."
