@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from bundler.freeze import Runtime, ensure_runtime
 from bundler.gguf_split import copy_range
 from bundler.model_source import ModelSource, plan_merge, resolve_model, write_merged
+from bundler.runtime_package import Runtime, ensure_runtime
 from runtime import __version__
 from runtime.artifact.format import align, checksum_text, footer, new_checksum
 from runtime.artifact.manifest import Manifest, Section
