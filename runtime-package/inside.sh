@@ -56,7 +56,7 @@ if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
     # shellcheck disable=SC2086  # one argument per variant
     /opt/python/bin/python3.11 "$src/scripts/cpu_variants.py" "llama_cpp_python-$LLAMA_CPP_VERSION" $CPU_VARIANTS
     CC=clang-19 CXX=clang++-19 CMAKE_ARGS="$CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL=$jobs \
-        tools/bin/pip wheel -q --no-deps --no-cache-dir "llama_cpp_python-$LLAMA_CPP_VERSION" \
+        tools/bin/pip wheel -q --no-deps --no-cache-dir "./llama_cpp_python-$LLAMA_CPP_VERSION" \
         -w wheel >build.log 2>&1 || { tail -60 build.log; exit 1; }
     mkdir -p /build/wheels && mv -T wheel "$wheels"
     cd / && rm -rf /build/llama
