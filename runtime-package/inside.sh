@@ -58,6 +58,8 @@ if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
     CC=clang-19 CXX=clang++-19 CMAKE_ARGS="$CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL=$jobs \
         tools/bin/pip wheel -q --no-deps --no-cache-dir "./llama_cpp_python-$LLAMA_CPP_VERSION" \
         -w wheel >build.log 2>&1 || { tail -60 build.log; exit 1; }
+    # llama.cpp's own license travels with its libraries (the wheel carries only its binding's)
+    cp "llama_cpp_python-$LLAMA_CPP_VERSION/vendor/llama.cpp/LICENSE" wheel/llama.cpp-LICENSE
     mkdir -p /build/wheels && mv -T wheel "$wheels"
     cd / && rm -rf /build/llama
 fi
@@ -80,4 +82,11 @@ stage "freezing the runtime"
 rm -rf /build/out /build/freeze && mkdir -p /build/out
 /opt/venv/bin/python "$src/runtime-package/freeze.py" "$src" /build/freeze /build/out
 cp "$wheels"/llama_cpp_python-*.whl /build/out/
+# The notices of what the runtime carries beyond Python packages: llama.cpp, and the Debian 11
+# libraries PyInstaller collects (OpenSSL, libffi, zlib, SQLite, bzip2, xz, libstdc++, ...).
+cp "$wheels/llama.cpp-LICENSE" /build/out/licenses/
+for package in libssl1.1 libffi7 zlib1g libsqlite3-0 libbz2-1.0 liblzma5 libstdc++6 \
+        libgcc-s1 libuuid1; do
+    cp "/usr/share/doc/$package/copyright" "/build/out/licenses/debian-$package-copyright"
+done
 stage "done"

@@ -53,6 +53,8 @@ def test_the_wheel_is_tagged_for_the_glibc_it_needs(wheel):
     assert mode & 0o111
     assert any(n.startswith("llamabundle_runtime/licenses/CPython") for n in names)
     assert any(n.startswith("llamabundle_runtime/licenses/llama_cpp_python") for n in names)
+    assert {"llamabundle_runtime/licenses/llama.cpp-LICENSE",
+            "llamabundle_runtime/licenses/debian-libssl1.1-copyright"} <= names
 
 
 @pytest.mark.slow
