@@ -159,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--decode-tokens", type=int, default=128)
     p.add_argument("--ctx", type=int, default=4096)
+    p.add_argument("--max-foreign-cpu", type=float, default=0.10,
+                   help="repeat a launch when other processes used more than this share of "
+                        "all CPUs during it (default 0.10)")
+    p.add_argument("--retries", type=int, default=2, help="repeats allowed per launch")
     p.add_argument("--results", type=Path, default=REPO / "bench" / "results")
     args = p.parse_args(argv)
     threads = machine.physical_cores()
@@ -166,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         artifacts = build_both(args.model.resolve(), work)
         specs = [spec(name, path, threads, args.ctx) for name, path in artifacts.items()]
-        plan = Plan(Prompts(args.model.resolve()), args.decode_tokens, work)
+        plan = Plan(Prompts(args.model.resolve()), args.decode_tokens, work,
+                    args.max_foreign_cpu, args.retries)
         for s in specs:
             warm_up(s, plan)
         runs: dict[str, list[dict[str, Any]]] = {s.name: [] for s in specs}

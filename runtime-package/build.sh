@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `make runtime`: builds the runtime package (a wheel holding the frozen runtime, tagged for
-# glibc 2.31) inside a Debian 11 root, once per content: the same sources give no rebuild.
+# the glibc it needs) inside a Debian 11 root, once per content: the same sources give no
+# rebuild. See runtime-package/README.md.
 #     runtime-package/build.sh   ->  prints the wheel's path
-# Needs root (debootstrap, chroot) and Debian's package mirror and PyPI. Cold (no root, no
-# compiled CPython or llama.cpp): ~25 min on 2 cores; a changed runtime/ alone: ~1 min.
+# Needs root (debootstrap, chroot), Debian's package mirror and PyPI. Cold (no root, no
+# compiled CPython or llama.cpp): ~13 min of CPU on 2 cores; a changed runtime/ alone: ~1 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exec 3>&1 1>&2  # progress on stderr; stdout is the wheel's path alone
