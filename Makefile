@@ -1,15 +1,11 @@
 # The README's commands. `make test` is what CI runs (.ci/run).
 PYTHON ?= python3
-LLAMA_CPP_VERSION := 0.3.36
-# How llama.cpp is compiled is part of the product: it decides which CPUs the artifact runs on.
-# Never -march=native: the artifact must run on other machines than the builder's. Instead
-# llama.cpp's CPU backend is compiled once per CPU_VARIANTS entry, each a shared library, and
-# the artifact loads the best one for the CPU it starts on (GGML_BACKEND_DL). The subset, and
-# why sapphirerapids (AMX) is left out, is explained in the README's "Which CPUs" section.
-# LLAVA_BUILD=OFF: the runtime does not use images, and libmtmd is minutes of compiling.
-CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON \
-	-DGGML_BACKEND_DIR:STRING=llama_cpp/lib -DLLAVA_BUILD=OFF
-CPU_VARIANTS ?= x64 sse42 sandybridge haswell alderlake skylakex icelake
+# How llama.cpp is compiled (version, CMAKE_ARGS, CPU variants) is part of the product and is
+# said once, in runtime-package/llama.env: the runtime package and the development venv use it.
+LLAMA_ENV := ./runtime-package/llama.env
+LLAMA_CPP_VERSION := $(shell . $(LLAMA_ENV) && echo "$$LLAMA_CPP_VERSION")
+CMAKE_ARGS := $(shell . $(LLAMA_ENV) && echo "$$CMAKE_ARGS")
+CPU_VARIANTS := $(shell . $(LLAMA_ENV) && echo "$$CPU_VARIANTS")
 export LLAMA_CPP_VERSION CMAKE_ARGS CPU_VARIANTS PYTHON
 
 VENV := .venv
@@ -18,10 +14,16 @@ DEMO_MODEL := models/gemma-3-270m-q4_k_m.gguf
 DEMO := gemma-3-270m-q4_k_m.llamabundle
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-fast lint bench model clean screenshots
+.PHONY: venv runtime demo test test-fast lint bench model clean screenshots
 
 venv:
 	@scripts/setup-venv.sh
+
+# The runtime package (runtime-package/build.sh: the frozen runtime, built in a Debian 11 root
+# for glibc 2.31), cached by content; installed into .venv when there is one.
+runtime:
+	@wheel=$$(runtime-package/build.sh) && echo "$$wheel" && \
+		if [ -x $(PY) ]; then runtime-package/install.sh $(VENV) "$$wheel"; fi
 
 $(DEMO_MODEL): | venv
 	@mkdir -p models
@@ -45,11 +47,12 @@ lint: venv
 
 bench: venv $(DEMO_MODEL)
 	$(PY) -m bench $(if $(MODEL),--model $(MODEL))
+	$(PY) -m bench.runtimes $(if $(MODEL),--model $(MODEL))
 	@mkdir -p bench/results
 	$(PY) -m bench.knowledge --out bench/results/knowledge.json
 
 clean:
-	rm -rf $(VENV) build dist *.llamabundle
+	rm -rf $(VENV) build dist *.llamabundle  # the runtime package stays in the cache
 
 # PNGs of the chat page (desktop/phone, light/dark, English and zh-CN) in screenshots/.
 screenshots: venv

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from bundler.freeze import Runtime, ensure_runtime
 from bundler.gguf_split import copy_range
 from bundler.knowledge.index import KnowledgeBuild, KnowledgeOptions, build_knowledge
 from bundler.model_source import ModelSource, plan_merge, resolve_model, write_merged
+from bundler.runtime_package import Runtime, ensure_runtime
 from bundler.writer import check_output, runtime_parts, write_atomically, write_tail
 from runtime import __version__
 from runtime.artifact.format import align, checksum_text, new_checksum

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bundler.freeze import runtime_key
 from bundler.gguf_split import read_split_model
+from bundler.runtime_package import runtime_key
 from runtime.artifact.manifest import read_manifest_at
 from runtime.errors import ArtifactError
 

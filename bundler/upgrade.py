@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from bundler.freeze import Runtime, ensure_runtime
 from bundler.gguf_split import copy_range
+from bundler.runtime_package import Runtime, ensure_runtime
 from bundler.writer import check_output, runtime_parts, write_atomically, write_tail
 from runtime import __version__
 from runtime.artifact.format import FORMAT_VERSION, align, new_checksum

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from bundler.freeze import Runtime
+from bundler.runtime_package import Runtime
 from runtime.artifact.format import footer
 from runtime.artifact.manifest import Manifest
 from runtime.errors import BuildError

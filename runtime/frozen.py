@@ -59,7 +59,7 @@ def templates_dir() -> Path:
 
 
 def notices() -> str:
-    """The license notices frozen in with the code that asks for them (bundler/freeze.py)."""
+    """The license notices frozen into the runtime (runtime-package/freeze.py)."""
     if not frozen():
         return "(run from a source checkout: see each installed package's license)"
     folder = Path(sys._MEIPASS) / "licenses"  # type: ignore[attr-defined]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import subprocess
@@ -51,12 +52,26 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def built(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Iterator[None]:
-    """Makes sure the session's cache holds a frozen runtime (the first build freezes it)."""
+def built(shared_cache: Path) -> Iterator[None]:
+    """Makes sure the runtime package installed in this venv is the one built from this
+    checkout's sources (`make runtime`: cached by content, so usually seconds; after an edit to
+    runtime/ about a minute, to freeze it again in the build root)."""
     os.environ["XDG_CACHE_HOME"] = str(shared_cache)
-    from bundler.freeze import ensure_runtime
+    from bundler import runtime_package
+    from runtime.errors import BuildError
 
-    ensure_runtime()
+    try:
+        runtime_package.ensure_runtime()
+    except BuildError:
+        env = dict(os.environ, XDG_CACHE_HOME=str(REAL_CACHE), PYTHON=sys.executable)
+        wheel = subprocess.run([str(ROOT / "runtime-package" / "build.sh")], env=env,
+                               check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
+        subprocess.run([str(ROOT / "runtime-package" / "install.sh"), sys.prefix, wheel],
+                       check=True)
+        importlib.invalidate_caches()
+        if "llamabundle_runtime" in sys.modules:
+            importlib.reload(sys.modules["llamabundle_runtime"])
+        runtime_package.ensure_runtime()
     yield
 
 

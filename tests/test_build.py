@@ -179,7 +179,7 @@ def test_frozen_runtime_carries_no_dev_tools():
 
     from PyInstaller.archive.readers import CArchiveReader, ZlibArchiveReader
 
-    from bundler.freeze import ensure_runtime
+    from bundler.runtime_package import ensure_runtime
 
     archive = CArchiveReader(str(ensure_runtime().path))
     with tempfile.NamedTemporaryFile() as pyz:

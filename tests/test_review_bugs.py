@@ -216,13 +216,14 @@ def test_system_prompt_and_system_prompt_file_together_are_refused(runner, tiny_
 
 
 def test_the_frozen_runtime_key_covers_files_in_subfolders(tmp_path, monkeypatch):
-    from bundler import freeze
+    from bundler import runtime_package
 
     root = tmp_path / "src"
-    for rel in ("runtime/__init__.py", "runtime/web/app.py", "templates/index.html"):
+    for rel in ("runtime/__init__.py", "runtime/web/app.py", "templates/index.html",
+                "runtime-package/inside.sh", "scripts/cpu_variants.py"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text("x")
-    monkeypatch.setattr(freeze, "ROOT", root)
-    before = freeze.runtime_key()
+    monkeypatch.setattr(runtime_package, "ROOT", root)
+    before = runtime_package.source_key()
     (root / "runtime/web/app.py").write_text(textwrap.dedent("y"))
-    assert freeze.runtime_key() != before
+    assert runtime_package.source_key() != before

@@ -16,7 +16,7 @@ import pytest
 from old_formats import FORMATS, as_format
 
 import bundler.upgrade
-from bundler.freeze import runtime_key
+from bundler.runtime_package import runtime_key
 from bundler.upgrade import upgrade
 from runtime.artifact.format import (
     FOOTER,

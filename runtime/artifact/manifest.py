@@ -40,7 +40,7 @@ class Manifest:
     gguf_chat_template: bool  # whether the GGUF itself carries tokenizer.chat_template
     chat_template: str  # the template the runtime uses (GGUF's, baked, or the fallback)
     chat_template_source: str  # "gguf", "baked" or "fallback:<name>"
-    # Which frozen runtime the file carries (bundler/freeze.py's key: a hash of everything
+    # Which frozen runtime the file carries (bundler/runtime_package.py's key: a hash of all
     # frozen into it); "" when not recorded (format 2 and older). `inspect` compares it with
     # the build tool's own to say whether `upgrade` would change anything.
     runtime_key: str = ""
