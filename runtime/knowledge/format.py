@@ -8,15 +8,18 @@ runtime/knowledge/terms.py's terms (contentless: the text is stored once, in `ch
 int8 vectors as one blob (row i is chunk i + 1), and `meta`: everything the runtime needs to
 search as the build did (dimensions, quantization scales, the calibrated relevance threshold,
 the embedder's prefixes). SQLite rather than a format of our own: FTS5 and bm25 come with the
-runtime's Python, and `Connection.deserialize` opens it from memory, so nothing is extracted to
-disk. The section is checksummed like every other (runtime/artifact/format.py).
+runtime's Python, and it is opened from memory (`Connection.deserialize`, or a /dev/shm file
+unlinked once open where the runtime's SQLite lacks it), never extracted to disk. The section is
+checksummed like every other (runtime/artifact/format.py).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import struct
+import tempfile
 import zlib
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -103,13 +106,31 @@ def unpack(data: bytes | memoryview, where: str) -> sqlite3.Connection:
         raise ArtifactError(f"{where}: knowledge format {version} (codec {codec}) is not one "
                             f"this runtime reads ({FORMAT_VERSION}); rebuild the artifact")
     try:
-        raw = zlib.decompress(data[HEADER.size:])
-        # Called from the model thread, opened from whichever thread loads the artifact.
-        db = sqlite3.connect(":memory:", check_same_thread=False)
-        db.deserialize(raw)
+        db = _open(zlib.decompress(data[HEADER.size:]))
         db.execute("SELECT count(*) FROM chunks").fetchone()
     except (zlib.error, sqlite3.Error) as e:
         raise ArtifactError(f"{where}: corrupted knowledge section ({e})") from None
+    return db
+
+
+def _open(raw: bytes) -> sqlite3.Connection:
+    """A database image opened in memory. Used from any thread (one at a time: the caller
+    locks), so not tied to the one that opens it."""
+    if hasattr(sqlite3.Connection, "deserialize"):
+        db = sqlite3.connect(":memory:", check_same_thread=False)
+        db.deserialize(raw)
+        return db
+    # The runtime's SQLite (Debian 11's 3.34, for glibc 2.31) is built without
+    # sqlite3_deserialize. The image goes into a file in /dev/shm (memory, not disk) that is
+    # unlinked as soon as SQLite holds it open; only without /dev/shm, the temp dir. (An
+    # anonymous memfd would be better, but SQLite resolves /proc/self/fd/N's link and fails.)
+    shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    with tempfile.NamedTemporaryFile(dir=shm, prefix="llamabundle-knowledge-") as f:
+        f.write(raw)
+        f.flush()
+        db = sqlite3.connect(f"file:{f.name}?mode=ro&immutable=1", uri=True,
+                             check_same_thread=False)
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opened: now unlink it
     return db
 
 
