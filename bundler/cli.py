@@ -13,7 +13,6 @@ import click
 
 from bundler import __version__
 from bundler.build import BuildOptions, BuildResult, build, chat_template_text
-from bundler.image import default_tag, export_image
 from bundler.inspect import inspect_path
 from bundler.knowledge.index import KnowledgeOptions
 from bundler.upgrade import upgrade
@@ -237,6 +236,10 @@ def export_image_command(artifact: Path, output: Path | None, tag: str | None,
       podman load -i gemma-3-270m.image.tar
       podman run -p 8080:8080 -e LLAMABUNDLE_API_KEY=secret gemma-3-270m:latest
     """
+    # Imported here: PyInstaller's archive reader runs `ldd` as it loads, which a builder's
+    # PATH need not have for any other command.
+    from bundler.image import default_tag, export_image
+
     stem = artifact.name.removesuffix(".llamabundle")
     output = output or Path(f"{stem}.image.tar")
     try:

@@ -38,7 +38,7 @@ class CitingEngine(FakeEngine):
     """Answers every chat with `text`, a few characters at a time (after retrieval)."""
 
     def __init__(self, text: str, knowledge: FakeKnowledge | None):
-        super().__init__(0.01, knowledge)
+        super().__init__(0.01, knowledge=knowledge)
         self.text = text
 
     def _words(self, request: GenerationRequest) -> Iterator[Any]:

@@ -41,11 +41,12 @@ def chat(url: str, messages: list[dict], max_tokens: int = 8) -> dict:
 
 
 def test_a_second_client_gets_tokens_while_the_first_is_still_generating(tiny_artifact, serve):
+    # both answers fit the tiny model's 512-token context together: neither waits for room
     server = serve(tiny_artifact, "--parallel", "2")
     long_marks: dict[str, float] = {}
     short_marks: dict[str, float] = {}
     first = threading.Thread(target=stream_chat, args=(
-        server.url, [{"role": "user", "content": "go on and on"}], 400, long_marks))
+        server.url, [{"role": "user", "content": "go on and on"}], 250, long_marks))
     first.start()
     while "first" not in long_marks:
         time.sleep(0.01)
@@ -87,23 +88,23 @@ def test_interleaved_conversations_each_keep_their_prefix(tiny_artifact, serve):
                          {"role": "user", "content": f"and then, {name}?"}]
 
 
-def test_conversations_overflowing_the_shared_context_get_a_503_not_a_crash(
-        tiny_artifact, serve):
+def test_requests_that_would_overflow_the_shared_context_wait_their_turn(tiny_artifact, serve):
     server = serve(tiny_artifact, "--parallel", "2", "-c", "256")
     prompt = "apple pear " * 4
     n_prompt = len(httpx.post(server.url + "/tokenize", json={"content": prompt}).json()["tokens"])
     assert n_prompt < 56  # each alone fits (prompt + 200 < 256); both together cannot
-    results: list[int] = []
+    results: list[tuple[int, float, float]] = []
 
     def long_one() -> None:
+        started = time.monotonic()
         r = httpx.post(server.url + "/completion", timeout=120, json={
             "prompt": prompt, "n_predict": 200, "temperature": 0})
-        results.append(r.status_code)
+        results.append((r.status_code, started, time.monotonic()))
 
     threads = [threading.Thread(target=long_one) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(results) == [200, 503]  # the newest gave way; the other finished
+    assert [code for code, _, _ in results] == [200, 200]  # nobody refused, nothing cut
     assert chat(server.url, [{"role": "user", "content": "still there?"}])["choices"]

@@ -285,10 +285,13 @@ def test_contradictory_flags_are_one_line_and_exit_2(tiny_artifact, args, messag
 
 
 @pytest.mark.usefixtures("built")
-def test_licenses_prints_the_notices_of_the_bundled_terminal_libraries(tiny_artifact):
+def test_licenses_prints_the_notices_of_everything_the_runtime_carries(tiny_artifact):
     proc = subprocess.run([str(tiny_artifact), "--licenses"], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0
-    assert "== prompt_toolkit/LICENSE" in proc.stdout and "== wcwidth/LICENSE" in proc.stdout
+    for notice in ("CPython.txt", "llama.cpp-LICENSE", "prompt_toolkit-LICENSE",
+                   "wcwidth-LICENSE", "fastapi-LICENSE", "prometheus_client-NOTICE",
+                   "debian-libssl1.1-copyright"):
+        assert f"== {notice}" in proc.stdout, notice
     assert "Redistribution and use in source and binary forms" in proc.stdout
 

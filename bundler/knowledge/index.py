@@ -26,7 +26,6 @@ from runtime.errors import BuildError, DocumentError
 from runtime.knowledge.format import FORMAT_VERSION, Group, IndexMeta, pack, write_database
 from runtime.knowledge.search import Index
 from runtime.knowledge.terms import terms
-from runtime.llama.embedder import N_EMBED_CTX, Embedder
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +174,17 @@ class LoadedEmbedder:
     """The embedding GGUF loaded in llama.cpp for the build, with its tokenizer."""
 
     def __init__(self, gguf: Path, threads: int | None):
-        from runtime.llama import cpu
-        from runtime.llama.bindings import llama_cpp
-        from runtime.llama.model import Tokenizer, physical_cores
+        # Imported here: llama.cpp in-process (llama-cpp-python) is needed only to embed
+        # documents; a builder without it still builds plain artifacts.
+        try:
+            from runtime.llama import cpu
+            from runtime.llama.bindings import llama_cpp
+            from runtime.llama.embedder import N_EMBED_CTX, Embedder
+            from runtime.llama.model import Tokenizer, physical_cores
+        except ImportError:
+            raise BuildError("--knowledge embeds documents with llama.cpp at build time: "
+                             "install llama-cpp-python==0.3.36 (pip install "
+                             "'llamabundle[knowledge]')") from None
 
         self.checksum = _checksum(gguf)
         cpu.load()

@@ -9,11 +9,12 @@ step, beside the others' tokens, instead of stalling them for its whole length.
 
 The KV cache is unified: every sequence may use the whole context, and they share its cells.
 A single user keeps the full context (per-sequence slices would give each 1/N of it); several
-users share it, and when their conversations together overflow it, idle sequences' caches go
-first, then the newest request gets a clear 503. Each slot keeps its tokens between requests;
-a request goes to the idle slot whose conversation it continues (else the least recently used
-one), so interleaved conversations each keep their KV and turn 8 only evaluates the new
-messages.
+users share it: a request starts only when the cache holds it beside the running ones even if
+each writes its whole answer (else it waits its turn), and if the cache still runs out, idle
+sequences' caches go first, then the newest request gets a clear 503. Each slot keeps its
+tokens between requests; a request goes to the idle slot whose conversation it continues (else
+the least recently used one), so interleaved conversations each keep their KV and turn 8 only
+evaluates the new messages.
 
 Why not `Llama.create_completion`: per token it re-detokenizes the whole answer, scans numpy
 arrays and runs Python stop bookkeeping, and it decodes one sequence. Here each token costs one
@@ -99,6 +100,8 @@ class Decoder:
         self._waiting: list[_Sequence] = []  # arrived, no free slot yet
         self._active: list[_Sequence] = []
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._prefill_cap = n_batch  # prompt tokens per step: halved while the cache is too
+        # fragmented for a chunk, doubled back after each step that fits
         self._piece_buf = ctypes.create_string_buffer(256)
         self._candidates: Candidates | None = None  # made on first use: 1.8 MB for Qwen2.5
         threading.Thread(target=self._loop, name="decode", daemon=True).start()
@@ -172,10 +175,20 @@ class Decoder:
                 break
         for sequence in [s for s in self._waiting + self._active if s.cancelled]:
             self._end(sequence, None)
-        while self._waiting and (slot := self._free_slot(self._waiting[0])) is not None:
+        while self._waiting and self._fits(self._waiting[0]) and \
+                (slot := self._free_slot(self._waiting[0])) is not None:
             self._start(self._waiting.pop(0), slot)
         if self._active:
             self._decode_step()
+
+    def _fits(self, sequence: _Sequence) -> bool:
+        """Whether the shared cache holds this request beside the running ones even if every
+        one writes its whole answer; if not, it waits for them (alone it always fits). Idle
+        slots' caches do not count: they are given up when room is needed."""
+        if not self._active:
+            return True
+        held = sum(len(s.prompt) + s.budget for s in self._active)
+        return held + len(sequence.prompt) + sequence.budget <= self.n_ctx
 
     def _free_slot(self, sequence: _Sequence) -> _Slot | None:
         """The idle slot whose conversation the prompt continues (it shares at least half of
@@ -227,10 +240,11 @@ class Decoder:
                 assert sequence.slot is not None
                 add(sequence.slot, [sequence.next_token], True)
                 rows.append((sequence, n - 1))
+        limit = min(self.n_batch, n + self._prefill_cap)
         for sequence in self._active:  # then prompt chunks, oldest request first
-            if sequence.pending and n < self.n_batch:
+            if sequence.pending and n < limit:
                 assert sequence.slot is not None
-                chunk = sequence.pending[:self.n_batch - n]
+                chunk = sequence.pending[:limit - n]
                 del sequence.pending[:len(chunk)]
                 add(sequence.slot, chunk, not sequence.pending)
                 if not sequence.pending:
@@ -242,6 +256,7 @@ class Decoder:
             return
         for slot, tokens in added:
             slot.cached.extend(tokens)
+        self._prefill_cap = min(self.n_batch, self._prefill_cap * 2)
         now = time.perf_counter_ns()
         for sequence, row in rows:
             if sequence.next_token is None:
@@ -307,7 +322,8 @@ class Decoder:
     def _recover(self, code: int, added: list[tuple[_Slot, list[int]]]) -> None:
         """A failed decode: the cache may hold part of the batch, so those sequences' cells
         beyond what they had are dropped. No room left (code 1): idle slots' caches go first,
-        then the newest request is refused; the step is then retried as the loop goes on."""
+        then smaller prompt chunks, then the newest request is refused; the step is then
+        retried as the loop goes on."""
         for slot, _ in added:
             llama_cpp.llama_memory_seq_rm(self.memory, slot.id, len(slot.cached), -1)
         for sequence in self._active:  # what was taken off for this step goes back
@@ -315,11 +331,19 @@ class Decoder:
                 if sequence.slot is slot and sequence.next_token is None:
                     sequence.pending[:0] = tokens
         if code == 1:
+            log.info("no room in the KV cache for a batch of %d tokens (%d of %d cells held "
+                     "by %d slots)", sum(len(t) for _, t in added), self.cached_tokens,
+                     self.n_ctx, sum(1 for slot in self.slots if slot.cached))
             idle = [slot for slot in self.slots if not slot.busy and slot.cached]
             if idle:
                 for slot in idle:
                     llama_cpp.llama_memory_seq_rm(self.memory, slot.id, -1, -1)
                     slot.cached.clear()
+                return
+            if any(len(tokens) > 1 for _, tokens in added) and self._prefill_cap > 1:
+                # Free cells, but scattered: sequences that grow a token at a time leave
+                # holes, and a prompt chunk needs a run of cells. Smaller chunks fit them.
+                self._prefill_cap = max(1, self._prefill_cap // 2)
                 return
             if len(self._active) > 1:
                 newest = self._active[-1]
