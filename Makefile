@@ -48,8 +48,10 @@ lint: venv
 bench: venv $(DEMO_MODEL)
 	$(PY) -m bench $(if $(MODEL),--model $(MODEL))
 	$(PY) -m bench.runtimes $(if $(MODEL),--model $(MODEL))
-	@mkdir -p bench/results
+	@mkdir -p bench/results build
 	$(PY) -m bench.knowledge --out bench/results/knowledge.json
+	$(VENV)/bin/llamabundle build $(or $(MODEL),$(DEMO_MODEL)) -o build/bench.llamabundle --force
+	$(PY) -m bench.concurrency --artifact build/bench.llamabundle $(if $(MODEL),--model $(MODEL))
 
 clean:
 	rm -rf $(VENV) build dist *.llamabundle  # the runtime package stays in the cache
