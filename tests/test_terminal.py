@@ -21,6 +21,7 @@ from runtime.terminal import HELP, Chat, piped_lines
 
 STATS = r"\((\d+) prompt tokens, (\d+) reused; (\d+) generated"
 READY = r"(?m)^>>> Send a message"  # the prompt, empty, waiting for keys
+VERBOSE_READY = r"\(statistics on\)\n>>> Send a message"  # /verbose done, the prompt back
 
 
 def leave_with_ctrl_d(t: Terminal) -> None:
@@ -175,6 +176,7 @@ def test_chat_edits_chinese_input_and_sends_it(tiny_artifact, terminal):
     t.wait_for(READY)
     t.type("/verbose")
     t.send("Enter")
+    t.wait_for(VERBOSE_READY)  # keys typed before the prompt is back would race its drawing
     t.type("你好世界")
     t.send("Left", "Left")
     t.type("大")
@@ -190,6 +192,7 @@ def test_a_triple_quote_block_and_alt_enter_each_make_one_question(tiny_artifact
     t.wait_for(READY)
     t.type("/verbose")
     t.send("Enter")
+    t.wait_for(VERBOSE_READY)
     t.type('"""')
     t.send("Enter")
     t.type("line one")
