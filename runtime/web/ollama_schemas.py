@@ -12,7 +12,7 @@ from runtime.chat.tools import ToolCall, tools_from_openai
 from runtime.errors import RequestError
 from runtime.generation import ChatMessage
 from runtime.settings import MAX_TOKENS
-from runtime.web.schemas import MAX_STOPS, Request, bounded
+from runtime.web.schemas import Request, Stops, bounded
 
 
 class Options(Request):
@@ -30,7 +30,7 @@ class Options(Request):
     repeat_penalty: float | None = bounded("repeat_penalty")
     repeat_last_n: int | None = Field(default=None, ge=-1, le=MAX_TOKENS)  # -1: the whole context
     seed: int | None = Field(default=None, ge=-(1 << 63), le=(1 << 64) - 1)  # < 0: a random one
-    stop: str | list[str] | None = None
+    stop: Stops = None
     num_ctx: int | None = Field(default=None, ge=0)  # the context is fixed at launch
     num_keep: int | None = None
     num_batch: int | None = None
@@ -53,13 +53,6 @@ class Options(Request):
     vocab_only: bool | None = None
     logits_all: bool | None = None
     embedding_only: bool | None = None
-
-    @field_validator("stop")
-    @classmethod
-    def _few_stops(cls, value: Any) -> Any:
-        if isinstance(value, list) and len(value) > MAX_STOPS:
-            raise ValueError(f"at most {MAX_STOPS} stop sequences")
-        return value
 
     def request_keywords(self, n_ctx: int) -> dict[str, Any]:
         """The keywords of `Defaults.request` (None: the bundle's default)."""

@@ -6,13 +6,23 @@ Unknown fields are ignored, as OpenAI's clients send fields we have no use for."
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from runtime.settings import BY_NAME
 
 MAX_STOPS = 16
+
+
+def _few_stops(value: str | list[str] | None) -> str | list[str] | None:
+    if isinstance(value, list) and len(value) > MAX_STOPS:
+        raise ValueError(f"at most {MAX_STOPS} stop sequences")
+    return value
+
+
+# Every dialect's `stop`: one string or a list of at most MAX_STOPS.
+Stops = Annotated[str | list[str] | None, AfterValidator(_few_stops)]
 
 
 def bounded(setting: str, **kwargs: Any) -> Any:
@@ -33,16 +43,9 @@ class SamplingFields(Request):
     top_k: int | None = bounded("top_k")
     repeat_penalty: float | None = bounded("repeat_penalty")
     seed: int | None = Field(None, ge=-(1 << 63), le=(1 << 64) - 1)
-    stop: str | list[str] | None = None
+    stop: Stops = None
     stream: bool = False
     model: str | None = None
-
-    @field_validator("stop")
-    @classmethod
-    def _few_stops(cls, value: Any) -> Any:
-        if isinstance(value, list) and len(value) > MAX_STOPS:
-            raise ValueError(f"at most {MAX_STOPS} stop sequences")
-        return value
 
     def sampling(self) -> dict[str, Any]:
         """The sampling keywords of `Defaults.request` (None: the bundle's default)."""
