@@ -8,7 +8,7 @@ import time
 
 import httpx
 import pytest
-from conftest import launch
+from fuzzing import Poster, fuzzed_server, json_values
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,16 +16,15 @@ pytestmark = pytest.mark.usefixtures("built")
 
 ROUTES = ["/v1/chat/completions", "/v1/completions", "/completion", "/v1/embeddings",
           "/embedding", "/tokenize", "/detokenize"]
-SENT = {"requests": 0}
+
+
+def openai_error(r: httpx.Response) -> None:
+    assert set(r.json()["error"]) == {"message", "type", "param", "code"}
 
 
 @pytest.fixture(scope="module")
 def server(tiny_artifact):
-    server = launch(tiny_artifact, "-n", "8")
-    yield server
-    healthy = httpx.get(server.url + "/health").status_code
-    server.stop()
-    assert healthy == 200
+    yield from fuzzed_server(tiny_artifact)
 
 
 @pytest.fixture(scope="module")
@@ -34,22 +33,11 @@ def http(server):
         yield client
 
 
-def post(http: httpx.Client, route: str, content: bytes,
-         content_type: str = "application/json") -> httpx.Response:
-    SENT["requests"] += 1
-    r = http.post(route, content=content, headers={"content-type": content_type})
-    assert r.status_code < 500, (route, content[:200], r.status_code, r.text[:300])
-    if r.status_code >= 400:
-        assert set(r.json()["error"]) == {"message", "type", "param", "code"}
-    return r
+@pytest.fixture(scope="module")
+def post(http):
+    return Poster(http, openai_error)
 
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) |
-    st.floats(allow_nan=False) | st.text(max_size=40),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=4),
-    max_leaves=12)
 schema = json_values | st.just({"type": "object", "properties": {"x": {"type": "string"}},
                                  "required": ["x"]})
 tool = st.fixed_dictionaries({"type": st.just("function") | json_values, "function": (
@@ -88,11 +76,11 @@ fields = st.fixed_dictionaries({}, optional={
 @settings(max_examples=1100, deadline=None, suppress_health_check=list(HealthCheck),
           derandomize=True)
 @given(route=st.sampled_from(ROUTES), body=fields)
-def test_random_requests_never_get_a_5xx(http, route, body):
+def test_random_requests_never_get_a_5xx(post, route, body):
     if route in ("/v1/chat/completions", "/v1/completions", "/completion"):
         body = {k: v for k, v in body.items() if k not in ("n_predict", "max_tokens")} | {
             "max_tokens": 4, "n_predict": 4}  # keep the run bounded; the rest stays hostile
-    post(http, route, json.dumps(body).encode())
+    post(route, json.dumps(body).encode())
 
 
 @pytest.mark.parametrize("content, content_type", [
@@ -109,12 +97,12 @@ def test_random_requests_never_get_a_5xx(http, route, body):
     (b"null", "application/json"),
 ])
 @pytest.mark.parametrize("route", ROUTES)
-def test_hand_written_hostile_bodies_get_4xx(http, route, content, content_type):
-    r = post(http, route, content, content_type)
+def test_hand_written_hostile_bodies_get_4xx(post, route, content, content_type):
+    r = post(route, content, content_type)
     assert r.status_code in (200, 400, 413, 422) or r.status_code < 300
 
 
-def test_a_slow_client_does_not_block_others(server, http):
+def test_a_slow_client_does_not_block_others(server, http, post):
     body = json.dumps({"messages": [{"role": "user", "content": "hi"}],
                        "max_tokens": 2}).encode()
     with socket.create_connection(("127.0.0.1", server.port)) as slow:
@@ -123,13 +111,13 @@ def test_a_slow_client_does_not_block_others(server, http):
                      + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:5])
         started = time.monotonic()
         assert http.get("/health").status_code == 200
-        post(http, "/v1/chat/completions", body)
+        post("/v1/chat/completions", body)
         assert time.monotonic() - started < 10
         slow.sendall(body[5:])
         assert b"200 OK" in slow.recv(4096)
 
 
-def test_fuzz_volume(http):
+def test_fuzz_volume(http, post):
     """Runs last in this module: the run above really sent its ~1,000 requests."""
-    assert SENT["requests"] >= 1000
+    assert post.sent >= 1000
     assert http.get("/health").status_code == 200

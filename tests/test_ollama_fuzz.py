@@ -7,23 +7,23 @@ import json
 
 import httpx
 import pytest
-from conftest import launch
+from fuzzing import Poster, fuzzed_server, json_values
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 pytestmark = pytest.mark.usefixtures("built")
 
 ROUTES = ["/api/chat", "/api/generate", "/api/embed", "/api/embeddings", "/api/show"]
-SENT = {"requests": 0}
+
+
+def ollama_error(r: httpx.Response) -> None:
+    body = r.json()
+    assert set(body) == {"error"} and isinstance(body["error"], str), r.text
 
 
 @pytest.fixture(scope="module")
 def server(tiny_artifact):
-    server = launch(tiny_artifact, "-n", "8", "--ollama-port", "0")
-    yield server
-    healthy = httpx.get(server.url + "/health").status_code
-    server.stop()
-    assert healthy == 200
+    yield from fuzzed_server(tiny_artifact, "--ollama-port", "0")
 
 
 @pytest.fixture(scope="module")
@@ -32,27 +32,18 @@ def http(server):
         yield client
 
 
-def post(http: httpx.Client, route: str, content: bytes,
-         content_type: str = "application/json") -> httpx.Response:
-    SENT["requests"] += 1
-    r = http.post(route, content=content, headers={"content-type": content_type})
-    assert r.status_code < 500, (route, content[:200], r.status_code, r.text[:300])
-    if r.status_code >= 400:
-        body = r.json()
-        assert set(body) == {"error"} and isinstance(body["error"], str), r.text
-    elif r.headers["content-type"] == "application/x-ndjson":
+def ndjson_stream(r: httpx.Response) -> None:
+    if r.headers["content-type"] == "application/x-ndjson":
         lines = [json.loads(line) for line in r.text.splitlines()]
         assert all(isinstance(line, dict) for line in lines)
         assert lines[-1].get("done") is True or set(lines[-1]) == {"error"}, lines[-1]
-    return r
 
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) |
-    st.floats(allow_nan=False) | st.text(max_size=40),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=4),
-    max_leaves=12)
+@pytest.fixture(scope="module")
+def post(http):
+    return Poster(http, ollama_error, ndjson_stream)
+
+
 options = st.fixed_dictionaries({}, optional={
     key: json_values for key in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty",
                                  "repeat_last_n", "seed", "stop", "num_ctx", "mirostat",
@@ -86,8 +77,8 @@ def bounded(body: dict) -> dict:
 @settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck),
           derandomize=True)
 @given(route=st.sampled_from(ROUTES), body=fields)
-def test_random_requests_never_get_a_5xx(http, route, body):
-    post(http, route, json.dumps(bounded(body)).encode())
+def test_random_requests_never_get_a_5xx(post, route, body):
+    post(route, json.dumps(bounded(body)).encode())
 
 
 @pytest.mark.parametrize("content, content_type", [
@@ -107,8 +98,8 @@ def test_random_requests_never_get_a_5xx(http, route, body):
     (b"null", "application/json"),
 ])
 @pytest.mark.parametrize("route", ROUTES)
-def test_hand_written_hostile_bodies_get_4xx(http, route, content, content_type):
-    post(http, route, content, content_type)
+def test_hand_written_hostile_bodies_get_4xx(post, route, content, content_type):
+    post(route, content, content_type)
 
 
 @pytest.mark.parametrize("method, path", [("GET", "/api/chat"), ("DELETE", "/api/delete"),
@@ -119,7 +110,7 @@ def test_routes_ollama_has_and_we_do_not_answer_in_its_shape(http, method, path)
     assert r.status_code in (404, 405) and isinstance(r.json()["error"], str)
 
 
-def test_fuzz_volume(http):
+def test_fuzz_volume(http, post):
     """Runs last in this module: the run above really sent its ~600 requests."""
-    assert SENT["requests"] >= 600
+    assert post.sent >= 600
     assert http.get("/health").status_code == 200
