@@ -9,36 +9,19 @@ import json
 import httpx
 import ollama
 import pytest
-from conftest import build_cli, free_port, launch
-from fake import FakeEngine, FakeServer
+from conftest import build_cli, launch
 from langchain_ollama import ChatOllama
+from tool_calls import ASK, TWO_CALLS, WEATHER, scripted_servers
 
-from runtime.generation import CallArguments, CallStart, Finish
+from runtime.generation import Finish
 
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "Current weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                   "required": ["city"]}}}
 TIME = {"type": "function", "function": {"name": "get_time", "description": "The time now",
                                          "parameters": {"type": "object", "properties": {}}}}
-ASK = [{"role": "user", "content": "Weather in Paris and the time?"}]
-TWO_CALLS = [CallStart(0, "call_a1", "get_weather"), CallArguments(0, '{"city": '),
-             CallArguments(0, '"Paris"}'), CallStart(1, "call_b2", "get_time"),
-             CallArguments(1, "{}"), Finish("tool_calls", 20, 12, 0)]
 
 
 @pytest.fixture
 def scripted():
-    servers: list[FakeServer] = []
-
-    def start(*events) -> tuple[FakeServer, FakeEngine]:
-        engine = FakeEngine(delay=0, script=events)
-        servers.append(FakeServer(engine, free_port()).__enter__())
-        return servers[-1], engine
-
-    yield start
-    for server in servers:
-        server.__exit__()
+    yield from scripted_servers()
 
 
 def test_unary_answer_has_whole_calls_with_object_arguments(scripted):

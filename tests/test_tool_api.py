@@ -9,35 +9,17 @@ import json
 import httpx
 import openai
 import pytest
-from conftest import free_port
-from fake import FakeEngine, FakeServer
+from fake import FakeServer
+from tool_calls import ASK, TWO_CALLS, WEATHER, scripted_servers
 
 from runtime.generation import CallArguments, CallStart, Finish, TokenLogprob, TopLogprob
 
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "Current weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                   "required": ["city"]}}}
 TIME = {"type": "function", "function": {"name": "get_time"}}
-ASK = [{"role": "user", "content": "Weather in Paris and the time?"}]
-TWO_CALLS = [CallStart(0, "call_a1", "get_weather"), CallArguments(0, '{"city": '),
-             CallArguments(0, '"Paris"}'), CallStart(1, "call_b2", "get_time"),
-             CallArguments(1, "{}"), Finish("tool_calls", 20, 12, 0)]
 
 
 @pytest.fixture
 def serve_script():
-    servers: list[FakeServer] = []
-
-    def start(*events) -> tuple[FakeServer, FakeEngine]:
-        engine = FakeEngine(delay=0, script=events)
-        server = FakeServer(engine, free_port()).__enter__()
-        servers.append(server)
-        return server, engine
-
-    yield start
-    for server in servers:
-        server.__exit__()
+    yield from scripted_servers()
 
 
 def client(server: FakeServer) -> openai.OpenAI:

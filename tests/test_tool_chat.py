@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from tool_calls import WEATHER
 
 from runtime.chat.fallbacks import FALLBACKS
 from runtime.chat.template import ChatTemplate
@@ -43,10 +44,6 @@ LLAMA31_STYLE = (
     "{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n"
     "{% endif %}")
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "Current weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                   "required": ["city"]}}}
 TOOLS = tuple(tools_from_openai([WEATHER]))
 QUESTION = ChatMessage("user", "Weather in Paris?")
 CALL = ToolCall("call_abc", "get_weather", '{"city": "Paris"}')

@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 from conftest import build_cli, launch
+from tool_calls import WEATHER
 
 pytestmark = pytest.mark.usefixtures("built")
 
@@ -23,10 +24,6 @@ HERMES_SHORT = (
     "<|im_end|>\n{% endif %}"
     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "Current weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                   "required": ["city"]}}}
 TIME = {"type": "function", "function": {
     "name": "get_time", "description": "The time now in a time zone",
     "parameters": {"type": "object", "properties": {"zone": {"type": "string"}},
@@ -43,6 +40,8 @@ def sdk(url: str) -> openai.OpenAI:
 
 
 # -- the tiny random model: what the grammar guarantees
+
+
 
 
 @pytest.fixture(scope="module")
