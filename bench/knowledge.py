@@ -24,6 +24,7 @@ set's documents, so the vectors and terms look like real ones).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import sys
@@ -47,6 +48,7 @@ def quality(threads: int = 2) -> dict[str, Any]:
     embedder = LoadedEmbedder(built.embedder, threads)
     questions = json.loads((DATA / "questions.json").read_text())
     answerable = questions["questions"]
+    _check_passages(index, answerable)
     vectors = embedder.embed_queries([q["question"] for q in answerable])
     # Each ranking alone, both fused, and both fused with the calibrated floor applied before
     # fusion and the threshold after: what the runtime's search() returns.
@@ -68,20 +70,43 @@ def quality(threads: int = 2) -> dict[str, Any]:
             rank = _rank_of(index, [s.chunk for s in ranked], q)
             ranks.append(rank)
             if mode == "hybrid" and (rank is None or rank > 5):
-                misses.append(f"{q['question']} (rank {rank})")
-        result[mode] = _metrics(ranks)
-        result[mode]["by_kind"] = {
-            kind: _metrics([r for r, q in zip(ranks, answerable, strict=True)
-                            if q["kind"] == kind])["hit@5"]
-            for kind in sorted({q["kind"] for q in answerable})}
+                misses.append(f"{split_of(q['question'])}: {q['question']} (rank {rank})")
+        result[mode] = {part: _metrics([r for r, q in zip(ranks, answerable, strict=True)
+                                        if part == "all" or split_of(q["question"]) == part],
+                                       [q["kind"] for q in answerable
+                                        if part == "all" or split_of(q["question"]) == part])
+                        for part in SPLITS}
     none = questions["unanswerable"]
     empty = [not _search(index, q, v) for q, v in zip(none, embedder.embed_queries(none),
                                                        strict=True)]
-    result["unanswerable_returning_nothing"] = sum(empty) / len(empty)
+    result["unanswerable_returning_nothing"] = {
+        part: round(statistics.mean(e for e, q in zip(empty, none, strict=True)
+                                    if part == "all" or split_of(q) == part), 3)
+        for part in SPLITS}
     result["hybrid_misses"] = misses
     result["self_test"] = built.info["self_test"]
     embedder.close()
     return result
+
+
+SPLITS = ("dev", "held-out", "all")
+
+
+def split_of(question: str) -> str:
+    """'dev' or 'held-out', by a stable hash of the question's text: a question keeps its half
+    when others are added. Fusion and calibration are tuned on dev only; held-out shows whether
+    a change overfits the questions it was tuned on."""
+    return "dev" if hashlib.sha256(question.encode()).digest()[0] % 2 == 0 else "held-out"
+
+
+def _check_passages(index: Any, answerable: list[dict[str, str]]) -> None:
+    """Every question's phrase must be in a chunk of its document, or the question could never
+    be a hit (a typo in the test set would read as a retrieval miss)."""
+    texts = [index.passage(chunk) for chunk in range(1, index.meta.count + 1)]
+    for q in answerable:
+        if not any(p.document == q["document"] and q["passage"] in p.text for p in texts):
+            raise SystemExit(f"questions.json: {q['passage']!r} is in no chunk of "
+                             f"{q['document']} ({q['question']})")
 
 
 def _search(index: Any, query: str, vector: list[float], top_k: int = 5) -> list[Any]:
@@ -96,11 +121,36 @@ def _rank_of(index: Any, chunks: list[int], q: dict[str, str]) -> int | None:
     return None
 
 
-def _metrics(ranks: list[int | None]) -> dict[str, Any]:
+def _metrics(ranks: list[int | None], kinds: list[str] | None = None) -> dict[str, Any]:
     n = len(ranks) or 1
-    return {"hit@1": round(sum(r == 1 for r in ranks) / n, 3),
-            "hit@5": round(sum(r is not None and r <= 5 for r in ranks) / n, 3),
-            "mrr": round(sum(1 / r for r in ranks if r) / n, 3)}
+    out: dict[str, Any] = {
+        "n": len(ranks), "hit@1": round(sum(r == 1 for r in ranks) / n, 3),
+        "hit@5": round(sum(r is not None and r <= 5 for r in ranks) / n, 3),
+        "mrr": round(sum(1 / r for r in ranks if r) / n, 3)}
+    if kinds is not None:
+        out["by_kind"] = {kind: _metrics([r for r, k in zip(ranks, kinds, strict=True)
+                                          if k == kind])
+                          for kind in sorted(set(kinds))}
+    return out
+
+
+def quality_table(result: dict[str, Any]) -> str:
+    """The quality figures as a Markdown table: per mode and split, all kinds and each kind."""
+    kinds = list(result["vectors"]["all"]["by_kind"])
+    lines = ["| retrieval | split | n | hit@1 | hit@5 | MRR | "
+             + " | ".join(f"{k} hit@1/@5" for k in kinds) + " |",
+             "|---" * (6 + len(kinds)) + "|"]
+    for mode in ("full_text", "vectors", "hybrid_floor", "hybrid"):
+        for part in SPLITS:
+            m = result[mode][part]
+            lines.append(f"| {mode} | {part} | {m['n']} | {m['hit@1']} | {m['hit@5']} | "
+                         f"{m['mrr']} | " + " | ".join(
+                             f"{m['by_kind'][k]['hit@1']}/{m['by_kind'][k]['hit@5']}"
+                             for k in kinds) + " |")
+    none = result["unanswerable_returning_nothing"]
+    lines.append("\nunanswerable returning nothing: "
+                 + ", ".join(f"{part} {none[part]}" for part in SPLITS))
+    return "\n".join(lines)
 
 
 def throughput(threads: int = 2, chunks: int = 64, rounds: int = 3) -> dict[str, Any]:
@@ -238,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     parts = args.parts.split(",")
     if "quality" in parts:
         results["quality"] = quality(args.threads)
+        print(quality_table(results["quality"]), file=sys.stderr)
     if "throughput" in parts:
         results["throughput"] = throughput(args.threads)
     if "latency" in parts:
