@@ -41,7 +41,7 @@ DATA = REPO / "tests" / "data" / "knowledge"
 def quality(threads: int = 2) -> dict[str, Any]:
     from bundler.knowledge.index import KnowledgeOptions, LoadedEmbedder, build_knowledge
     from runtime.knowledge.format import unpack
-    from runtime.knowledge.search import Index
+    from runtime.knowledge.search import FULL_TEXT_DEPTH, Index
 
     built = build_knowledge(KnowledgeOptions([DATA / "docs"], threads=threads))
     index = Index(unpack(built.section, "bench"))
@@ -50,24 +50,25 @@ def quality(threads: int = 2) -> dict[str, Any]:
     answerable = questions["questions"]
     _check_passages(index, answerable)
     vectors = embedder.embed_queries([q["question"] for q in answerable])
-    # Each ranking alone, both fused, and both fused with the calibrated floor applied before
-    # fusion and the threshold after: what the runtime's search() returns.
-    modes: dict[str, dict[str, Any]] = {
-        "full_text": {"vectors": False}, "vectors": {"full_text": False},
-        "hybrid_unfiltered": {}, "hybrid_floor": {"floor": index.meta.floor},
-        "hybrid": {"floor": index.meta.floor}}
+    # Each ranking alone (full text: bm25's first FULL_TEXT_DEPTH), both fused, and both fused
+    # with the calibrated floors applied before fusion and the thresholds after: what the
+    # runtime's search() returns.
+    modes: dict[str, Callable[[str, list[float]], list[int]]] = {
+        "full_text": lambda q, v: index.full_text(q, FULL_TEXT_DEPTH),
+        "vectors": lambda q, v: [s.chunk for s in index.rank(q, v, full_text=False)],
+        "hybrid_unfiltered": lambda q, v: [s.chunk for s in index.rank(q, v)],
+        "hybrid_floor": lambda q, v: [s.chunk for s in index.rank(q, v, floor=True)],
+        "hybrid": lambda q, v: [s.chunk for s in index.rank(q, v, floor=True)
+                                if _search(index, q, v)]}
     result: dict[str, Any] = {"documents": built.info["documents"],
                               "chunks": built.info["chunks"], "questions": len(answerable),
                               "threshold": built.info["threshold"],
                               "floor": built.info["floor"]}
     misses: list[str] = []
-    for mode, flags in modes.items():
+    for mode, ranking in modes.items():
         ranks = []
         for q, vector in zip(answerable, vectors, strict=True):
-            ranked = index.rank(q["question"], vector, **flags)
-            if mode == "hybrid" and not any(s.lift >= index.meta.threshold for s in ranked):
-                ranked = []  # search() says the documents do not cover it
-            rank = _rank_of(index, [s.chunk for s in ranked], q)
+            rank = _rank_of(index, ranking(q["question"], vector), q)
             ranks.append(rank)
             if mode == "hybrid" and (rank is None or rank > 5):
                 misses.append(f"{split_of(q['question'])}: {q['question']} (rank {rank})")
@@ -223,9 +224,9 @@ def latency(threads: int = 2, sizes: tuple[int, ...] = (1000, 10000, 100000),
         quantized, scales = quantize(vectors)
         texts = [" ".join(sentences[int(i)] for i in rng.integers(0, len(sentences), 4))
                  for _ in range(size)]
-        meta = IndexMeta(384, size, scales.tolist(), 0.05, 0.03, [asdict(Group(
-            "other", 1, size + 1, vectors.mean(axis=0).tolist()))], embedder.query_prefix,
-            embedder.passage_prefix)
+        meta = IndexMeta(384, size, scales.tolist(), [asdict(Group(
+            "other", 1, size + 1, vectors.mean(axis=0).tolist(), 0.05, 0.03))],
+            embedder.query_prefix, embedder.passage_prefix)
         db = write_database(meta, [("doc.md", "Doc")],
                             [(0, "", t, " ".join(terms(t))) for t in texts], quantized.tobytes())
         section = pack(db)
