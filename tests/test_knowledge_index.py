@@ -3,7 +3,9 @@ damage reports, full text with CJK bigrams, vectors, fusion, and the calibrated 
 
 from __future__ import annotations
 
+import json
 import math
+import sqlite3
 import zlib
 
 import pytest
@@ -162,3 +164,22 @@ def test_each_groups_noise_ceiling_lets_through_a_tenth_of_unrelated_questions_i
     ceilings = [_quantile([b[g] for b in two], quantile) for g in (0, 1)]
     answered = sum(any(v >= c for v, c in zip(b, ceilings, strict=True)) for b in two)
     assert quantile > 0.9 and answered <= 4
+
+
+def test_a_format_1_section_is_read_with_its_one_threshold_for_every_group() -> None:
+    # `upgrade` copies a knowledge section as it is: an artifact built before the levels were
+    # per group keeps working.
+    db = _index(threshold=0.3, floor=0.1).db
+    writable = sqlite3.connect(":memory:")
+    writable.deserialize(db.serialize())
+    groups = [{k: v for k, v in g.items() if k not in ("threshold", "floor")}
+              for g in json.loads(writable.execute(
+                  "SELECT value FROM meta WHERE key = 'groups'").fetchone()[0])]
+    writable.execute("UPDATE meta SET value = ? WHERE key = 'groups'", (json.dumps(groups),))
+    writable.executemany("INSERT INTO meta VALUES (?, ?)", [("threshold", "0.3"),
+                                                             ("floor", "0.1")])
+    writable.commit()
+    data = HEADER.pack(MAGIC, 1, 1) + zlib.compress(writable.serialize())
+    index = Index(unpack(data, "old.llamabundle"))
+    assert [(g.threshold, g.floor) for g in index.groups] == [(0.3, 0.1), (0.3, 0.1)]
+    assert index.search("reset button", _unit(1, 0.1), 3)

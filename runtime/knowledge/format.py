@@ -31,6 +31,7 @@ from runtime.errors import ArtifactError
 
 MAGIC = b"LLBKNOWL"
 FORMAT_VERSION = 2  # 2: the calibrated threshold and floor are per script group
+READS = (1, 2)  # an upgraded artifact keeps its section: format 1 is read (see read_meta)
 CODEC_ZLIB = 1
 HEADER = struct.Struct("<8sII")
 SECTION = "knowledge"  # the manifest's section names
@@ -106,9 +107,10 @@ def unpack(data: bytes | memoryview, where: str) -> sqlite3.Connection:
     magic, version, codec = HEADER.unpack(data[:HEADER.size])
     if magic != MAGIC:
         raise ArtifactError(f"{where}: corrupted knowledge section (bad magic)")
-    if version != FORMAT_VERSION or codec != CODEC_ZLIB:
+    if version not in READS or codec != CODEC_ZLIB:
+        readable = " or ".join(map(str, READS))
         raise ArtifactError(f"{where}: knowledge format {version} (codec {codec}) is not one "
-                            f"this runtime reads ({FORMAT_VERSION}); rebuild the artifact")
+                            f"this runtime reads ({readable}); rebuild the artifact")
     try:
         db = _open(zlib.decompress(data[HEADER.size:]))
         db.execute("SELECT count(*) FROM chunks").fetchone()
@@ -140,6 +142,9 @@ def _open(raw: bytes) -> sqlite3.Connection:
 
 def read_meta(db: sqlite3.Connection) -> IndexMeta:
     values: dict[str, Any] = {k: json.loads(v) for k, v in db.execute("SELECT * FROM meta")}
+    if "threshold" in values:  # format 1: one threshold and floor for every group
+        levels = {"threshold": values["threshold"], "floor": values.get("floor", 0.0)}
+        values["groups"] = [levels | g for g in values.get("groups", [])]
     try:
         return IndexMeta(**{k: values[k] for k in IndexMeta.__dataclass_fields__})
     except KeyError as e:
