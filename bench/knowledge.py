@@ -2,6 +2,7 @@
 artifact growth.
 
     python -m bench.knowledge [--threads 2] [--sizes 1000,10000,100000] [--out FILE.json]
+                              [--parts quality,throughput,latency,growth]
 
 Quality: the bilingual test set in tests/data/knowledge/ (documents in English and Chinese as
 Markdown, text (one GBK-encoded), HTML and PDF; questions.json: each question with the document
@@ -9,7 +10,10 @@ and a phrase of the passage that answers it, including English questions answere
 text and the reverse, and questions the documents do not answer). A question is a hit at k when
 one of the first k passages comes from its document and contains its phrase. Reported for full
 text alone, vectors alone and hybrid (the runtime's ranking), plus how the calibrated threshold
-treats answerable and unanswerable questions.
+treats answerable and unanswerable questions. The questions are split into a dev half and a
+held-out half by a hash of their text (`split_of`): the fusion and the calibration were tuned
+on dev only, so held-out shows whether a change overfits. Figures per half and per kind (en-en,
+zh-zh, en-zh, zh-en); `--parts quality` prints them as a Markdown table on stderr.
 
 Throughput: our build's batched embedding (runtime/llama/embedder.py) against llama.cpp's own
 batched embedding of the same chunks with the same model and threads, as llama-cpp-python's
