@@ -2,6 +2,7 @@
 artifact growth.
 
     python -m bench.knowledge [--threads 2] [--sizes 1000,10000,100000] [--out FILE.json]
+                              [--parts quality,throughput,latency,growth]
 
 Quality: the bilingual test set in tests/data/knowledge/ (documents in English and Chinese as
 Markdown, text (one GBK-encoded), HTML and PDF; questions.json: each question with the document
@@ -9,7 +10,10 @@ and a phrase of the passage that answers it, including English questions answere
 text and the reverse, and questions the documents do not answer). A question is a hit at k when
 one of the first k passages comes from its document and contains its phrase. Reported for full
 text alone, vectors alone and hybrid (the runtime's ranking), plus how the calibrated threshold
-treats answerable and unanswerable questions.
+treats answerable and unanswerable questions. The questions are split into a dev half and a
+held-out half by a hash of their text (`split_of`): the fusion and the calibration were tuned
+on dev only, so held-out shows whether a change overfits. Figures per half and per kind (en-en,
+zh-zh, en-zh, zh-en); `--parts quality` prints them as a Markdown table on stderr.
 
 Throughput: our build's batched embedding (runtime/llama/embedder.py) against llama.cpp's own
 batched embedding of the same chunks with the same model and threads, as llama-cpp-python's
@@ -24,6 +28,7 @@ set's documents, so the vectors and terms look like real ones).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import sys
@@ -40,48 +45,73 @@ DATA = REPO / "tests" / "data" / "knowledge"
 def quality(threads: int = 2) -> dict[str, Any]:
     from bundler.knowledge.index import KnowledgeOptions, LoadedEmbedder, build_knowledge
     from runtime.knowledge.format import unpack
-    from runtime.knowledge.search import Index
+    from runtime.knowledge.search import FULL_TEXT_DEPTH, Index
 
     built = build_knowledge(KnowledgeOptions([DATA / "docs"], threads=threads))
     index = Index(unpack(built.section, "bench"))
     embedder = LoadedEmbedder(built.embedder, threads)
     questions = json.loads((DATA / "questions.json").read_text())
     answerable = questions["questions"]
+    _check_passages(index, answerable)
     vectors = embedder.embed_queries([q["question"] for q in answerable])
-    # Each ranking alone, both fused, and both fused with the calibrated floor applied before
-    # fusion and the threshold after: what the runtime's search() returns.
-    modes: dict[str, dict[str, Any]] = {
-        "full_text": {"vectors": False}, "vectors": {"full_text": False},
-        "hybrid_unfiltered": {}, "hybrid_floor": {"floor": index.meta.floor},
-        "hybrid": {"floor": index.meta.floor}}
+    # Each ranking alone (full text: bm25's first FULL_TEXT_DEPTH), both fused, and both fused
+    # with the calibrated floors applied before fusion and the thresholds after: what the
+    # runtime's search() returns.
+    modes: dict[str, Callable[[str, list[float]], list[int]]] = {
+        "full_text": lambda q, v: index.full_text(q, FULL_TEXT_DEPTH),
+        "vectors": lambda q, v: [s.chunk for s in index.rank(q, v, full_text=False)],
+        "hybrid_unfiltered": lambda q, v: [s.chunk for s in index.rank(q, v)],
+        "hybrid_floor": lambda q, v: [s.chunk for s in index.rank(q, v, floor=True)],
+        "hybrid": lambda q, v: [s.chunk for s in index.rank(q, v, floor=True)
+                                if _search(index, q, v)]}
     result: dict[str, Any] = {"documents": built.info["documents"],
                               "chunks": built.info["chunks"], "questions": len(answerable),
                               "threshold": built.info["threshold"],
                               "floor": built.info["floor"]}
     misses: list[str] = []
-    for mode, flags in modes.items():
+    for mode, ranking in modes.items():
         ranks = []
         for q, vector in zip(answerable, vectors, strict=True):
-            ranked = index.rank(q["question"], vector, **flags)
-            if mode == "hybrid" and not any(s.lift >= index.meta.threshold for s in ranked):
-                ranked = []  # search() says the documents do not cover it
-            rank = _rank_of(index, [s.chunk for s in ranked], q)
+            rank = _rank_of(index, ranking(q["question"], vector), q)
             ranks.append(rank)
             if mode == "hybrid" and (rank is None or rank > 5):
-                misses.append(f"{q['question']} (rank {rank})")
-        result[mode] = _metrics(ranks)
-        result[mode]["by_kind"] = {
-            kind: _metrics([r for r, q in zip(ranks, answerable, strict=True)
-                            if q["kind"] == kind])["hit@5"]
-            for kind in sorted({q["kind"] for q in answerable})}
+                misses.append(f"{split_of(q['question'])}: {q['question']} (rank {rank})")
+        result[mode] = {part: _metrics([r for r, q in zip(ranks, answerable, strict=True)
+                                        if part == "all" or split_of(q["question"]) == part],
+                                       [q["kind"] for q in answerable
+                                        if part == "all" or split_of(q["question"]) == part])
+                        for part in SPLITS}
     none = questions["unanswerable"]
     empty = [not _search(index, q, v) for q, v in zip(none, embedder.embed_queries(none),
                                                        strict=True)]
-    result["unanswerable_returning_nothing"] = sum(empty) / len(empty)
+    result["unanswerable_returning_nothing"] = {
+        part: round(statistics.mean(e for e, q in zip(empty, none, strict=True)
+                                    if part == "all" or split_of(q) == part), 3)
+        for part in SPLITS}
     result["hybrid_misses"] = misses
     result["self_test"] = built.info["self_test"]
     embedder.close()
     return result
+
+
+SPLITS = ("dev", "held-out", "all")
+
+
+def split_of(question: str) -> str:
+    """'dev' or 'held-out', by a stable hash of the question's text: a question keeps its half
+    when others are added. Fusion and calibration are tuned on dev only; held-out shows whether
+    a change overfits the questions it was tuned on."""
+    return "dev" if hashlib.sha256(question.encode()).digest()[0] % 2 == 0 else "held-out"
+
+
+def _check_passages(index: Any, answerable: list[dict[str, str]]) -> None:
+    """Every question's phrase must be in a chunk of its document, or the question could never
+    be a hit (a typo in the test set would read as a retrieval miss)."""
+    texts = [index.passage(chunk) for chunk in range(1, index.meta.count + 1)]
+    for q in answerable:
+        if not any(p.document == q["document"] and q["passage"] in p.text for p in texts):
+            raise SystemExit(f"questions.json: {q['passage']!r} is in no chunk of "
+                             f"{q['document']} ({q['question']})")
 
 
 def _search(index: Any, query: str, vector: list[float], top_k: int = 5) -> list[Any]:
@@ -96,11 +126,36 @@ def _rank_of(index: Any, chunks: list[int], q: dict[str, str]) -> int | None:
     return None
 
 
-def _metrics(ranks: list[int | None]) -> dict[str, Any]:
+def _metrics(ranks: list[int | None], kinds: list[str] | None = None) -> dict[str, Any]:
     n = len(ranks) or 1
-    return {"hit@1": round(sum(r == 1 for r in ranks) / n, 3),
-            "hit@5": round(sum(r is not None and r <= 5 for r in ranks) / n, 3),
-            "mrr": round(sum(1 / r for r in ranks if r) / n, 3)}
+    out: dict[str, Any] = {
+        "n": len(ranks), "hit@1": round(sum(r == 1 for r in ranks) / n, 3),
+        "hit@5": round(sum(r is not None and r <= 5 for r in ranks) / n, 3),
+        "mrr": round(sum(1 / r for r in ranks if r) / n, 3)}
+    if kinds is not None:
+        out["by_kind"] = {kind: _metrics([r for r, k in zip(ranks, kinds, strict=True)
+                                          if k == kind])
+                          for kind in sorted(set(kinds))}
+    return out
+
+
+def quality_table(result: dict[str, Any]) -> str:
+    """The quality figures as a Markdown table: per mode and split, all kinds and each kind."""
+    kinds = list(result["vectors"]["all"]["by_kind"])
+    lines = ["| retrieval | split | n | hit@1 | hit@5 | MRR | "
+             + " | ".join(f"{k} hit@1/@5" for k in kinds) + " |",
+             "|---" * (6 + len(kinds)) + "|"]
+    for mode in ("full_text", "vectors", "hybrid_floor", "hybrid"):
+        for part in SPLITS:
+            m = result[mode][part]
+            lines.append(f"| {mode} | {part} | {m['n']} | {m['hit@1']} | {m['hit@5']} | "
+                         f"{m['mrr']} | " + " | ".join(
+                             f"{m['by_kind'][k]['hit@1']}/{m['by_kind'][k]['hit@5']}"
+                             for k in kinds) + " |")
+    none = result["unanswerable_returning_nothing"]
+    lines.append("\nunanswerable returning nothing: "
+                 + ", ".join(f"{part} {none[part]}" for part in SPLITS))
+    return "\n".join(lines)
 
 
 def throughput(threads: int = 2, chunks: int = 64, rounds: int = 3) -> dict[str, Any]:
@@ -173,9 +228,9 @@ def latency(threads: int = 2, sizes: tuple[int, ...] = (1000, 10000, 100000),
         quantized, scales = quantize(vectors)
         texts = [" ".join(sentences[int(i)] for i in rng.integers(0, len(sentences), 4))
                  for _ in range(size)]
-        meta = IndexMeta(384, size, scales.tolist(), 0.05, 0.03, [asdict(Group(
-            "other", 1, size + 1, vectors.mean(axis=0).tolist()))], embedder.query_prefix,
-            embedder.passage_prefix)
+        meta = IndexMeta(384, size, scales.tolist(), [asdict(Group(
+            "other", 1, size + 1, vectors.mean(axis=0).tolist(), 0.05, 0.03))],
+            embedder.query_prefix, embedder.passage_prefix)
         db = write_database(meta, [("doc.md", "Doc")],
                             [(0, "", t, " ".join(terms(t))) for t in texts], quantized.tobytes())
         section = pack(db)
@@ -238,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parts = args.parts.split(",")
     if "quality" in parts:
         results["quality"] = quality(args.threads)
+        print(quality_table(results["quality"]), file=sys.stderr)
     if "throughput" in parts:
         results["throughput"] = throughput(args.threads)
     if "latency" in parts:

@@ -121,12 +121,13 @@ def _knowledge_summary(result: BuildResult) -> str:
     assert result.knowledge is not None
     info, skipped = result.knowledge.info, result.knowledge.skipped
     test = info["self_test"]
+    levels = ", ".join(f"{group} {value:.3f}" for group, value in info["threshold"].items())
     return (f"Knowledge: {info['documents']} documents, {info['chunks']} chunks, "
             f"{len(skipped)} skipped; index {info['index_bytes'] / 1e6:.2f} MB "
             f"+ embedder {info['embedding_model']['name']}; {result.knowledge.seconds:.1f} s\n"
             f"Self-test: hit@5 {test['hit_at_5']:.2f} over {test['probes']} passages; "
-            f"relevance threshold {info['threshold']:.3f} keeps {test['relevant_kept']:.0%} of "
-            f"them and {test['unrelated_kept']:.0%} of unrelated questions")
+            f"relevance thresholds ({levels}) keep {test['relevant_kept']:.0%} of them and "
+            f"{test['unrelated_kept']:.0%} of unrelated questions")
 
 
 # Bytes are shown as a bar without counts; files and chunks with counts, rate and ETA.

@@ -123,7 +123,7 @@ def test_info_and_inspect_describe_the_knowledge(knowledge_build) -> None:  # no
                                      text=True, check=True).stdout)
     knowledge = info["knowledge"]
     assert knowledge["documents"] == 19 and knowledge["chunks"] > 19
-    assert knowledge["format"] == 1
+    assert knowledge["format"] == 2
     assert knowledge["chunking"] == {"max_tokens": 256, "overlap_sentences": 1}
     model = knowledge["embedding_model"]
     assert model["name"] == "multilingual-e5-small" and model["dimensions"] == 384
@@ -131,9 +131,11 @@ def test_info_and_inspect_describe_the_knowledge(knowledge_build) -> None:  # no
     assert set(sections) == {"weights", "embedder", "knowledge"}
     assert model["checksum"] == sections["embedder"]["checksum"]
     assert sections["knowledge"]["length"] == knowledge["index_bytes"]
-    assert 0 < knowledge["floor"] <= knowledge["threshold"]
-    test = knowledge["self_test"]
-    assert test["unrelated_lift"]["p90"] < test["relevant_lift"]["p10"]
+    assert set(knowledge["threshold"]) == set(knowledge["floor"]) == {"other", "cjk"}
+    for group, levels in knowledge["self_test"]["groups"].items():
+        assert 0 < knowledge["floor"][group] <= knowledge["threshold"][group]
+        assert levels["unrelated_lift"]["p90"] < levels["relevant_lift"]["p10"]
+    assert knowledge["self_test"]["unrelated_kept"] <= 0.1
     inspected = subprocess.run([sys.executable, "-m", "bundler", "inspect", str(artifact),
                                 "--json"], capture_output=True, text=True, check=True)
     assert json.loads(inspected.stdout)["knowledge"] == knowledge

@@ -3,7 +3,9 @@ damage reports, full text with CJK bigrams, vectors, fusion, and the calibrated 
 
 from __future__ import annotations
 
+import json
 import math
+import sqlite3
 import zlib
 
 import pytest
@@ -31,16 +33,18 @@ PASSAGES = [
 ]
 
 
-def _index(threshold: float = 0.05, floor: float = 0.0) -> Index:
+def _index(threshold: float = 0.05, floor: float = 0.0, cjk_threshold: float | None = None,
+           ) -> Index:
     scales = [1 / 127] * DIMS
     rows = [(0 if doc == "router.md" else 1 if doc == "leave.md" else 2, loc, text,
              " ".join(terms(text))) for doc, loc, text, _ in PASSAGES]
     vectors = bytes(round(x * 127) & 0xFF for *_, v in PASSAGES for x in v)
-    groups = [{"name": "other", "start": 1, "end": 4, "centroid": _mean([p[3] for p in
-                                                                          PASSAGES[:3]])},
-              {"name": "cjk", "start": 4, "end": 5, "centroid": PASSAGES[3][3]}]
-    meta = IndexMeta(DIMS, len(PASSAGES), scales, threshold, floor, groups, "query: ",
-                     "passage: ")
+    cjk = threshold if cjk_threshold is None else cjk_threshold
+    groups = [{"name": "other", "start": 1, "end": 4, "threshold": threshold, "floor": floor,
+               "centroid": _mean([p[3] for p in PASSAGES[:3]])},
+              {"name": "cjk", "start": 4, "end": 5, "threshold": cjk, "floor": min(cjk, floor),
+               "centroid": PASSAGES[3][3]}]
+    meta = IndexMeta(DIMS, len(PASSAGES), scales, groups, "query: ", "passage: ")
     db = write_database(meta, [("router.md", "Router"), ("leave.md", "Leave"),
                                ("zh/备份.md", "备份")], rows, vectors)
     return Index(unpack(pack(db), "test"))
@@ -68,7 +72,7 @@ def test_section_round_trips_through_pack_and_unpack() -> None:
      "corrupted knowledge section"),
 ])
 def test_a_damaged_section_is_one_line_naming_the_artifact(damage, message: str) -> None:  # noqa: ANN001
-    meta = IndexMeta(DIMS, 0, [1.0] * DIMS, 0.0, 0.0, [], "", "")
+    meta = IndexMeta(DIMS, 0, [1.0] * DIMS, [], "", "")
     data = pack(write_database(meta, [], [], b""))
     with pytest.raises(ArtifactError, match=f"^bundle.llamabundle: .*{message}") as raised:
         unpack(damage(data), "bundle.llamabundle")
@@ -96,6 +100,33 @@ def test_vectors_find_the_passage_in_other_words_and_fusion_ranks_it_first() -> 
     assert hits[0].score == pytest.approx(2 / 61)  # first in both rankings
 
 
+def test_a_weak_full_text_match_does_not_push_a_strong_vector_hit_down() -> None:
+    # "blinking" and "light" are two of the question's words, and it names much the passage
+    # does not hold: bm25 ranks the LED passage first, the vectors the reset one. Plain RRF
+    # put the LED passage first (first in full text, second in vectors).
+    question = "How long must I press so that light stops blinking?"
+    index = _index()
+    assert index.full_text(question, 5) == [2]
+    assert index.strong_matches(question, 5) == []
+    assert [s.chunk for s in index.rank(question, _unit(1, 0.5))][:2] == [1, 2]
+
+
+def test_an_exact_rare_term_still_lifts_its_passage() -> None:
+    # The vectors prefer the reset passage; the question's only word is in the LED one.
+    index = _index()
+    assert [s.chunk for s in index.rank("amber", _unit(1, 0.5), full_text=False)][0] == 1
+    assert index.strong_matches("amber", 5) == [2]
+    assert [s.chunk for s in index.rank("amber", _unit(1, 0.5))][0] == 2
+
+
+def test_a_strong_match_holds_most_of_the_questions_term_weight() -> None:
+    index = _index()
+    # Every word of it in the LED passage; a word no passage holds weighs the most.
+    assert index.strong_matches("blinking amber light", 5) == [2]
+    assert index.strong_matches("blinking amber light zebra quokka", 5) == []
+    assert index.strong_matches("备份数据库", 5) == [4]
+
+
 def test_lift_is_measured_against_the_passages_own_script_group() -> None:
     index = _index()
     q = index.prepare(PASSAGES[3][3])
@@ -110,6 +141,45 @@ def test_nothing_is_returned_unless_one_passage_reaches_the_threshold() -> None:
     assert _index(threshold=0.9).search("reset button", _unit(1, 0.1), 3) == []
 
 
+def test_each_script_group_has_its_own_threshold() -> None:
+    question, vector = "全量备份", PASSAGES[3][3]  # the lone Chinese passage: lift about 0
+    hits = _index(threshold=0.5, cjk_threshold=-0.05).search(question, vector, 3)
+    assert "zh/备份.md" in [h.passage.document for h in hits]
+    assert _index(threshold=0.5, cjk_threshold=0.05).search(question, vector, 3) == []
+
+
 def test_passages_below_the_floor_take_no_part() -> None:
     hits = _index(threshold=0.05, floor=0.1).search("reset button", _unit(1, 0.1), 4)
     assert [h.passage.location for h in hits] == ["Reset"]
+
+
+def test_each_groups_noise_ceiling_lets_through_a_tenth_of_unrelated_questions_in_all() -> None:
+    from bundler.knowledge.calibrate import _quantile, noise_quantile
+
+    one = [[i / 100] for i in range(40)]
+    assert _quantile([b[0] for b in one], noise_quantile(one)) == 0.36  # 4 of 40 reach it
+    # Two groups whose noise is unrelated: each at its 90th percentile would let through 8.
+    two = [[i / 100, ((i * 17) % 40) / 100] for i in range(40)]
+    quantile = noise_quantile(two)
+    ceilings = [_quantile([b[g] for b in two], quantile) for g in (0, 1)]
+    answered = sum(any(v >= c for v, c in zip(b, ceilings, strict=True)) for b in two)
+    assert quantile > 0.9 and answered <= 4
+
+
+def test_a_format_1_section_is_read_with_its_one_threshold_for_every_group() -> None:
+    # `upgrade` copies a knowledge section as it is: an artifact built before the levels were
+    # per group keeps working.
+    db = _index(threshold=0.3, floor=0.1).db
+    writable = sqlite3.connect(":memory:")
+    writable.deserialize(db.serialize())
+    groups = [{k: v for k, v in g.items() if k not in ("threshold", "floor")}
+              for g in json.loads(writable.execute(
+                  "SELECT value FROM meta WHERE key = 'groups'").fetchone()[0])]
+    writable.execute("UPDATE meta SET value = ? WHERE key = 'groups'", (json.dumps(groups),))
+    writable.executemany("INSERT INTO meta VALUES (?, ?)", [("threshold", "0.3"),
+                                                             ("floor", "0.1")])
+    writable.commit()
+    data = HEADER.pack(MAGIC, 1, 1) + zlib.compress(writable.serialize())
+    index = Index(unpack(data, "old.llamabundle"))
+    assert [(g.threshold, g.floor) for g in index.groups] == [(0.3, 0.1), (0.3, 0.1)]
+    assert index.search("reset button", _unit(1, 0.1), 3)

@@ -8,13 +8,14 @@ index just built, through the same search the runtime runs:
   says something), which must find that chunk (hit@5 is the self-test figure); its cosine with
   the chunk is what "relevant" looks like in this corpus;
 - questions they do not: everyday questions in English and Chinese on unrelated subjects; the
-  best cosine each reaches anywhere in the corpus is what noise looks like.
+  best cosine each reaches in the corpus is what noise looks like.
 
-From them (see `choose`): the threshold, the noise ceiling (unrelated questions' 90th
-percentile: a question is answered only when some passage beats it), and the floor (their
-median: a passage below it is never returned). The report keeps both distributions' quantiles
-so `inspect` shows how clear the separation was. Relevance is "lift", the cosine above the
-passage group's baseline (runtime/knowledge/search.py).
+Relevance is "lift", the cosine above the passage group's baseline (runtime/knowledge/search.py),
+and both distributions are taken per script group (CJK or not; see `calibrate`). From them (see
+`choose`), per group: the threshold, the noise ceiling (unrelated questions' 90th percentile: a
+question is answered only when some passage beats its group's), and the floor (their median: a
+passage below its group's is never returned). The report keeps both distributions' quantiles so
+`inspect` shows how clear the separation was.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from runtime.knowledge.terms import terms
 MAX_PROBES = 200
 MIN_PROBE_TERMS = 4
 MAX_PROBE_CHARS = 160
+MIN_GROUP = 10  # chunks
+NOISE_KEPT = 0.10  # the share of off-topic questions a threshold may let through
 
 # Questions a user might ask that a document collection is unlikely to answer. The corpus may
 # happen to cover one or two: the threshold uses a high quantile, not the maximum.
@@ -54,35 +57,68 @@ OFF_TOPIC = [
 
 
 @dataclass
-class Calibration:
+class Levels:
+    """One script group's calibration (the runtime's Group.threshold and Group.floor)."""
+
+    name: str
     threshold: float
     floor: float
+    positive: list[float]  # lift of the group's probes with their own chunk
+    negative: list[float]  # best lift in the group of each off-topic question
+
+    def report(self) -> dict[str, Any]:
+        return {"threshold": round(self.threshold, 4), "floor": round(self.floor, 4),
+                "relevant_lift": _quantiles(self.positive),
+                "unrelated_lift": _quantiles(self.negative)}
+
+
+@dataclass
+class Calibration:
+    groups: list[Levels]  # in the index's group order
     probes: int
     hit_at_5: float
-    positive: list[float]  # lift of probes with their own chunk (runtime/knowledge/search.py)
-    negative: list[float]  # best lift of each off-topic question
+    relevant_kept: float  # probes whose lift reaches their group's threshold
+    unrelated_kept: float  # off-topic questions reaching some group's threshold (answered)
 
     def report(self) -> dict[str, Any]:
         return {"probes": self.probes, "hit_at_5": round(self.hit_at_5, 4),
-                "relevant_lift": _quantiles(self.positive),
-                "unrelated_lift": _quantiles(self.negative),
-                "relevant_kept": round(_share(self.positive, self.threshold), 4),
-                "unrelated_kept": round(_share(self.negative, self.threshold), 4)}
+                "groups": {g.name: g.report() for g in self.groups},
+                "relevant_kept": round(self.relevant_kept, 4),
+                "unrelated_kept": round(self.unrelated_kept, 4)}
 
 
 def calibrate(index: Index, chunks: Sequence[Chunk],
               embed_queries: Callable[[list[str]], list[list[float]]]) -> Calibration:
+    """Each script group's levels from its own probes and the off-topic questions' best lift in
+    it: lifts into a group whose passages resemble each other more (Chinese ones, for e5-small)
+    run lower for relevant and unrelated questions alike, so one level for all would cut
+    questions answered in that group (en->zh ones first) or let noise through in the other."""
     probes = probe_queries(chunks)
     vectors = embed_queries([query for _, query in probes]) if probes else []
     hits, positive = 0, []
     for (chunk, query), vector in zip(probes, vectors, strict=True):
         ranked = index.rank(query, vector)
         hits += chunk in [s.chunk for s in ranked[:5]]
-        positive.append(index.lift(index.prepare(vector), chunk))
-    negative = [index.nearest(index.prepare(v), 1)[0][1] for v in embed_queries(OFF_TOPIC)]
-    threshold, floor = choose(positive, negative)
-    return Calibration(threshold, floor, len(probes), hits / len(probes) if probes else 1.0,
-                       positive, negative)
+        positive.append((chunk, index.lift(index.prepare(vector), chunk)))
+    off_topic = [index.prepare(v) for v in embed_queries(OFF_TOPIC)]
+    best = [[index.nearest_in(q, i, 1)[0][1] for i in range(len(index.groups))]
+            for q in off_topic]
+    # A group of a few chunks has no baseline worth the name (one chunk's lift is always 0): it
+    # takes the levels calibrated over all groups together.
+    own = [i for i, g in enumerate(index.groups) if g.end - g.start >= MIN_GROUP]
+    quantile = noise_quantile([[b[i] for i in own] for b in best])
+    pooled = choose([lift for _, lift in positive], [max(b) for b in best], 1 - NOISE_KEPT)
+    groups = []
+    for i, g in enumerate(index.groups):
+        mine = [lift for chunk, lift in positive if g.start <= chunk < g.end]
+        negative = [b[i] for b in best]
+        threshold, floor = choose(mine, negative, quantile) if i in own else pooled
+        groups.append(Levels(g.name, threshold, floor, mine, negative))
+    levels = {g.name: g for g in groups}
+    kept = sum(lift >= levels[index.group(chunk).name].threshold for chunk, lift in positive)
+    answered = sum(any(b[i] >= g.threshold for i, g in enumerate(groups)) for b in best)
+    return Calibration(groups, len(probes), hits / len(probes) if probes else 1.0,
+                       kept / len(positive) if positive else 1.0, answered / len(best))
 
 
 def probe_queries(chunks: Sequence[Chunk]) -> list[tuple[int, str]]:
@@ -98,15 +134,34 @@ def probe_queries(chunks: Sequence[Chunk]) -> list[tuple[int, str]]:
     return out
 
 
-def choose(positive: list[float], negative: list[float]) -> tuple[float, float]:
-    """(threshold, floor). The threshold is the unrelated questions' 90th percentile, unless
-    the corpus's own probes do not clear it (a corpus about what the off-topic questions ask):
-    then midway between the probes' 10th percentile and that. The floor is the unrelated
-    questions' median, never above the threshold."""
-    if not positive or not negative:
+def noise_quantile(best: list[list[float]]) -> float:
+    """Which quantile of each group's off-topic lifts is its noise ceiling, given each off-topic
+    question's best lift per group: the lowest (from the 90th percentile up) at which no more
+    than NOISE_KEPT of the questions reach some group's ceiling. With one group that is its 90th
+    percentile; with two, each at its own 90th would let through up to a tenth per group (0.15
+    of them instead of 0.10 on the test set's corpus)."""
+    n = len(best)
+    columns = [sorted(column) for column in zip(*best, strict=True)]
+    start = int((1 - NOISE_KEPT) * n)
+    for k in range(start, n):
+        ceilings = [column[k] for column in columns]
+        answered = sum(any(v >= c for v, c in zip(b, ceilings, strict=True)) for b in best)
+        if answered <= round(NOISE_KEPT * n):
+            return (k + 0.5) / n  # _quantile's index for it is k
+    return 1.0
+
+
+def choose(positive: list[float], negative: list[float],
+           quantile: float) -> tuple[float, float]:
+    """(threshold, floor). The threshold is the unrelated questions' `quantile` (about the
+    90th percentile, see noise_quantile), unless the corpus's own probes do not clear it (a
+    corpus about what the off-topic questions ask): then midway between the probes' 10th
+    percentile and that. The floor is the unrelated questions' median, never above the
+    threshold."""
+    if not negative:
         return 0.0, 0.0
-    ceiling = _quantile(negative, 0.90)
-    relevant = _quantile(positive, 0.10)
+    ceiling = _quantile(negative, quantile)
+    relevant = _quantile(positive, 0.10) if positive else ceiling
     threshold = ceiling if ceiling < relevant else (ceiling + relevant) / 2
     return threshold, min(threshold, statistics.median(negative))
 
@@ -122,7 +177,3 @@ def _quantiles(values: list[float]) -> dict[str, float]:
     return {"p10": round(_quantile(values, 0.10), 4),
             "p50": round(statistics.median(values), 4),
             "p90": round(_quantile(values, 0.90), 4)}
-
-
-def _share(values: list[float], threshold: float) -> float:
-    return sum(v >= threshold for v in values) / len(values) if values else 0.0

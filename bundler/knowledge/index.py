@@ -6,10 +6,11 @@ unusable stops with one line and leaves nothing behind.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +77,9 @@ def build_knowledge(options: KnowledgeOptions, progress: Progress | None = None)
         index = Index(db)
         calibration = calibrate.calibrate(index, chunks, embedder.embed_queries)
         db.execute("PRAGMA query_only = 0")  # Index made it read-only: store the calibration
-        db.executemany("UPDATE meta SET value = ? WHERE key = ?",
-                       [(repr(calibration.threshold), "threshold"),
-                        (repr(calibration.floor), "floor")])
+        calibrated = [asdict(replace(g, threshold=levels.threshold, floor=levels.floor))
+                      for g, levels in zip(index.groups, calibration.groups, strict=True)]
+        db.execute("UPDATE meta SET value = ? WHERE key = 'groups'", (json.dumps(calibrated),))
         db.commit()
         section = pack(db)
     finally:
@@ -90,7 +91,8 @@ def build_knowledge(options: KnowledgeOptions, progress: Progress | None = None)
                             "query_prefix": meta.query_prefix,
                             "passage_prefix": meta.passage_prefix},
         "chunking": {"max_tokens": options.max_tokens, "overlap_sentences": options.overlap},
-        "threshold": round(calibration.threshold, 4), "floor": round(calibration.floor, 4),
+        "threshold": {g.name: round(g.threshold, 4) for g in calibration.groups},
+        "floor": {g.name: round(g.floor, 4) for g in calibration.groups},
         "self_test": calibration.report(),
         "index_bytes": len(section),
     }
@@ -151,7 +153,7 @@ def _database(documents: list[Document], chunks: list[Chunk], vectors: np.ndarra
     ids = {doc.relpath: i for i, doc in enumerate(documents)}
     quantized, scales = quantize(vectors)
     meta = IndexMeta(dims=vectors.shape[1], count=len(chunks), scales=scales.tolist(),
-                     threshold=0.0, floor=0.0, groups=groups(chunks, vectors),
+                     groups=groups(chunks, vectors),
                      query_prefix=embedder.query_prefix, passage_prefix=embedder.passage_prefix)
     rows = [(ids[c.document], c.location, c.text, " ".join(terms(indexed_text(c))))
             for c in chunks]

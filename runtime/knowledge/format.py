@@ -6,11 +6,12 @@
 The database holds the chunks (document, title, location, text), an FTS5 full-text index over
 runtime/knowledge/terms.py's terms (contentless: the text is stored once, in `chunks`), the
 int8 vectors as one blob (row i is chunk i + 1), and `meta`: everything the runtime needs to
-search as the build did (dimensions, quantization scales, the calibrated relevance threshold,
-the embedder's prefixes). SQLite rather than a format of our own: FTS5 and bm25 come with the
-runtime's Python, and it is opened from memory (`Connection.deserialize`, or a /dev/shm file
-unlinked once open where the runtime's SQLite lacks it), never extracted to disk. The section is
-checksummed like every other (runtime/artifact/format.py).
+search as the build did (dimensions, quantization scales, the script groups with their
+calibrated relevance levels, the embedder's prefixes). SQLite rather than a format of our own:
+FTS5 and bm25 come with the runtime's Python, and it is opened from memory
+(`Connection.deserialize`, or a /dev/shm file unlinked once open where the runtime's SQLite lacks
+it), never extracted to disk. The section is checksummed like every other
+(runtime/artifact/format.py).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from runtime.artifact.manifest import Section
 from runtime.errors import ArtifactError
 
 MAGIC = b"LLBKNOWL"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the calibrated threshold and floor are per script group
+READS = (1, 2)  # an upgraded artifact keeps its section: format 1 is read (see read_meta)
 CODEC_ZLIB = 1
 HEADER = struct.Struct("<8sII")
 SECTION = "knowledge"  # the manifest's section names
@@ -47,13 +49,18 @@ CREATE TABLE vectors(id INTEGER PRIMARY KEY, data BLOB NOT NULL);
 
 @dataclass(frozen=True)
 class Group:
-    """Chunks [start, end) (ids) in one script group ("cjk" or "other"), and their centroid:
-    the mean of their float vectors, whose dot product with a query is the group's baseline."""
+    """Chunks [start, end) (ids) in one script group ("cjk" or "other"), their centroid (the
+    mean of their float vectors, whose dot product with a query is the group's baseline), and
+    the group's two calibrated levels of lift (bundler/knowledge/calibrate.py): unless one
+    passage of some group reaches its `threshold`, nothing answers; a passage below its group's
+    `floor` is never returned."""
 
     name: str
     start: int
     end: int
     centroid: list[float]
+    threshold: float = 0.0
+    floor: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -63,8 +70,6 @@ class IndexMeta:
     dims: int
     count: int  # chunks
     scales: list[float]  # per dimension: float value = int8 value * scale
-    threshold: float  # calibrated: unless one passage has this much lift, nothing answers
-    floor: float  # calibrated: a passage with less lift than this is never returned
     groups: list[dict[str, Any]]  # Group fields; chunks are stored group by group
     query_prefix: str  # e5 wants "query: " and "passage: "; "" for embedders without
     passage_prefix: str
@@ -102,9 +107,10 @@ def unpack(data: bytes | memoryview, where: str) -> sqlite3.Connection:
     magic, version, codec = HEADER.unpack(data[:HEADER.size])
     if magic != MAGIC:
         raise ArtifactError(f"{where}: corrupted knowledge section (bad magic)")
-    if version != FORMAT_VERSION or codec != CODEC_ZLIB:
+    if version not in READS or codec != CODEC_ZLIB:
+        readable = " or ".join(map(str, READS))
         raise ArtifactError(f"{where}: knowledge format {version} (codec {codec}) is not one "
-                            f"this runtime reads ({FORMAT_VERSION}); rebuild the artifact")
+                            f"this runtime reads ({readable}); rebuild the artifact")
     try:
         db = _open(zlib.decompress(data[HEADER.size:]))
         db.execute("SELECT count(*) FROM chunks").fetchone()
@@ -136,6 +142,9 @@ def _open(raw: bytes) -> sqlite3.Connection:
 
 def read_meta(db: sqlite3.Connection) -> IndexMeta:
     values: dict[str, Any] = {k: json.loads(v) for k, v in db.execute("SELECT * FROM meta")}
+    if "threshold" in values:  # format 1: one threshold and floor for every group
+        levels = {"threshold": values["threshold"], "floor": values.get("floor", 0.0)}
+        values["groups"] = [levels | g for g in values.get("groups", [])]
     try:
         return IndexMeta(**{k: values[k] for k in IndexMeta.__dataclass_fields__})
     except KeyError as e:

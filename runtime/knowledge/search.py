@@ -1,10 +1,38 @@
 """Hybrid search over a knowledge section's database, given the query's vector.
 
-Two rankings, fused: full text (FTS5's bm25 over runtime/knowledge/terms.py's terms, so Chinese
-matches by character bigrams) finds exact names, numbers and rare words; the vectors find the
-same meaning in other words or the other language. Reciprocal rank fusion (k = 60, as GPT4All
+Two rankings, fused: the vectors find the same meaning in other words or the other language;
+full text (FTS5's bm25 over runtime/knowledge/terms.py's terms, so Chinese matches by character
+bigrams) finds exact names, numbers and rare words. Reciprocal rank fusion (k = 60, as GPT4All
 and most hybrid retrievers) combines ranks, not scores, so bm25's and cosine's scales never
 have to be reconciled.
+
+Full text takes part only for a *strong match*: a passage holding at least STRONG_MATCH (half)
+of the question's term weight, each term weighted as bm25 weighs it (its idf). Plain RRF let
+weak full-text ranks pull good vector hits down: at this depth, being in both lists (~1/61 more)
+outweighs any move within one (1/61 - 1/62 = 1/3782), so a passage sharing one common word
+with the question went ahead of the vectors' first whenever the vectors had it anywhere, and a
+question answered in the other language (which full text cannot match) had its answer pushed
+down by same-language passages sharing "warranty" or "hours". Measured on bench.knowledge's
+bilingual set (19 documents, 68 chunks, 84 answerable questions split by a hash into dev 43
+and held-out 41; the rule was chosen on dev), hit@1 / hit@5 / MRR:
+
+    ranking                        dev                  held-out             all
+    full text alone                0.605 0.674 0.633    0.610 0.659 0.638    0.607 0.667 0.635
+    vectors alone                  0.860 0.977 0.913    0.854 1.000 0.923    0.857 0.988 0.918
+    plain RRF                      0.767 0.977 0.849    0.780 1.000 0.872    0.774 0.988 0.860
+    RRF of strong matches (this)   0.884 0.977 0.922    0.854 1.000 0.923    0.869 0.988 0.923
+
+What else was tried, on dev: weighted RRF (full text x0.25 to x0.75) stays at hit@1 0.744 to
+0.767, and with a small k (0 to 2) x0.25 only ties the vectors; adding a normalised bm25 to
+the lift (bm25 over the query's ideal score, x0.005 to x0.05) 0.767 to 0.837, since bm25's
+ratio to the ideal score does not separate right from wrong first hits (a wrong one reached
+0.55), while the share of the term weight a passage holds does: full text's wrong first hits
+held at most 0.425 of it (all cross-language but two, each a neighbouring section of the right
+document), and the one right first hit the vectors had second held 0.53. The gate at 0.4 or 0.6
+ties the vectors on dev; at 0.5 it adds one question (a price in a Chinese table the vectors
+put second); held-out shows no gain over the vectors, and no loss. Full text is thus a
+tie-breaker for exact wording; most of the ranking is the vectors'. A long query (a pasted
+page) has no strong match, and is ranked by its vectors alone.
 
 Relevance is the query's cosine with a passage *minus its cosine with the centroid of the
 passages in the same script group* (CJK or not), the "lift". A small multilingual embedder
@@ -14,13 +42,18 @@ same-language text above the right passage in the other language, and no single 
 fits both languages. Subtracting each group's baseline (a dot product with a stored centroid:
 exact, since the mean of dot products is the dot product with the mean) removes that bias.
 
-Two levels calibrated at build time from the corpus itself (bundler/knowledge/calibrate.py):
-the question counts as covered only when some passage's lift reaches `threshold` (what
-unrelated questions rarely reach), else search returns [] and the model says the documents do
-not cover it; and only passages past `floor` (what an unrelated question typically reaches)
-take part, in both rankings before they are fused, so a passage bm25 likes for its stop words
-cannot push the right one down. The full-text ranking is cut at FULL_TEXT_DEPTH: an OR of a
-question's words matches nearly every chunk, and its tail is noise.
+Two levels per script group, calibrated at build time from the corpus itself
+(bundler/knowledge/calibrate.py): the question counts as covered only when some passage's lift
+reaches its group's `threshold` (what unrelated questions rarely reach), else search returns []
+and the model says the documents do not cover it; and only passages past their group's `floor`
+(what an unrelated question typically reaches) take part, in both rankings before they are
+fused. Per group, because lifts into a group of similar passages run lower for everything: on
+the test set, unrelated questions' median best lift is 0.032 among English passages and 0.023
+among Chinese ones, and one threshold (0.045) cut four of the 21 dev questions answered in
+Chinese (three of them asked in English); per group (0.054 and 0.038), none is cut, and none
+of the set's 20 unanswerable questions gets an answer (2 did). The full-text ranking is cut
+at FULL_TEXT_DEPTH before the strong-match test: an OR of a question's words matches nearly
+every chunk, and its tail is noise.
 
 Vectors are int8 with one scale per dimension, searched exhaustively with simsimd (exact
 search is a fraction of a millisecond per 10,000 chunks; an approximate index would not pay
@@ -30,7 +63,9 @@ below ~100k). This module never loads llama.cpp: the caller embeds the query.
 from __future__ import annotations
 
 import array
+import bisect
 import heapq
+import math
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,6 +86,9 @@ MAX_QUERY_TERMS = 64  # a pasted page as a query must not become a 5,000-term OR
 # a search's time at 10,000 chunks. Small corpora keep every term (MIN_COMMON).
 COMMON_SHARE = 0.1
 MIN_COMMON = 50
+# Full text takes part in the fusion only for a passage holding at least this share of the
+# query's term weight (bm25's idf): most of what the question names, not one stray word of it.
+STRONG_MATCH = 0.5
 
 
 @dataclass(frozen=True)
@@ -83,6 +121,7 @@ class Index:
         self.vectors = memoryview(blob).cast("b", (self.meta.count, self.meta.dims))
         self.rows = memoryview(blob).cast("b")
         self.groups = [Group(**g) for g in self.meta.groups]
+        self.starts = [g.start for g in self.groups]
 
     def passage(self, chunk: int) -> Passage:
         path, title, location, text = self.db.execute(
@@ -93,29 +132,32 @@ class Index:
     def documents(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM documents").fetchone()[0])
 
+    def group(self, chunk: int) -> Group:
+        return self.groups[bisect.bisect_right(self.starts, chunk) - 1]
+
     def search(self, query: str, vector: Sequence[float], top_k: int) -> list[Hit]:
-        """The best `top_k` passages past the calibrated floor, best first; [] unless one
-        reaches the calibrated threshold."""
-        ranked = self.rank(query, vector, floor=self.meta.floor)
-        if not any(s.lift >= self.meta.threshold for s in ranked):
+        """The best `top_k` passages past their group's calibrated floor, best first; [] unless
+        one reaches its group's calibrated threshold."""
+        ranked = self.rank(query, vector, floor=True)
+        if not any(s.lift >= self.group(s.chunk).threshold for s in ranked):
             return []
         return [Hit(self.passage(s.chunk), s.fused) for s in ranked[:top_k]]
 
-    def rank(self, query: str, vector: Sequence[float], floor: float | None = None,
-             candidates: int = CANDIDATES, full_text: bool = True,
-             vectors: bool = True) -> list[Scored]:
-        """The candidates of both rankings whose lift reaches `floor` (None: all), fused,
-        best first. `full_text` / `vectors` turn one ranking off (to measure each alone)."""
+    def rank(self, query: str, vector: Sequence[float], floor: bool = False,
+             candidates: int = CANDIDATES, full_text: bool = True) -> list[Scored]:
+        """The vectors' candidates and full text's strong matches, fused, best first; with
+        `floor`, only passages whose lift reaches their group's floor. `full_text=False`: the
+        vectors alone (to measure them)."""
         q = self.prepare(vector)
-        by_vector = self.nearest(q, candidates) if vectors else []
+        by_vector = self.nearest(q, candidates)
         lifts = dict(by_vector)
-        by_text = self.full_text(query, FULL_TEXT_DEPTH) if full_text else []
+        by_text = self.strong_matches(query, FULL_TEXT_DEPTH) if full_text else []
         for chunk in by_text:
             if chunk not in lifts:
                 lifts[chunk] = self.lift(q, chunk)
-        if floor is not None:
-            by_vector = [(c, lift) for c, lift in by_vector if lift >= floor]
-            by_text = [c for c in by_text if lifts[c] >= floor]
+        if floor:
+            by_vector = [(c, lift) for c, lift in by_vector if lift >= self.group(c).floor]
+            by_text = [c for c in by_text if lifts[c] >= self.group(c).floor]
         fused: dict[int, float] = {}
         for ranking in (by_text, [chunk for chunk, _ in by_vector]):
             for rank, chunk in enumerate(ranking):
@@ -124,38 +166,69 @@ class Index:
         return [Scored(chunk, fused[chunk], lifts[chunk]) for chunk in order]
 
     def full_text(self, query: str, limit: int) -> list[int]:
-        words = self.distinctive(list(dict.fromkeys(terms(query)))[:MAX_QUERY_TERMS])
-        if not words:
-            return []
-        match = " OR ".join('"' + word.replace('"', '""') + '"' for word in words)
-        rows = self.db.execute("SELECT rowid FROM fts WHERE fts MATCH ? ORDER BY rank LIMIT ?",
-                               (match, limit))
-        return [rowid for (rowid,) in rows]
+        """bm25's best `limit` chunks for the query's distinctive terms, best first."""
+        return self._bm25(list(self.weights(query)), limit)
 
-    def distinctive(self, words: list[str]) -> list[str]:
-        """`words` less those too common to tell chunks apart (fts5vocab: chunks per term)."""
-        common = max(MIN_COMMON, COMMON_SHARE * self.meta.count)
+    def strong_matches(self, query: str, limit: int) -> list[int]:
+        """Those of full_text's chunks that hold at least STRONG_MATCH of the query's term
+        weight, in bm25's order."""
+        weights = self.weights(query)
+        chunks = self._bm25(list(weights), limit)
+        if not chunks:
+            return []
+        held = dict.fromkeys(chunks, 0.0)
+        marks = ",".join("?" * len(chunks))
+        for word, weight in weights.items():
+            # Which of the few chunks hold the term: FTS5 answers from the term's doclist, the
+            # rowids bound (the index is contentless: a chunk's terms are not stored).
+            for (chunk,) in self.db.execute(
+                    f"SELECT rowid FROM fts WHERE fts MATCH ? AND rowid IN ({marks})",
+                    (_phrase(word), *chunks)):
+                held[chunk] += weight
+        enough = STRONG_MATCH * sum(weights.values())
+        return [chunk for chunk in chunks if held[chunk] >= enough]
+
+    def weights(self, query: str) -> dict[str, float]:
+        """The query's terms, less those too common to tell chunks apart, each with bm25's
+        weight for it (FTS5's idf: log((N - n + 0.5) / (n + 0.5)), at least 1e-6, n the chunks
+        holding it). A term no chunk holds keeps its (large) weight: a question naming what the
+        documents never mention is not matched by the rest of its words."""
+        words = list(dict.fromkeys(terms(query)))[:MAX_QUERY_TERMS]
+        if not words:
+            return {}
         marks = ",".join("?" * len(words))
         counts = dict(self.db.execute(f"SELECT term, doc FROM vocab WHERE term IN ({marks})",
-                                      words)) if words else {}
-        return [w for w in words if counts.get(w, 0) <= common]
+                                      words))
+        total, common = self.meta.count, max(MIN_COMMON, COMMON_SHARE * self.meta.count)
+        return {w: max(1e-6, math.log((total - n + 0.5) / (n + 0.5)))
+                for w in words if (n := counts.get(w, 0)) <= common}
+
+    def _bm25(self, words: list[str], limit: int) -> list[int]:
+        if not words:
+            return []
+        rows = self.db.execute("SELECT rowid FROM fts WHERE fts MATCH ? ORDER BY rank LIMIT ?",
+                               (" OR ".join(_phrase(w) for w in words), limit))
+        return [rowid for (rowid,) in rows]
 
     def nearest(self, q: Query, limit: int) -> list[tuple[int, float]]:
         """(chunk id, lift) of the `limit` passages of highest lift, best first."""
-        best: list[tuple[int, float]] = []
-        for group, baseline in zip(self.groups, q.baselines, strict=True):
-            rows = self.vectors[group.start - 1:group.end - 1]
-            distances: Any = simsimd.cdist(q.int8, rows, metric="dot")  # a (1, n) tensor
-            dots = memoryview(distances).cast("B").cast("d")
-            top = heapq.nlargest(min(limit, len(dots)), range(len(dots)), key=dots.__getitem__)
-            best += [(group.start + i, dots[i] / q.factor - baseline) for i in top]
+        best = [hit for i in range(len(self.groups)) for hit in self.nearest_in(q, i, limit)]
         return sorted(best, key=lambda item: -item[1])[:limit]
+
+    def nearest_in(self, q: Query, group: int, limit: int) -> list[tuple[int, float]]:
+        """nearest() within the `group`-th script group."""
+        g, baseline = self.groups[group], q.baselines[group]
+        distances: Any = simsimd.cdist(q.int8, self.vectors[g.start - 1:g.end - 1],
+                                       metric="dot")  # a (1, n) tensor
+        dots = memoryview(distances).cast("B").cast("d")
+        top = heapq.nlargest(min(limit, len(dots)), range(len(dots)), key=dots.__getitem__)
+        return [(g.start + i, dots[i] / q.factor - baseline) for i in top]
 
     def lift(self, q: Query, chunk: int) -> float:
         dims = self.meta.dims
         dot: Any = simsimd.dot(q.int8.cast("B").cast("b"), self.rows[(chunk - 1) * dims:
                                                                      chunk * dims])
-        group = next(i for i, g in enumerate(self.groups) if g.start <= chunk < g.end)
+        group = bisect.bisect_right(self.starts, chunk) - 1
         return float(dot) / q.factor - q.baselines[group]
 
     def prepare(self, vector: Sequence[float]) -> Query:
@@ -168,3 +241,8 @@ class Index:
         baselines = [sum(v * c for v, c in zip(vector, g.centroid, strict=True))
                      for g in self.groups]
         return Query(memoryview(q).cast("B").cast("b", (1, len(q))), factor, baselines)
+
+
+def _phrase(word: str) -> str:
+    """`word` as an FTS5 string: whatever it holds (quotes, OR, NEAR) is matched as text."""
+    return '"' + word.replace('"', '""') + '"'
