@@ -107,13 +107,19 @@ def markdown(summary: dict[str, Any], context: str) -> str:
 
 def chart(summary: dict[str, Any], path: Path, title: str) -> None:
     """Bars: median ours/peer ratio per metric, whiskers min–max, a tick line at each goal."""
+    labels, series, goals = _chart_data(summary)
+    bars(labels, series, goals, path, title)
+
+
+def bars(labels: list[str], series: dict[str, list[tuple[float, float, float]]],
+         goals: list[float | None], path: Path, title: str) -> None:
+    """One group of bars per label: each series' (median, min, max) ratio, 0 for none."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    labels, series, goals = _chart_data(summary)
     fig, ax = plt.subplots(figsize=(10, 4.8))
     width = 0.8 / max(1, len(series))
     for i, (peer, points) in enumerate(series.items()):
