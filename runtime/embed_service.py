@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import struct
 import sys
 from collections.abc import Sequence
@@ -42,6 +43,9 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("gguf")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
+    # Ctrl-C in the builder's terminal reaches us too: the build tool handles it, and ends us
+    # by closing our stdin (a traceback here would only race its own message).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The answers own stdout: anything else that writes to fd 1 (llama.cpp's C code) goes to
     # stderr, where the build tool keeps it for its error message.
     out = os.fdopen(os.dup(1), "wb")
