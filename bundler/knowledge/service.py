@@ -11,6 +11,7 @@ line: the child's last words from its stderr, or how it died.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -83,18 +84,17 @@ class LoadedEmbedder:
         return self._embed([self.query_prefix + t for t in texts]).tolist()
 
     def close(self) -> None:
-        """Ends the subprocess (end of its stdin ends it; a stuck one is killed)."""
+        """Ends the subprocess: the end of its stdin ends an idle one at once; one still
+        embedding (the build was interrupted) is terminated, its bootloader cleaning up."""
         process = self._process if hasattr(self, "_process") else None
         if process is not None and process.stdin is not None:
-            try:
+            with contextlib.suppress(OSError):
                 process.stdin.close()
-            except OSError:
-                pass
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            if not _ended(process, 2):
+                process.terminate()
+                if not _ended(process, 10):
+                    process.kill()
+                    process.wait()
             if process.stdout is not None:
                 process.stdout.close()
         self._stderr.close()
@@ -142,6 +142,14 @@ class LoadedEmbedder:
         said = _last_line(self._stderr)
         return BuildError(f"{self.gguf}: the runtime embedding the documents stopped ({how})"
                           + (f": {said}" if said else ""))
+
+
+def _ended(process: subprocess.Popen[bytes], seconds: float) -> bool:
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def _last_line(f: Any) -> str:
