@@ -120,6 +120,7 @@ def throughput(threads: int = 2, chunks: int = 64, rounds: int = 5) -> dict[str,
     from bundler.knowledge.chunk import chunk_document
     from bundler.knowledge.embedder import default_embedder
     from bundler.knowledge.index import LoadedEmbedder, indexed_text, read_all
+    from runtime.llama import cpu
 
     gguf = default_embedder()
     ours = LoadedEmbedder(gguf, threads)
@@ -128,6 +129,7 @@ def throughput(threads: int = 2, chunks: int = 64, rounds: int = 5) -> dict[str,
     texts = (texts * (chunks // len(texts) + 1))[:chunks]
     passages = [ours.passage_prefix + t for t in texts]
     tokens = sum(len(ours.tokens(p)) for p in passages)
+    cpu.load()  # llama.cpp's CPU code for the peer, from its own folder only (as the runtime's)
     peer = llama_cpp.Llama(model_path=str(gguf), embedding=True, n_ctx=512, n_batch=512,
                            n_ubatch=512, n_seq_max=ours.n_seq_max,
                            pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, n_threads=threads,
