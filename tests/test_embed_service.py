@@ -4,6 +4,7 @@ failure of the subprocess one BuildError line, never a traceback or a hang."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -72,12 +73,16 @@ def test_tokens_and_vectors_equal_llama_cpp_in_process(service, e5_gguf: Path) -
         llama_cpp.llama_model_free(model)
 
 
-def test_the_service_describes_the_model_and_the_cpu_code(service) -> None:  # noqa: ANN001
+def test_the_service_describes_the_model_and_the_cpu_code(service, tiny_artifact) -> None:  # noqa: ANN001
     assert service.name == "multilingual-e5-small"
     assert (service.query_prefix, service.passage_prefix) == ("query: ", "passage: ")
     assert service.dims == 384 and service.n_batch == 512
-    assert service.cpu  # the runtime's own choice of llama.cpp's CPU code, e.g. "haswell (...)"
     assert service.embed_queries([]) == []
+    # llama.cpp's CPU code is chosen as an artifact's is: the same variant here
+    info = json.loads(subprocess.run([str(tiny_artifact), "--info"], capture_output=True,
+                                     text=True, timeout=120, check=True).stdout)
+    cpu = info["cpu"]
+    assert service.cpu == f"{cpu['variant']} ({' '.join(cpu['features']) or 'baseline x86-64'})"
 
 
 def test_a_gguf_llama_cpp_cannot_load_is_one_line(tmp_path: Path, built: None) -> None:
