@@ -36,10 +36,10 @@ PREFIXES = {"e5": ("query: ", "passage: "),
 class LoadedEmbedder:
     """The embedding GGUF loaded in the runtime's llama.cpp, with its tokenizer."""
 
-    def __init__(self, gguf: Path, threads: int | None, runtime: Path | None = None):
+    def __init__(self, gguf: Path, threads: int | None):
         self.gguf = gguf
         self.checksum = _checksum(gguf)  # also refuses a file that is not a GGUF, before starting
-        command = [str(runtime or ensure_runtime().path), FLAG, str(gguf)]
+        command = [str(ensure_runtime().path), FLAG, str(gguf)]
         if threads:
             command += ["--threads", str(threads)]
         self._stderr = tempfile.TemporaryFile()  # a file, not a pipe: the child never blocks on it
@@ -119,7 +119,11 @@ class LoadedEmbedder:
         line = self._process.stdout.readline()
         if not line.endswith(b"\n"):
             raise self._died()
-        reply: dict[str, Any] = json.loads(line)
+        try:
+            reply: dict[str, Any] = json.loads(line)
+        except ValueError:  # not the runtime we know (an older or foreign one): say so
+            raise BuildError(f"the runtime embedding the documents answered {line[:80]!r}; "
+                             "reinstall llamabundle-runtime") from None
         if "error" in reply:  # each names what failed (the GGUF's path when it will not load)
             raise BuildError(reply["error"])
         return reply
