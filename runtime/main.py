@@ -1,4 +1,5 @@
-"""The artifact's command line: serve (default), `--chat`, one-shot `-p`, `--info`, `--verify`."""
+"""The artifact's command line: serve (default), `--chat`, one-shot `-p`, `--info`, `--verify`;
+and the build tool's hidden `--embed-service` (runtime/embed_service.py)."""
 
 from __future__ import annotations
 
