@@ -15,10 +15,11 @@ held-out half by a hash of their text (`split_of`): the fusion and the calibrati
 on dev only, so held-out shows whether a change overfits. Figures per half and per kind (en-en,
 zh-zh, en-zh, zh-en); `--parts quality` prints them as a Markdown table on stderr.
 
-Throughput: our build's batched embedding (runtime/llama/embedder.py) against llama.cpp's own
-batched embedding of the same chunks with the same model and threads, as llama-cpp-python's
+Throughput: our build's batched embedding (the frozen runtime's `--embed-service`, in a
+subprocess, as `build --knowledge` runs it) against llama.cpp's own batched embedding of the
+same chunks with the same model and threads, as llama-cpp-python's
 `Llama(embedding=True).embed(list)` drives it (llama.cpp's `llama-embedding` program is not
-built here; that call packs sequences into one batch the same way).
+built here; that call packs sequences into one batch the same way), in interleaved pairs.
 
 Latency: `BundledKnowledge.search` end to end (query embedding, full text, vectors, fusion,
 threshold) on indexes of synthetic chunks of 1k, 10k and 100k (sentences drawn from the test
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -158,10 +160,11 @@ def quality_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def throughput(threads: int = 2, chunks: int = 64, rounds: int = 3) -> dict[str, Any]:
-    """Tokens per second embedding the test set's chunks (repeated up to `chunks`): ours and
-    llama-cpp-python's batched embed, alternated `rounds` times, best of each (the machine is
-    shared)."""
+def throughput(threads: int = 2, chunks: int = 64, rounds: int = 5) -> dict[str, Any]:
+    """Tokens per second embedding the test set's chunks (repeated up to `chunks`): ours (the
+    frozen runtime in a subprocess, as `build --knowledge` runs it: requests, pipes and all) and
+    llama-cpp-python's batched embed in-process, in `rounds` interleaved pairs (which goes first
+    alternates). The ratio is taken pair by pair, since the machine is shared."""
     package = sys.modules.get("llama_cpp")
     if package is not None and not hasattr(package, "Llama"):
         # runtime.llama.bindings registered a bare package (no high-level layer): import the
@@ -172,6 +175,7 @@ def throughput(threads: int = 2, chunks: int = 64, rounds: int = 3) -> dict[str,
     from bundler.knowledge.chunk import chunk_document
     from bundler.knowledge.embedder import default_embedder
     from bundler.knowledge.index import LoadedEmbedder, indexed_text, read_all
+    from runtime.llama import cpu
 
     gguf = default_embedder()
     ours = LoadedEmbedder(gguf, threads)
@@ -180,24 +184,31 @@ def throughput(threads: int = 2, chunks: int = 64, rounds: int = 3) -> dict[str,
     texts = (texts * (chunks // len(texts) + 1))[:chunks]
     passages = [ours.passage_prefix + t for t in texts]
     tokens = sum(len(ours.tokens(p)) for p in passages)
+    cpu.load()  # llama.cpp's CPU code for the peer, from its own folder only (as the runtime's)
     peer = llama_cpp.Llama(model_path=str(gguf), embedding=True, n_ctx=512, n_batch=512,
-                           n_ubatch=512, n_seq_max=ours.embedder.n_seq_max,
+                           n_ubatch=512, n_seq_max=ours.n_seq_max,
                            pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, n_threads=threads,
                            n_threads_batch=threads, verbose=False)
     peer.embed(passages[:2])
     ours.embed_passages(texts[:2], lambda n: None)
-    best = {"ours": 0.0, "llama_cpp_python": 0.0}
-    for _ in range(rounds):
-        for name, run in (("ours", lambda: ours.embed_passages(texts, lambda n: None)),
-                          ("llama_cpp_python", lambda: peer.embed(passages, normalize=True))):
+    runs = {"ours": lambda: ours.embed_passages(texts, lambda n: None),
+            "llama_cpp_python": lambda: peer.embed(passages, normalize=True)}
+    speeds: dict[str, list[float]] = {name: [] for name in runs}
+    for pair in range(rounds):
+        for name in (list(runs) if pair % 2 == 0 else list(runs)[::-1]):
             start = time.perf_counter()
-            run()
-            best[name] = max(best[name], tokens / (time.perf_counter() - start))
+            runs[name]()
+            speeds[name].append(tokens / (time.perf_counter() - start))
     ours.close()
-    return {"chunks": len(texts), "tokens": tokens,
-            "ours_tokens_per_s": round(best["ours"]),
-            "llama_cpp_python_tokens_per_s": round(best["llama_cpp_python"]),
-            "ratio": round(best["ours"] / best["llama_cpp_python"], 3)}
+    ratios = sorted(a / b for a, b in zip(speeds["ours"], speeds["llama_cpp_python"],
+                                          strict=True))
+    return {"chunks": len(texts), "tokens": tokens, "pairs": rounds, "cpu": ours.cpu,
+            "ours_tokens_per_s": round(statistics.median(speeds["ours"])),
+            "llama_cpp_python_tokens_per_s": round(statistics.median(
+                speeds["llama_cpp_python"])),
+            "ratio": round(statistics.median(ratios), 3),
+            "ratio_range": [round(ratios[0], 3), round(ratios[-1], 3)],
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
 def latency(threads: int = 2, sizes: tuple[int, ...] = (1000, 10000, 100000),
@@ -211,9 +222,15 @@ def latency(threads: int = 2, sizes: tuple[int, ...] = (1000, 10000, 100000),
     from runtime.knowledge.index import BundledKnowledge
     from runtime.knowledge.search import Index
     from runtime.knowledge.terms import terms
+    from runtime.llama import cpu
+    from runtime.llama.bindings import llama_cpp
+    from runtime.llama.embedder import load_embedding_model
 
     gguf = default_embedder()
     embedder = LoadedEmbedder(gguf, threads)
+    cpu.load()
+    llama_cpp.llama_backend_init()
+    model = load_embedding_model(str(gguf))  # in-process, as the artifact's search runs it
     documents, _ = read_all([DATA / "docs"], lambda total, label: lambda n: None)
     sentences = [s for d in documents for b in d.blocks for s in b.text.split("\n") if s]
     base = embedder.embed_queries(sentences[:200])  # real e5 vectors to perturb
@@ -234,13 +251,13 @@ def latency(threads: int = 2, sizes: tuple[int, ...] = (1000, 10000, 100000),
         db = write_database(meta, [("doc.md", "Doc")],
                             [(0, "", t, " ".join(terms(t))) for t in texts], quantized.tobytes())
         section = pack(db)
-        knowledge = BundledKnowledge(Index(unpack(section, "bench")), embedder.model, threads,
-                                     {})
+        knowledge = BundledKnowledge(Index(unpack(section, "bench")), model, threads, {})
         asked = [questions[i % len(questions)]["question"] for i in range(queries)]
         out[str(size)] = _latency_of(knowledge, embedder, asked) | {
             "section_mb": round(len(section) / 1e6, 2)}
         knowledge.embedder.close()
     embedder.close()
+    llama_cpp.llama_model_free(model)
     return out
 
 

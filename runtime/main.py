@@ -1,4 +1,5 @@
-"""The artifact's command line: serve (default), `--chat`, one-shot `-p`, `--info`, `--verify`."""
+"""The artifact's command line: serve (default), `--chat`, one-shot `-p`, `--info`, `--verify`;
+and the build tool's hidden `--embed-service` (runtime/embed_service.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from runtime import __version__, frozen
+from runtime import __version__, embed_service, frozen
 from runtime import settings as settings_mod
 from runtime.artifact.format import new_checksum
 from runtime.artifact.manifest import Manifest, Section, read_manifest_at
@@ -26,13 +27,20 @@ log = logging.getLogger("llamabundle")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="llamabundle: %(message)s", stream=sys.stderr)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # The build tool's embedder (no artifact, not in --help) says only what went wrong: its
+    # last line on stderr becomes the build's error message.
+    service = argv[:1] == [embed_service.FLAG]
+    logging.basicConfig(level=logging.WARNING if service else logging.INFO,
+                        format="llamabundle: %(message)s", stream=sys.stderr)
     # asyncio warns "socket.send() raised exception." for every client that hangs up while its
     # answer streams: normal for a chat server, and thousands of lines under load.
     logging.getLogger("asyncio").setLevel(logging.ERROR)
-    argv = list(sys.argv[1:] if argv is None else argv)
     if frozen.frozen():
         frozen.prepare_process()
+    if service:
+        return embed_service.main(argv[1:])
+    if frozen.frozen():
         artifact = sys.executable
     else:  # run from a source checkout: python -m runtime ARTIFACT [options]
         if not argv or argv[0].startswith("-"):

@@ -12,6 +12,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import REAL_CACHE, ROOT
 from debian_roots import debian_root, run_inside
@@ -57,18 +58,17 @@ def test_the_wheel_is_tagged_for_the_glibc_it_needs(wheel):
             "llamabundle_runtime/licenses/debian-libssl1.1-copyright"} <= names
 
 
-@pytest.mark.slow
-def test_a_builder_without_a_compiler_builds_an_artifact_that_runs_on_debian_11(
-        wheel, tiny_gguf, tmp_path):
-    """A fresh venv, a PATH with no compiler or build tool: pip installs the build tool and its
-    runtime package, `llamabundle build` takes seconds, and the artifact answers, here and in
-    Debian 11 and 12 roots that have no Python."""
-    venv = tmp_path / "venv"
+@pytest.fixture(scope="module")
+def compiler_free(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A fresh venv and a PATH with no compiler or build tool, where pip installed the build
+    tool and its runtime package: its `llamabundle`, and the environment to run it in."""
+    home = tmp_path_factory.mktemp("builder")
+    venv = home / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     path = str(venv / "bin")
     assert [tool for tool in COMPILERS if shutil.which(tool, path=path)] == []
-    env = {"PATH": path, "HOME": str(tmp_path), "PIP_CACHE_DIR": str(REAL_CACHE / "pip"),
-           "PIP_DISABLE_PIP_VERSION_CHECK": "1", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env = {"PATH": path, "HOME": str(home), "PIP_CACHE_DIR": str(REAL_CACHE / "pip"),
+           "PIP_DISABLE_PIP_VERSION_CHECK": "1", "XDG_CACHE_HOME": str(home / "cache")}
     install = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--find-links",
                               str(wheel.parent), str(ROOT)], env=env, capture_output=True,
                              text=True, timeout=900)
@@ -77,11 +77,20 @@ def test_a_builder_without_a_compiler_builds_an_artifact_that_runs_on_debian_11(
                             text=True, check=True).stdout
     assert "llamabundle-runtime" in listed
     assert "llama" not in listed.replace("llamabundle", "")  # nothing compiled llama.cpp
+    return venv / "bin" / "llamabundle", env
 
+
+@pytest.mark.slow
+def test_a_builder_without_a_compiler_builds_an_artifact_that_runs_on_debian_11(
+        compiler_free, tiny_gguf, tmp_path):
+    """pip installs the build tool and its runtime package with no compiler, `llamabundle
+    build` takes seconds, and the artifact answers, here and in Debian 11 and 12 roots that have
+    no Python."""
+    llamabundle, env = compiler_free
     out = tmp_path / "tiny.llamabundle"
     started = time.monotonic()
-    build = subprocess.run([str(venv / "bin" / "llamabundle"), "build", str(tiny_gguf), "-o",
-                            str(out)], env=env, capture_output=True, text=True, timeout=120)
+    build = subprocess.run([str(llamabundle), "build", str(tiny_gguf), "-o", str(out)],
+                           env=env, capture_output=True, text=True, timeout=120)
     seconds = time.monotonic() - started
     assert build.returncode == 0, build.stderr
     assert seconds < 30, seconds
@@ -94,3 +103,28 @@ def test_a_builder_without_a_compiler_builds_an_artifact_that_runs_on_debian_11(
         inside = run_inside(debian_root(release), out, "-p", "hello", "-n", "4")
         assert inside.returncode == 0, (release, inside.stderr)
         assert inside.stdout.strip() and "CPU code: " in inside.stderr
+
+
+@pytest.mark.slow
+def test_a_builder_without_a_compiler_builds_a_knowledge_bundle(compiler_free, tiny_gguf,
+                                                                 tmp_path, serve):
+    """The documents are embedded by the runtime package's frozen runtime (no llama.cpp in the
+    builder's venv), and the artifact finds the passage that answers a question."""
+    llamabundle, env = compiler_free
+    out = tmp_path / "kb.llamabundle"
+    docs = ROOT / "tests" / "data" / "knowledge" / "docs"
+    build = subprocess.run([str(llamabundle), "build", str(tiny_gguf), "--knowledge",
+                            str(docs), "-o", str(out)],
+                           env=env, capture_output=True, text=True, timeout=900)
+    assert build.returncode == 0, build.stderr
+    assert "Traceback" not in build.stderr
+    server = serve(out)
+    found = httpx.post(server.url + "/knowledge/search",
+                       json={"query": "What is the default admin password of the router?",
+                             "top_k": 3}, timeout=120)
+    assert found.status_code == 200, found.text
+    results = found.json()["results"]
+    assert results and results[0]["document"] == "en/router-manual.md", results
+    chinese = httpx.post(server.url + "/knowledge/search",
+                         json={"query": "拖地前水箱里应该加什么水？"}, timeout=120).json()
+    assert chinese["results"][0]["document"] == "zh/扫地机器人.md", chinese

@@ -20,9 +20,9 @@ from bundler.knowledge import calibrate
 from bundler.knowledge.chunk import Chunk, chunk_document
 from bundler.knowledge.document import Document, Skipped, is_cjk
 from bundler.knowledge.embedder import default_embedder
+from bundler.knowledge.service import LoadedEmbedder
 from bundler.knowledge.sources import find_documents, read_document
 from bundler.knowledge.starters import suggest_starters
-from runtime.artifact.format import checksum_text, new_checksum
 from runtime.errors import BuildError, DocumentError
 from runtime.knowledge.format import FORMAT_VERSION, Group, IndexMeta, pack, write_database
 from runtime.knowledge.search import Index
@@ -32,10 +32,6 @@ log = logging.getLogger(__name__)
 
 # progress(total, label) returns a callback taking how many items were done since its last call
 Progress = Callable[[int, str], Callable[[int], None]]
-EMBED_GROUP = 32  # chunks per progress update (llama.cpp batches them by n_batch itself)
-# Prefixes the embedders we know were trained with (by a substring of general.name).
-PREFIXES = {"e5": ("query: ", "passage: "),
-            "nomic-embed": ("search_query: ", "search_document: ")}
 
 
 @dataclass
@@ -170,86 +166,3 @@ def quantize(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scales[scales == 0] = 1.0
     quantized = np.clip(np.rint(vectors / scales), -127, 127).astype(np.int8)
     return quantized, scales.astype(np.float64)
-
-
-class LoadedEmbedder:
-    """The embedding GGUF loaded in llama.cpp for the build, with its tokenizer."""
-
-    def __init__(self, gguf: Path, threads: int | None):
-        # Imported here: llama.cpp in-process (llama-cpp-python) is needed only to embed
-        # documents; a builder without it still builds plain artifacts.
-        try:
-            from runtime.llama import cpu
-            from runtime.llama.bindings import llama_cpp
-            from runtime.llama.embedder import N_EMBED_CTX, Embedder
-            from runtime.llama.model import Tokenizer, physical_cores
-        except ImportError:
-            raise BuildError("--knowledge embeds documents with llama.cpp at build time: "
-                             "install llama-cpp-python==0.3.36 (pip install "
-                             "'llamabundle[knowledge]')") from None
-
-        self.checksum = _checksum(gguf)
-        cpu.load()
-        llama_cpp.llama_backend_init()
-        params = llama_cpp.llama_model_default_params()
-        params.n_gpu_layers = 0
-        self.model = llama_cpp.llama_model_load_from_file(str(gguf).encode(), params)
-        if not self.model:
-            raise BuildError(f"{gguf}: llama.cpp could not load it as a GGUF embedding model")
-        self.name = _meta(self.model, "general.name") or gguf.stem
-        self.query_prefix, self.passage_prefix = next(
-            (p for key, p in PREFIXES.items() if key in self.name.lower()), ("", ""))
-        self.tokenizer = Tokenizer(self.model)
-        self.embedder = Embedder(self.model, threads or physical_cores(), n_batch=N_EMBED_CTX,
-                                 n_seq_max=16, own_pooling=True)
-
-    def counter(self) -> Callable[[str], int]:
-        return lambda text: len(self.tokens(self.passage_prefix + text))
-
-    def tokens(self, text: str) -> list[int]:
-        tokens = self.tokenizer.tokenize(text.strip(), add_bos=True, special=False)
-        limit = self.embedder.n_batch
-        return tokens if len(tokens) <= limit else tokens[:limit - 1] + tokens[-1:]
-
-    def embed_passages(self, texts: list[str], advance: Callable[[int], None]) -> np.ndarray:
-        out = np.zeros((len(texts), self.embedder.n_embd), dtype=np.float32)
-        for start in range(0, len(texts), EMBED_GROUP):
-            group = texts[start:start + EMBED_GROUP]
-            out[start:start + len(group)] = self.embedder.embed_many(
-                [self.tokens(self.passage_prefix + t) for t in group])
-            advance(len(group))
-        return out
-
-    def embed_queries(self, texts: list[str]) -> list[list[float]]:
-        return self.embedder.embed_many([self.tokens(self.query_prefix + t) for t in texts])
-
-    def close(self) -> None:
-        from runtime.llama.bindings import llama_cpp
-
-        self.embedder.close()
-        llama_cpp.llama_model_free(self.model)
-
-
-def _meta(model: Any, key: str) -> str | None:
-    import ctypes
-
-    from runtime.llama.bindings import llama_cpp
-
-    buffer = ctypes.create_string_buffer(256)
-    n = llama_cpp.llama_model_meta_val_str(model, key.encode(), buffer, len(buffer))
-    return buffer.value.decode(errors="replace") if n >= 0 else None
-
-
-def _checksum(path: Path) -> str:
-    digest = new_checksum()
-    try:
-        with open(path, "rb") as f:
-            if f.read(4) != b"GGUF":
-                raise BuildError(f"{path}: not a GGUF file (--embedding-model takes a GGUF "
-                                 "embedding model)")
-            f.seek(0)
-            while data := f.read(1 << 22):
-                digest.update(data)
-    except OSError as e:
-        raise BuildError(f"{path}: cannot read ({e.strerror})") from None
-    return checksum_text(digest)

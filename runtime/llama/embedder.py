@@ -13,14 +13,34 @@ between small matrix products.
 
 from __future__ import annotations
 
+import ctypes
 import math
 from collections.abc import Sequence
+from typing import Any
 
-from runtime.errors import RequestError
+from runtime.errors import LoadError, RequestError
 from runtime.llama.bindings import llama_cpp
 from runtime.llama.decoder import DecodeError
 
 N_EMBED_CTX = 512
+
+
+def load_embedding_model(path: str) -> Any:
+    """A GGUF embedding model from its own file (the build's; an artifact maps its embedder
+    section with runtime.llama.model.load_model)."""
+    params = llama_cpp.llama_model_default_params()
+    params.n_gpu_layers = 0
+    model = llama_cpp.llama_model_load_from_file(path.encode(), params)
+    if not model:
+        raise LoadError(f"{path}: llama.cpp could not load it as a GGUF embedding model")
+    return model
+
+
+def model_meta(model: Any, key: str) -> str | None:
+    """A GGUF metadata value as text (e.g. general.name), or None when the model has none."""
+    buffer = ctypes.create_string_buffer(256)
+    n = llama_cpp.llama_model_meta_val_str(model, key.encode(), buffer, len(buffer))
+    return buffer.value.decode(errors="replace") if n >= 0 else None
 
 
 class Embedder:

@@ -1,0 +1,179 @@
+"""The embedding model for `build --knowledge`, run by the frozen runtime in a subprocess.
+
+The build tool ships no llama.cpp of its own (nor asks for a compiler to build one): the runtime
+package's frozen runtime, which every artifact starts with, embeds the documents in its hidden
+`--embed-service` mode (runtime/embed_service.py has the protocol). Tokens, counts and vectors
+are the ones an artifact's embedder gives, from the same llama.cpp with the CPU code it picks.
+
+Whatever goes wrong in the subprocess (a GGUF it cannot load, a crash, a kill) is one BuildError
+line: the child's last words from its stderr, or how it died.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bundler.runtime_package import ensure_runtime
+from runtime.artifact.format import checksum_text, new_checksum
+from runtime.embed_service import FLAG
+from runtime.errors import BuildError
+
+EMBED_GROUP = 32  # chunks per request, and per progress update (llama.cpp batches them itself)
+# Prefixes the embedders we know were trained with (by a substring of general.name).
+PREFIXES = {"e5": ("query: ", "passage: "),
+            "nomic-embed": ("search_query: ", "search_document: ")}
+
+
+class LoadedEmbedder:
+    """The embedding GGUF loaded in the runtime's llama.cpp, with its tokenizer."""
+
+    def __init__(self, gguf: Path, threads: int | None):
+        self.gguf = gguf
+        self.checksum = _checksum(gguf)  # also refuses a file that is not a GGUF, before starting
+        command = [str(ensure_runtime().path), FLAG, str(gguf)]
+        if threads:
+            command += ["--threads", str(threads)]
+        self._stderr = tempfile.TemporaryFile()  # a file, not a pipe: the child never blocks on it
+        try:
+            self._process = subprocess.Popen(command, stdin=subprocess.PIPE,
+                                             stdout=subprocess.PIPE, stderr=self._stderr)
+        except OSError as e:
+            self._stderr.close()
+            raise BuildError(f"{command[0]}: cannot start the runtime to embed documents "
+                             f"({e.strerror}); reinstall llamabundle-runtime") from None
+        try:
+            ready = self._reply()["ready"]
+        except BaseException:
+            self.close()
+            raise
+        self.name: str = ready["name"]
+        self.dims: int = ready["dims"]
+        self.n_batch: int = ready["n_batch"]
+        self.n_seq_max: int = ready["n_seq_max"]
+        self.cpu: str = ready["cpu"]
+        self.query_prefix, self.passage_prefix = next(
+            (p for key, p in PREFIXES.items() if key in self.name.lower()), ("", ""))
+
+    def counter(self) -> Callable[[str], int]:
+        return lambda text: self._ask("count", [self.passage_prefix + text])["counts"][0]
+
+    def tokens(self, text: str) -> list[int]:
+        """The tokens a text is embedded as: stripped, with BOS, cut to the model's batch."""
+        return list(self._ask("tokens", [text])["tokens"][0])
+
+    def embed_passages(self, texts: list[str], advance: Callable[[int], None]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dims), dtype=np.float32)
+        for start in range(0, len(texts), EMBED_GROUP):
+            group = texts[start:start + EMBED_GROUP]
+            out[start:start + len(group)] = self._embed([self.passage_prefix + t for t in group])
+            advance(len(group))
+        return out
+
+    def embed_queries(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        return self._embed([self.query_prefix + t for t in texts]).tolist()
+
+    def close(self) -> None:
+        """Ends the subprocess: the end of its stdin ends an idle one at once; one still
+        embedding (the build was interrupted) is terminated, its bootloader cleaning up."""
+        process = self._process if hasattr(self, "_process") else None
+        if process is not None and process.stdin is not None:
+            with contextlib.suppress(OSError):
+                process.stdin.close()
+            if not _ended(process, 2):
+                process.terminate()
+                if not _ended(process, 10):
+                    process.kill()
+                    process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+        self._stderr.close()
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        header = self._ask("embed", texts)
+        rows, dims = header["rows"], header["dims"]
+        data = self._read(rows * dims * 4)
+        return np.frombuffer(data, dtype="<f4").reshape(rows, dims)
+
+    def _ask(self, op: str, texts: list[str]) -> dict[str, Any]:
+        assert self._process.stdin is not None
+        try:
+            self._process.stdin.write(json.dumps({"op": op, "texts": texts}).encode() + b"\n")
+            self._process.stdin.flush()
+        except OSError:  # a broken pipe: it died; _died says how
+            raise self._died() from None
+        return self._reply()
+
+    def _reply(self) -> dict[str, Any]:
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line.endswith(b"\n"):
+            raise self._died()
+        try:
+            reply: dict[str, Any] = json.loads(line)
+        except ValueError:  # not the runtime we know (an older or foreign one): say so
+            raise BuildError(f"the runtime embedding the documents answered {line[:80]!r}; "
+                             "reinstall llamabundle-runtime") from None
+        if "error" in reply:  # each names what failed (the GGUF's path when it will not load)
+            raise BuildError(reply["error"])
+        return reply
+
+    def _read(self, size: int) -> bytes:
+        assert self._process.stdout is not None
+        data = self._process.stdout.read(size)
+        if len(data) != size:
+            raise self._died()
+        return data
+
+    def _died(self) -> BuildError:
+        try:
+            code = self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # stopped answering but still alive: not ours to wait
+            self._process.kill()
+            code = self._process.wait()
+        how = (f"killed by {signal.Signals(-code).name}" if code < 0 and -code in
+               signal.valid_signals() else f"exit status {code}")
+        said = _last_line(self._stderr)
+        return BuildError(f"{self.gguf}: the runtime embedding the documents stopped ({how})"
+                          + (f": {said}" if said else ""))
+
+
+def _ended(process: subprocess.Popen[bytes], seconds: float) -> bool:
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def _last_line(f: Any) -> str:
+    """The child's last non-empty line of stderr, without our log prefix."""
+    f.seek(0)
+    lines = [line.strip() for line in f.read()[-4096:].decode(errors="replace").splitlines()]
+    last = next((line for line in reversed(lines) if line), "")
+    return last.removeprefix("llamabundle: ")
+
+
+def _checksum(path: Path) -> str:
+    digest = new_checksum()
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"GGUF":
+                raise BuildError(f"{path}: not a GGUF file (--embedding-model takes a GGUF "
+                                 "embedding model)")
+            f.seek(0)
+            while data := f.read(1 << 22):
+                digest.update(data)
+    except OSError as e:
+        raise BuildError(f"{path}: cannot read ({e.strerror})") from None
+    return checksum_text(digest)

@@ -1,0 +1,136 @@
+"""`build --knowledge` embeds with the frozen runtime run as a subprocess (`RUNTIME
+--embed-service EMB.gguf`): the same tokens and vectors as llama.cpp in-process, and every
+failure of the subprocess one BuildError line, never a traceback or a hang."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bundler.knowledge.embedder import default_embedder
+from bundler.knowledge.service import LoadedEmbedder
+from runtime.errors import BuildError
+
+DOCS = Path(__file__).parent / "data" / "knowledge" / "docs"
+TEXTS = ["How do I reset the router to its factory settings?",
+         "保修期为自购买之日起十八个月。",
+         "A document that says </s> and <s> means the text, not control tokens.",
+         "   padded with spaces and a newline\n",
+         "长文本。" * 400]  # over the embedder's 512 tokens: cut, keeping the last token
+
+
+@pytest.fixture(scope="module")
+def e5_gguf(shared_cache: Path) -> Path:
+    os.environ["XDG_CACHE_HOME"] = str(shared_cache)  # as the autouse fixture does, per test
+    return default_embedder()
+
+
+@pytest.fixture(scope="module")
+def service(e5_gguf: Path, built: None):  # noqa: ANN201
+    embedder = LoadedEmbedder(e5_gguf, threads=2)
+    yield embedder
+    embedder.close()
+
+
+def test_tokens_and_vectors_equal_llama_cpp_in_process(service, e5_gguf: Path) -> None:  # noqa: ANN001
+    from runtime.llama import cpu
+    from runtime.llama.bindings import llama_cpp
+    from runtime.llama.embedder import Embedder, load_embedding_model
+    from runtime.llama.model import Tokenizer
+
+    cpu.load()
+    llama_cpp.llama_backend_init()
+    model = load_embedding_model(str(e5_gguf))
+    tokenizer = Tokenizer(model)
+    embedder = Embedder(model, 2, n_batch=512, n_seq_max=16, own_pooling=True)
+    try:
+        passages = [service.passage_prefix + t for t in TEXTS]
+        expected = [tokenizer.tokenize(t.strip(), add_bos=True, special=False) for t in passages]
+        expected = [t if len(t) <= 512 else t[:511] + t[-1:] for t in expected]
+        assert [service.tokens(t) for t in passages] == expected
+        assert [service.counter()(t) for t in TEXTS] == [len(t) for t in expected]
+        assert len(expected[-1]) == 512 and expected[-1][-1] == expected[0][-1]  # EOS kept
+
+        ours = service.embed_passages(TEXTS, lambda n: None)
+        theirs = np.asarray(embedder.embed_many(expected), dtype=np.float32)
+        assert ours.shape == (len(TEXTS), 384) and ours.dtype == np.float32
+        np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+        queries = service.embed_queries(["保修期多久？", "router reset"])
+        alone = embedder.embed_many([tokenizer.tokenize("query: 保修期多久？", True, False),
+                                     tokenizer.tokenize("query: router reset", True, False)])
+        np.testing.assert_allclose(np.asarray(queries), np.asarray(alone), atol=1e-5)
+    finally:
+        embedder.close()
+        llama_cpp.llama_model_free(model)
+
+
+def test_the_service_describes_the_model_and_the_cpu_code(service, tiny_artifact) -> None:  # noqa: ANN001
+    assert service.name == "multilingual-e5-small"
+    assert (service.query_prefix, service.passage_prefix) == ("query: ", "passage: ")
+    assert service.dims == 384 and service.n_batch == 512
+    assert service.embed_queries([]) == []
+    # llama.cpp's CPU code is chosen as an artifact's is: the same variant here
+    info = json.loads(subprocess.run([str(tiny_artifact), "--info"], capture_output=True,
+                                     text=True, timeout=120, check=True).stdout)
+    cpu = info["cpu"]
+    assert service.cpu == f"{cpu['variant']} ({' '.join(cpu['features']) or 'baseline x86-64'})"
+
+
+def test_a_gguf_llama_cpp_cannot_load_is_one_line(tmp_path: Path, built: None) -> None:
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\xff" * 64)
+    with pytest.raises(BuildError) as caught:
+        LoadedEmbedder(bad, threads=1)
+    assert str(caught.value) == f"{bad}: llama.cpp could not load it as a GGUF embedding model"
+
+
+@pytest.mark.parametrize("whom", ["bootloader", "runtime"])
+def test_an_embedder_that_dies_is_one_line_not_a_hang(e5_gguf: Path, built: None,
+                                                       whom: str) -> None:
+    """Killed from outside (the OOM killer, a user): the PyInstaller bootloader, or the frozen
+    Python under it (its child): the next request says the embedder stopped."""
+    embedder = LoadedEmbedder(e5_gguf, threads=1)
+    try:
+        pid = embedder._process.pid
+        if whom == "runtime":
+            pid = int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)
+        started = time.monotonic()
+        with pytest.raises(BuildError, match=r"the runtime embedding the documents stopped \("):
+            embedder.embed_passages(["hello"] * 40, lambda n: None)
+        assert time.monotonic() - started < 30
+    finally:
+        embedder.close()
+
+
+def test_a_build_whose_embedder_cannot_load_stops_with_one_line(
+        tiny_gguf: Path, tmp_path: Path, shared_cache: Path, built: None) -> None:
+    bad = tmp_path / "emb.gguf"
+    bad.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\x00" * 8)  # a header, then nothing
+    out = tmp_path / "out" / "kb.llamabundle"
+    out.parent.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "bundler", "build", str(tiny_gguf),
+                           "--knowledge", str(DOCS / "en" / "warranty.txt"),
+                           "--embedding-model", str(bad), "-o", str(out)],
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, XDG_CACHE_HOME=str(shared_cache)))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"Error: {bad}: llama.cpp could not load it as a GGUF embedding model")
+    assert list(out.parent.iterdir()) == []  # no artifact, no temporary file
+
+
+def test_the_artifact_help_does_not_show_the_build_tools_mode(tiny_artifact: Path) -> None:
+    shown = subprocess.run([str(tiny_artifact), "--help"], capture_output=True, text=True,
+                           timeout=120)
+    assert shown.returncode == 0 and "--prompt" in shown.stdout
+    assert "--embed-service" not in shown.stdout
