@@ -100,13 +100,13 @@ class _ThreadpoolParams(ctypes.Structure):
 
 
 def threadpool(n_threads: int) -> int | None:
-    """A pool of llama.cpp's compute threads that lives as long as the process, with ggml's
-    default settings (polling level 50), as llama-server attaches one to its context
-    (common_threadpools::init). Without it, every llama_decode of a pthreads build (this one:
-    llama-server's uses OpenMP's lasting threads instead) starts its worker threads and joins
-    them again (a "disposable threadpool" in ggml-cpu.c). Measured on 2 busy cores: a
-    one-token decode of the demo model took a fifth of the time with the pool
-    (bench/results/step-profile-*.md). None when the CPU backend offers no pool."""
+    """A pool of llama.cpp's compute threads that lives as long as the process, as
+    llama-server attaches one to its context (common_threadpools::init). Without it, every
+    llama_decode of a pthreads build (this one; llama-server's uses OpenMP's lasting threads)
+    starts its worker threads and joins them again (a "disposable threadpool" in
+    ggml-cpu.c). On 2 busy cores a one-token decode of the demo model took 0.19x the time
+    with the pool, a 4-sequence one 0.51x (bench/results/step-profile-2026-11-23.md). None
+    when the CPU backend offers no pool."""
     if not list(LIB_DIR.glob("libggml.so.*")):
         return None
     ggml = _ggml()
@@ -116,6 +116,11 @@ def threadpool(n_threads: int) -> int | None:
         return None
     params = _ThreadpoolParams()
     ggml.ggml_threadpool_params_init(ctypes.byref(params), n_threads)
+    # No polling: between steps the workers sleep instead of spinning (level 50 spins for
+    # about 0.1 s, which covers the whole gap between steps), so the cores are free for what
+    # runs between two decodes: sampling, the request threads, the event loop. 4 clients on
+    # 2 busy cores: 1.23x the aggregate of level 50 (1.10-1.36 over 4 interleaved pairs).
+    params.poll = 0
     pool = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.POINTER(_ThreadpoolParams))(new)(
         ctypes.byref(params))
     return int(pool) if pool else None
