@@ -8,10 +8,11 @@ unified KV cache, `-kvu`, the layout ours uses), N clients stream a greedy answe
 tokens each to different short prompts, all sent at once: the aggregate decode rate is every
 client's tokens over the time from the first request sent to the last token received, and the
 slowest client's time to first token is the worst wait; the peak resident memory of the
-server's process tree (VmHWM summed, as bench.runner reports it) is read after the run. Then 4 conversations are interleaved
-turn by turn (-np 4): each conversation's turn-8 TTFT over its turn-1 TTFT says whether every
-sequence kept its own KV prefix. The order of the servers rotates each repetition. Prints a
-table and writes bench/results/concurrency-<date>.json.
+server's process tree (VmHWM summed, as bench.runner reports it) is read after the run, so
+with the same context size it compares the N sequences' footprints. Then 4 conversations are
+interleaved turn by turn (-np 4): each conversation's turn-8 TTFT over its turn-1 TTFT says
+whether every sequence kept its own KV prefix. The order of the servers rotates each
+repetition. Prints a table and writes bench/results/concurrency-<date>.json.
 """
 
 from __future__ import annotations
