@@ -105,7 +105,7 @@ def threadpool(n_threads: int) -> int | None:
     llama_decode of a pthreads build (this one; llama-server's uses OpenMP's lasting threads)
     starts its worker threads and joins them again (a "disposable threadpool" in
     ggml-cpu.c). On 2 busy cores a one-token decode of the demo model took 0.19x the time
-    with the pool, a 4-sequence one 0.51x (bench/results/step-profile-2026-11-23.md). None
+    with the pool, a 4-sequence one 0.51x (bench/results/decode-step-profile.md). None
     when the CPU backend offers no pool."""
     if not list(LIB_DIR.glob("libggml.so.*")):
         return None
