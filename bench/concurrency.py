@@ -7,10 +7,12 @@ For each N, each server is launched with N parallel sequences (llama-server also
 unified KV cache, `-kvu`, the layout ours uses), N clients stream a greedy answer of --tokens
 tokens each to different short prompts, all sent at once: the aggregate decode rate is every
 client's tokens over the time from the first request sent to the last token received, and the
-slowest client's time to first token is the worst wait. Then 4 conversations are interleaved
-turn by turn (-np 4): each conversation's turn-8 TTFT over its turn-1 TTFT says whether every
-sequence kept its own KV prefix. The order of the servers rotates each repetition. Prints a
-table and writes bench/results/concurrency-<date>.json.
+slowest client's time to first token is the worst wait; the peak resident memory of the
+server's process tree (VmHWM summed, as bench.runner reports it) is read after the run, so
+with the same context size it compares the N sequences' footprints. Then 4 conversations are
+interleaved turn by turn (-np 4): each conversation's turn-8 TTFT over its turn-1 TTFT says
+whether every sequence kept its own KV prefix. The order of the servers rotates each
+repetition. Prints a table and writes bench/results/concurrency-<date>.json.
 """
 
 from __future__ import annotations
@@ -98,8 +100,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     with launched(spec, work) as server, httpx.Client() as c:
                         server.wait_ready(c)
                         clients_at_once(server.url, n, 8, 999)  # warm: untimed
-                        runs.setdefault(spec.name, []).append(
-                            clients_at_once(server.url, n, args.tokens, rep))
+                        result = clients_at_once(server.url, n, args.tokens, rep)
+                        result["peak_rss_mb"] = server.peak_rss_bytes() / 1e6
+                        runs.setdefault(spec.name, []).append(result)
             out["clients"][n] = runs
             print(f"{n} clients: " + "; ".join(
                 f"{name} {_median(r, 'aggregate_tps'):.1f} tok/s, slowest first token "
@@ -120,10 +123,18 @@ def _median(runs: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
+def _rss(runs: list[dict[str, float]]) -> str:
+    """The median peak RSS, or a dash for results written before it was measured."""
+    if not all("peak_rss_mb" in r for r in runs):
+        return "–"
+    return f"{_median(runs, 'peak_rss_mb'):.0f} MB"
+
+
 def table(data: dict[str, Any]) -> str:
     ours, theirs = servers.OURS, servers.LLAMA_SERVER
     lines = ["| clients | ours tok/s | llama-server tok/s | ratio | ours slowest TTFT | "
-             "llama-server slowest TTFT | ratio |", "|---|---|---|---|---|---|---|"]
+             "llama-server slowest TTFT | ratio | ours peak RSS | llama-server peak RSS |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for n, runs in data["clients"].items():
         pairs = list(zip(runs[ours], runs[theirs], strict=True))
         tps = [a["aggregate_tps"] / b["aggregate_tps"] for a, b in pairs]
@@ -133,7 +144,7 @@ def table(data: dict[str, Any]) -> str:
             f"{_median(runs[theirs], 'aggregate_tps'):.1f} | {statistics.median(tps):.2f}× "
             f"({min(tps):.2f}–{max(tps):.2f}) | {_median(runs[ours], 'slowest_ttft_s'):.2f} s | "
             f"{_median(runs[theirs], 'slowest_ttft_s'):.2f} s | {statistics.median(ttft):.2f}× "
-            f"({min(ttft):.2f}–{max(ttft):.2f}) |")
+            f"({min(ttft):.2f}–{max(ttft):.2f}) | {_rss(runs[ours])} | {_rss(runs[theirs])} |")
     for name, ratios in data["interleaved"].items():
         lines.append(f"\nInterleaved, 4 conversations, {name}: turn-8 / turn-1 TTFT median "
                      f"{statistics.median(ratios):.2f}× (min {min(ratios):.2f}, max "

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import threading
 import time
 
@@ -108,3 +110,32 @@ def test_requests_that_would_overflow_the_shared_context_wait_their_turn(tiny_ar
         t.join()
     assert [code for code, _, _ in results] == [200, 200]  # nobody refused, nothing cut
     assert chat(server.url, [{"role": "user", "content": "still there?"}])["choices"]
+
+
+def test_llama_cpp_keeps_its_compute_threads_between_steps(tiny_artifact, serve):
+    # A pool attached to the context, as llama-server's: without it every llama_decode starts
+    # its worker threads and joins them again (about one new thread per token here).
+    server = serve(tiny_artifact, "-t", "2")
+    snapshots: list[set[int]] = []
+    with httpx.stream("POST", server.url + "/v1/chat/completions", timeout=120, json={
+            "messages": [{"role": "user", "content": "go on and on"}], "max_tokens": 150,
+            "temperature": 0, "stream": True}) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                snapshots.append(threads_of(server.proc.pid))
+    assert len(snapshots) > 50
+    assert set().union(*snapshots[1:]) == snapshots[1]  # no thread came or went
+
+
+def threads_of(pid: int) -> set[int]:
+    """The thread ids of a process and its children (the onefile launcher's child runs)."""
+    found, todo = set(), [pid]
+    while todo:
+        pid = todo.pop()
+        with contextlib.suppress(OSError):
+            tasks = {int(t) for t in os.listdir(f"/proc/{pid}/task")}
+            found |= tasks
+            for task in tasks:  # children are listed under the thread that started them
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    todo += [int(child) for child in f.read().split()]
+    return found

@@ -64,13 +64,8 @@ def _load(folder: Path) -> CpuBackend:
         return CpuBackend("built-in", _features(), ())
     # The copy libllama.so loaded, by its soname (libggml.so.0): a wheel holds libggml.so and
     # libggml.so.0.x.y too, as separate files that would each bring a registry of their own.
-    soname = min(folder.glob("libggml.so.*"), key=lambda p: len(p.name))
-    ggml = ctypes.CDLL(str(soname))
+    ggml = _ggml(folder)
     ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
-    ggml.ggml_backend_reg_by_name.argtypes = [ctypes.c_char_p]
-    ggml.ggml_backend_reg_by_name.restype = ctypes.c_void_p
-    ggml.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-    ggml.ggml_backend_reg_get_proc_address.restype = ctypes.c_void_p
     ggml.ggml_backend_load_all_from_path(os.fsencode(folder))
     reg = ggml.ggml_backend_reg_by_name(b"CPU")
     if not reg:
@@ -83,6 +78,52 @@ def _load(folder: Path) -> CpuBackend:
     if not function or not _libc.dladdr(ctypes.c_void_p(function), ctypes.byref(info)):
         raise ArtifactError("llama.cpp loaded a CPU backend but cannot say which")
     return CpuBackend(_variant_name(os.fsdecode(info.dli_fname or b"")), _features(), variants)
+
+
+def _ggml(folder: Path = LIB_DIR) -> ctypes.CDLL:
+    soname = min(folder.glob("libggml.so.*"), key=lambda p: len(p.name))
+    ggml = ctypes.CDLL(str(soname))
+    ggml.ggml_backend_reg_by_name.argtypes = [ctypes.c_char_p]
+    ggml.ggml_backend_reg_by_name.restype = ctypes.c_void_p
+    ggml.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    ggml.ggml_backend_reg_get_proc_address.restype = ctypes.c_void_p
+    ggml.ggml_threadpool_params_init.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    return ggml
+
+
+class _ThreadpoolParams(ctypes.Structure):
+    """ggml.h's struct ggml_threadpool_params (GGML_MAX_N_THREADS is 512)."""
+
+    _fields_ = [("cpumask", ctypes.c_bool * 512), ("n_threads", ctypes.c_int),
+                ("prio", ctypes.c_int), ("poll", ctypes.c_uint32), ("strict_cpu", ctypes.c_bool),
+                ("paused", ctypes.c_bool)]
+
+
+def threadpool(n_threads: int) -> int | None:
+    """A pool of llama.cpp's compute threads that lives as long as the process, as
+    llama-server attaches one to its context (common_threadpools::init). Without it, every
+    llama_decode of a pthreads build (this one; llama-server's uses OpenMP's lasting threads)
+    starts its worker threads and joins them again (a "disposable threadpool" in
+    ggml-cpu.c). On 2 busy cores a one-token decode of the demo model took 0.19x the time
+    with the pool, a 4-sequence one 0.51x (bench/results/decode-step-profile.md). None
+    when the CPU backend offers no pool."""
+    if not list(LIB_DIR.glob("libggml.so.*")):
+        return None
+    ggml = _ggml()
+    reg = ggml.ggml_backend_reg_by_name(b"CPU")
+    new = reg and ggml.ggml_backend_reg_get_proc_address(reg, b"ggml_threadpool_new")
+    if not new:
+        return None
+    params = _ThreadpoolParams()
+    ggml.ggml_threadpool_params_init(ctypes.byref(params), n_threads)
+    # No polling: between steps the workers sleep instead of spinning (level 50 spins for
+    # about 0.1 s, which covers the whole gap between steps), so the cores are free for what
+    # runs between two decodes: sampling, the request threads, the event loop. 4 clients on
+    # 2 busy cores: 1.23x the aggregate of level 50 (1.10-1.36 over 4 interleaved pairs).
+    params.poll = 0
+    pool = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.POINTER(_ThreadpoolParams))(new)(
+        ctypes.byref(params))
+    return int(pool) if pool else None
 
 
 def _variant_name(path: Path | str) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from runtime.errors import ArtifactError, RequestError
+from runtime.llama import cpu
 from runtime.llama.bindings import llama_cpp
 
 N_BATCH = 512  # n_ubatch == n_batch: llama.cpp aborts on bigger non-causal batches otherwise
@@ -59,7 +60,17 @@ def new_context(model: Any, n_ctx: int, threads: int, n_seq: int = 1) -> Any:
     if not ctx:
         raise ArtifactError(f"llama.cpp could not make a {n_ctx}-token context (out of memory? "
                             "try a smaller --ctx-size)")
+    pool = cpu.threadpool(threads)  # only this context's thread (the decoder's) may use it
+    if pool is not None:
+        _attach_threadpool(ctx, pool, None)  # None: the same pool for prompts
     return ctx
+
+
+# Not in llama-cpp-python's bindings: declared here from llama.h.
+_attach_threadpool = llama_cpp._lib.llama_attach_threadpool
+_attach_threadpool.argtypes = [llama_cpp.llama_context_p_ctypes, ctypes.c_void_p,
+                               ctypes.c_void_p]
+_attach_threadpool.restype = None
 
 
 def physical_cores() -> int:
