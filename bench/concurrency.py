@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from bench import machine, peer, servers
+from bench import machine, peer, report, servers
 from bench.client import stream_chat
 from bench.multiturn import QUESTIONS
 from bench.servers import ServerSpec, launched
@@ -181,6 +181,26 @@ def main() -> None:
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"concurrency-{stem}.json").write_text(json.dumps(data, indent=1))
     (args.results / f"concurrency-{stem}.md").write_text(text + "\n")
+    chart(data, args.results / f"concurrency-{stem}.png")
+
+
+def chart(data: dict[str, Any], path: Path) -> None:
+    """Ours / llama-server per number of clients: aggregate decode (goal at 4: >= 1.0) and
+    the slowest client's first token (goal at 4: <= 1.2), median with min–max whiskers."""
+    ours, theirs = servers.OURS, servers.LLAMA_SERVER
+    labels: list[str] = []
+    points: list[tuple[float, float, float]] = []
+    goals: list[float | None] = []
+    for key, label, goal in (("aggregate_tps", "aggregate tok/s ↑", 1.0),
+                             ("slowest_ttft_s", "slowest first token ↓", 1.2)):
+        for n, runs in data["clients"].items():
+            ratios = [a[key] / b[key] for a, b in zip(runs[ours], runs[theirs], strict=True)]
+            labels.append(f"{label}, {n} client{'s' if int(n) > 1 else ''}")
+            points.append((statistics.median(ratios), min(ratios), max(ratios)))
+            goals.append(goal if int(n) == 4 else None)
+    report.bars(labels, {theirs: points}, goals, path,
+                f"{data['command']}: ours / llama-server -np N -kvu "
+                f"({data['machine'].get('cpu', '')})")
 
 
 if __name__ == "__main__":
