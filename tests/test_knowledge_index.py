@@ -113,3 +113,11 @@ def test_nothing_is_returned_unless_one_passage_reaches_the_threshold() -> None:
 def test_passages_below_the_floor_take_no_part() -> None:
     hits = _index(threshold=0.05, floor=0.1).search("reset button", _unit(1, 0.1), 4)
     assert [h.passage.location for h in hits] == ["Reset"]
+
+
+def test_a_hits_relevance_is_its_lift_past_the_floor() -> None:
+    index = _index(threshold=0.05, floor=0.1)
+    q = index.prepare(_unit(1, 0.1))
+    (hit,) = index.search("reset button", _unit(1, 0.1), 4)
+    assert hit.relevance == pytest.approx(index.lift(q, 1) - 0.1)
+    assert hit.relevance > 0.1

@@ -99,7 +99,8 @@ class Index:
         ranked = self.rank(query, vector, floor=self.meta.floor)
         if not any(s.lift >= self.meta.threshold for s in ranked):
             return []
-        return [Hit(self.passage(s.chunk), s.fused) for s in ranked[:top_k]]
+        return [Hit(self.passage(s.chunk), s.fused, s.lift - self.meta.floor)
+                for s in ranked[:top_k]]
 
     def rank(self, query: str, vector: Sequence[float], floor: float | None = None,
              candidates: int = CANDIDATES, full_text: bool = True,
