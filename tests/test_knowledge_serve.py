@@ -11,7 +11,7 @@ import pytest
 from conftest import free_port
 from fake import FakeEngine, FakeKnowledge, FakeServer, chat_length
 
-from runtime.generation import ChatMessage
+from runtime.generation import ChatMessage, Finish
 from runtime.knowledge.passage import Hit, Passage
 from runtime.knowledge.retrieve import (
     answer_room,
@@ -224,6 +224,18 @@ def test_streamed_chat_has_the_sources_on_its_first_chunk(client):
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == \
         "w0 w1 w2 w3 "
     assert chunks[-1].usage.model_dump()["knowledge"]["passages"] == len(first["sources"])
+
+
+def test_an_uncited_sentence_a_passage_holds_is_cited_in_the_stream(site, client):
+    site.engine.script = ["The driver is installed by running the setup", " script as root.",
+                          " Ask me more", Finish("stop", 3, 4, 0)]
+    chunks = list(client.chat.completions.create(model="fake", messages=ASK, stream=True))
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and
+              c.choices[0].delta.content]
+    # The model's pieces go out as they come, the full stop held back for the citation.
+    assert pieces == ["The driver is installed by running the setup", " script as root",
+                      " [1]. Ask me more"]
+    assert chunks[0].model_dump()["sources"][0]["document"] == "manual/install.md"
 
 
 def test_knowledge_false_skips_retrieval(site, knowledge, client):

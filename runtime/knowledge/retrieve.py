@@ -35,6 +35,7 @@ from runtime.generation import (
     KnowledgeUsage,
     Sources,
 )
+from runtime.knowledge.attribute import attributed
 from runtime.knowledge.passage import Hit, Knowledge
 
 log = logging.getLogger(__name__)
@@ -288,6 +289,8 @@ def answer(knowledge: Knowledge, request: GenerationRequest, count: Counter, n_c
         grounding.usage, search_ns=time.perf_counter_ns() - started))
     _log(grounding)
     events = generate(dataclasses.replace(request, messages=grounding.messages))
+    if grounding.hits:
+        events = attributed(events, messages[-1].content, grounding.hits)
     return _with_sources(grounding, events)
 
 
