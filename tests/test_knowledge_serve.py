@@ -102,10 +102,10 @@ def test_question_too_long_for_any_budget_is_kept_whole():
 def test_nothing_relevant_tells_the_model_the_documents_do_not_cover_it():
     g = ground(chat("who won the 1998 world cup?"), [], chat_length, budget=1000)
     assert g.hits == ()
-    # Said right before the question, with the sentence to answer (a 0.5B model heeds that)
+    # Said after the question, with the sentence to answer (a 0.5B model heeds that)
     assert g.messages[-1].content == (
-        "The documents do not cover the question below. Answer only: \"The documents do not "
-        "cover this question.\"\n\nQuestion: who won the 1998 world cup?")
+        "Question: who won the 1998 world cup?\n\n(The documents do not cover this question. "
+        "Answer only: \"The documents do not cover this question.\")")
     assert g.messages[0].content.startswith("Be brief.\n\nThe user's documents do not cover")
     assert "[1]" not in g.messages[0].content  # it made the model cite a [1] that is not there
     assert g.usage.passages == 0 and g.usage.tokens > 0
@@ -124,7 +124,8 @@ def test_a_chinese_question_gets_its_instruction_in_chinese():
     assert "[1] 网络设置: 打印机连接" in text and text.endswith("问题：打印机怎么连接 Wi-Fi？")
     assert text.endswith("就说文档中没有涉及。\n\n问题：打印机怎么连接 Wi-Fi？")
     none_text = grounded_question("谁赢了比赛？", [])
-    assert none_text.endswith("请只回答：“文档中没有涉及这个问题。”\n\n问题：谁赢了比赛？")
+    assert none_text == ("问题：谁赢了比赛？\n\n（文档中没有涉及这个问题。"
+                         "请只回答：“文档中没有涉及这个问题。”）")
     none = ground(chat("谁赢了比赛？"), [], chat_length, 1000)
     assert "用户的文档没有涉及下面这个问题" in none.messages[0].content
 
@@ -253,7 +254,7 @@ def test_nothing_relevant_gives_no_sources_and_the_not_covered_instruction(site,
         max_tokens=2)
     assert reply.model_dump()["sources"] == []
     sent = site.engine.requests[-1].messages
-    assert sent[-1].content.endswith("this question.\"\n\nQuestion: Who painted the Mona Lisa?")
+    assert sent[-1].content.startswith("Question: Who painted the Mona Lisa?\n\n(The documents")
     assert "documents do not cover the next question" in sent[0].content
 
 

@@ -154,11 +154,12 @@ REMINDER_EN = ("Answer from the sources above, and put the number of the source 
                "not cover it.")
 REMINDER_ZH = ("请根据上面的资料回答，并在每个事实后注明资料的编号，如 [1]。"
                "如果资料回答不了这个问题，就说文档中没有涉及。")
-# The sentence to answer with, given word for word: told only to say so, the 0.5B model still
-# answered four of six off-topic Chinese questions from memory.
-NOT_COVERED_NOTE_EN = ("The documents do not cover the question below. Answer only: \"The "
-                       "documents do not cover this question.\"")
-NOT_COVERED_NOTE_ZH = "文档中没有涉及下面这个问题。请只回答：“文档中没有涉及这个问题。”"
+# After the question, with the sentence to answer given word for word: told before the
+# question only to say so, the 0.5B model still answered four of six off-topic Chinese
+# questions from memory; this way it answered none of them.
+NOT_COVERED_NOTE_EN = ("The documents do not cover this question. Answer only: \"The documents "
+                       "do not cover this question.\"")
+NOT_COVERED_NOTE_ZH = "文档中没有涉及这个问题。请只回答：“文档中没有涉及这个问题。”"
 
 
 def instruction(question: str, hits: Sequence[Hit]) -> str:
@@ -172,11 +173,11 @@ def instruction(question: str, hits: Sequence[Hit]) -> str:
 
 def grounded_question(question: str, hits: Sequence[Hit]) -> str:
     """The user message: the numbered passages, the instruction again, then the question
-    (with no passage, that the documents do not cover it, then the question)."""
+    (with no passage, the question, then that the documents do not cover it)."""
     zh = chinese(question)
     if not hits:
-        return f"{NOT_COVERED_NOTE_ZH}\n\n问题：{question}" if zh else \
-            f"{NOT_COVERED_NOTE_EN}\n\nQuestion: {question}"
+        return f"问题：{question}\n\n（{NOT_COVERED_NOTE_ZH}）" if zh else \
+            f"Question: {question}\n\n({NOT_COVERED_NOTE_EN})"
     passages = "\n\n".join(passage_line(i, hit) for i, hit in enumerate(hits, 1))
     if zh:
         return f"资料：\n\n{passages}\n\n{REMINDER_ZH}\n\n问题：{question}"
