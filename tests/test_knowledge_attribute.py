@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from runtime.generation import Finish
+from runtime.generation import CallStart, Finish
 from runtime.knowledge.attribute import Attributor, attributed, backing, claim_terms
 from runtime.knowledge.passage import Hit, Passage
 
@@ -125,3 +125,11 @@ def test_closing_the_stream_closes_the_generation_under_it():
     assert next(stream) == "The probation period is six months"
     stream.close()  # the client went away
     assert closed == [True]
+
+
+def test_the_text_before_a_tool_call_is_sent_before_it():
+    call = CallStart(0, "call_1", "lookup")
+    finish = Finish("tool_calls", 10, 5, 0)
+    out = list(attributed(iter(["Salaries are paid on the 25th.", call, finish]),
+                          "What do new hires need to know?", HITS))
+    assert out == ["Salaries are paid on the 25th", " [2].", call, finish]

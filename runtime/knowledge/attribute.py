@@ -134,7 +134,7 @@ class Attributor:
 
     def _end(self) -> str:
         """The held sentence end, with the citation of the passage supporting the sentence
-        before it when the sentence has none."""
+        before it when the sentence cites none that does."""
         held, self.held = self.held, ""
         sentence, self.sentence = self.sentence, ""
         if not sentence.strip():
@@ -150,8 +150,8 @@ class Attributor:
 
 
 def attributed(events: Iterator[Event], question: str, hits: Sequence[Hit]) -> Iterator[Event]:
-    """`events` with citations added to the supported sentences of its text (a tool call's
-    arguments and the Finish pass through unchanged)."""
+    """`events` with citations added to the supported sentences of its text (tool calls and
+    the Finish pass through unchanged, after the text before them)."""
     attributor = Attributor(question, hits)
     try:
         for event in events:
@@ -160,10 +160,10 @@ def attributed(events: Iterator[Event], question: str, hits: Sequence[Hit]) -> I
                 if text:
                     yield text
                 continue
+            rest = attributor.finish()  # the text ends here (a tool call, or the end)
+            if rest:
+                yield rest
             if isinstance(event, Finish):
-                rest = attributor.finish()
-                if rest:
-                    yield rest
                 for sentence, found in attributor.added:
                     log.info("knowledge: cited [%d], which holds %d of the %d terms of a "
                              "sentence the model did not cite it for: %.80s", found.number,
