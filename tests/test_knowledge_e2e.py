@@ -152,9 +152,11 @@ def test_a_stream_carries_the_sources_on_its_first_chunk_and_knowledge_false_ski
     assert "sources" not in plain and "knowledge" not in plain["usage"]
 
 
-def test_a_question_the_documents_do_not_cover_gets_no_sources(client):
+def test_a_question_the_documents_do_not_cover_gets_no_sources_and_says_so(client):
     answer = ask(client, "Who painted the Mona Lisa?", max_tokens=30)
     assert answer["sources"] == []
+    text = answer["choices"][0]["message"]["content"]
+    assert "do not cover" in text and "[" not in text, text  # not an answer from memory
 
 
 def test_knowledge_search_finds_the_passage(server):

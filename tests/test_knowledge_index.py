@@ -183,3 +183,11 @@ def test_a_format_1_section_is_read_with_its_one_threshold_for_every_group() -> 
     index = Index(unpack(data, "old.llamabundle"))
     assert [(g.threshold, g.floor) for g in index.groups] == [(0.3, 0.1), (0.3, 0.1)]
     assert index.search("reset button", _unit(1, 0.1), 3)
+
+
+def test_a_hits_relevance_is_its_lift_past_the_floor() -> None:
+    index = _index(threshold=0.05, floor=0.1)
+    q = index.prepare(_unit(1, 0.1))
+    (hit,) = index.search("reset button", _unit(1, 0.1), 4)
+    assert hit.relevance == pytest.approx(index.lift(q, 1) - 0.1)
+    assert hit.relevance > 0.1

@@ -11,10 +11,11 @@ import pytest
 from conftest import free_port
 from fake import FakeEngine, FakeKnowledge, FakeServer, chat_length
 
-from runtime.generation import ChatMessage
+from runtime.generation import ChatMessage, Finish
 from runtime.knowledge.passage import Hit, Passage
 from runtime.knowledge.retrieve import (
     answer_room,
+    close_enough,
     ground,
     grounded_question,
     is_follow_up,
@@ -55,7 +56,9 @@ def test_all_passages_fit_when_there_is_room():
     assert [h.passage.document for h in g.hits] == ["doc0.md", "doc1.md", "doc2.md"]
     last = g.messages[-1].content
     assert "[1] Doc 0 — §0: word" in last and "[3] Doc 2 — §2:" in last
-    assert last.endswith("Question: how do I install it?")
+    # The instruction again right before the question, where a small model heeds it.
+    assert last.endswith("like [1]. If they do not answer the question, say that the documents "
+                         "do not cover it.\n\nQuestion: how do I install it?")
     system = g.messages[0].content
     assert system.startswith("Be brief.\n\n")  # the bundle's system prompt, then the instruction
     assert "Cite the source of each fact inline, like [1]" in system
@@ -99,7 +102,10 @@ def test_question_too_long_for_any_budget_is_kept_whole():
 def test_nothing_relevant_tells_the_model_the_documents_do_not_cover_it():
     g = ground(chat("who won the 1998 world cup?"), [], chat_length, budget=1000)
     assert g.hits == ()
-    assert g.messages[-1].content == "who won the 1998 world cup?"
+    # Said after the question, with the sentence to answer (a 0.5B model heeds that)
+    assert g.messages[-1].content == (
+        "Question: who won the 1998 world cup?\n\n(The documents do not cover this question. "
+        "Answer only: \"The documents do not cover this question.\")")
     assert g.messages[0].content.startswith("Be brief.\n\nThe user's documents do not cover")
     assert "[1]" not in g.messages[0].content  # it made the model cite a [1] that is not there
     assert g.usage.passages == 0 and g.usage.tokens > 0
@@ -116,7 +122,10 @@ def test_a_chinese_question_gets_its_instruction_in_chinese():
     assert "只根据用户消息中带编号的资料回答问题" in g.messages[0].content
     text = g.messages[-1].content
     assert "[1] 网络设置: 打印机连接" in text and text.endswith("问题：打印机怎么连接 Wi-Fi？")
-    assert grounded_question("谁赢了比赛？", []) == "谁赢了比赛？"
+    assert text.endswith("就说文档中没有涉及。\n\n问题：打印机怎么连接 Wi-Fi？")
+    none_text = grounded_question("谁赢了比赛？", [])
+    assert none_text == ("问题：谁赢了比赛？\n\n（文档中没有涉及这个问题。"
+                         "请只回答：“文档中没有涉及这个问题。”）")
     none = ground(chat("谁赢了比赛？"), [], chat_length, 1000)
     assert "用户的文档没有涉及下面这个问题" in none.messages[0].content
 
@@ -131,6 +140,16 @@ def test_a_passage_is_named_by_title_and_location_without_saying_the_title_twice
     assert line("Router manual", "Router manual") == "[2] Router manual: Text."
     assert line("Router manual", "p. 3") == "[2] Router manual — p. 3: Text."
     assert line("Router manual", "") == "[2] Router manual: Text."
+
+
+def test_passages_far_less_relevant_than_the_best_are_left_out():
+    def hit(relevance: float) -> Hit:
+        return Hit(PASSAGES[0], 0.03, relevance)
+
+    kept = close_enough([hit(0.02), hit(0.08), hit(0.039), hit(0.04)])
+    assert [h.relevance for h in kept] == [0.08, 0.04]  # in their order, half the best or more
+    assert close_enough([hit(0.0), hit(0.0)]) == [hit(0.0), hit(0.0)]  # nothing to compare
+    assert close_enough([]) == []
 
 
 def test_answer_room_never_takes_the_whole_context():
@@ -208,6 +227,18 @@ def test_streamed_chat_has_the_sources_on_its_first_chunk(client):
     assert chunks[-1].usage.model_dump()["knowledge"]["passages"] == len(first["sources"])
 
 
+def test_an_uncited_sentence_a_passage_holds_is_cited_in_the_stream(site, client):
+    site.engine.script = ["The driver is installed by running the setup", " script as root.",
+                          " Ask me more", Finish("stop", 3, 4, 0)]
+    chunks = list(client.chat.completions.create(model="fake", messages=ASK, stream=True))
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and
+              c.choices[0].delta.content]
+    # The model's pieces go out as they come, the full stop held back for the citation.
+    assert pieces == ["The driver is installed by running the setup", " script as root",
+                      " [1]. Ask me more"]
+    assert chunks[0].model_dump()["sources"][0]["document"] == "manual/install.md"
+
+
 def test_knowledge_false_skips_retrieval(site, knowledge, client):
     reply = client.chat.completions.create(model="fake", messages=ASK, max_tokens=2,
                                            extra_body={"knowledge": False})
@@ -223,7 +254,7 @@ def test_nothing_relevant_gives_no_sources_and_the_not_covered_instruction(site,
         max_tokens=2)
     assert reply.model_dump()["sources"] == []
     sent = site.engine.requests[-1].messages
-    assert sent[-1].content == "Who painted the Mona Lisa?"
+    assert sent[-1].content.startswith("Question: Who painted the Mona Lisa?\n\n(The documents")
     assert "documents do not cover the next question" in sent[0].content
 
 

@@ -23,6 +23,10 @@ class Passage:
 class Hit:
     passage: Passage
     score: float  # the fused relevance; higher is better, comparable within one index
+    # How far the passage's vector relevance (its lift, runtime/knowledge/search.py) is past
+    # what an unrelated question typically reaches (the index's calibrated floor): >= 0, and
+    # comparable within one search, so a passage far below the best one can be told apart.
+    relevance: float = 0.0
 
 
 class Knowledge(Protocol):

@@ -35,11 +35,18 @@ from runtime.generation import (
     KnowledgeUsage,
     Sources,
 )
+from runtime.knowledge.attribute import attributed
 from runtime.knowledge.passage import Hit, Knowledge
 
 log = logging.getLogger(__name__)
 
-TOP_K = 4  # passages retrieved per turn: what peers use (3-4); more confuses a small model
+TOP_K = 4  # passages retrieved per turn at most: what peers use (3-4); more confuses a small model
+# A passage whose relevance is below this share of the best one's is left out: a small model
+# cites and copies from whatever it is shown, and a far weaker passage is mostly a distractor.
+# On the bilingual test set the passage that answers was the most relevant one for 43 of 44
+# covered questions; at 0.5 the prompt holds 1.6 passages on average instead of 3.5, and a
+# passage of another document 0.3 times instead of 1.1.
+CLOSE_ENOUGH = 0.5
 RECENT = 2  # messages before the question never dropped: the last exchange it follows up
 FOLLOW_UP_CONTEXT = 200  # characters of the previous question added to a follow-up's query
 
@@ -81,6 +88,13 @@ def is_follow_up(question: str) -> bool:
         return han < 8 or bool(_ANAPHORA_ZH.search(question))
     words = len(question.split())
     return words < 5 or bool(_ANAPHORA_EN.search(question))
+
+
+def close_enough(hits: Sequence[Hit]) -> list[Hit]:
+    """The hits whose relevance is close enough to the best one's (CLOSE_ENOUGH), in their
+    order; all of them when the best has none to compare with."""
+    best = max((hit.relevance for hit in hits), default=0.0)
+    return [hit for hit in hits if hit.relevance >= CLOSE_ENOUGH * best]
 
 
 # ---- the prompt
@@ -132,6 +146,22 @@ NOT_COVERED_EN = ("The user's documents do not cover the next question. Say so i
 NOT_COVERED_ZH = "用户的文档没有涉及下面这个问题。请用一句话说明文档中没有涉及，不要标注任何编号。"
 
 
+# Said again right before the question, where a 0.5B model heeds it: with the instruction
+# only in the system prompt, a fifth of its answers cited nothing, and given no source it
+# answered every off-topic question from memory (the bilingual test set).
+REMINDER_EN = ("Answer from the sources above, and put the number of the source after each "
+               "fact, like [1]. If they do not answer the question, say that the documents do "
+               "not cover it.")
+REMINDER_ZH = ("请根据上面的资料回答，并在每个事实后注明资料的编号，如 [1]。"
+               "如果资料回答不了这个问题，就说文档中没有涉及。")
+# After the question, with the sentence to answer given word for word: told before the
+# question only to say so, the 0.5B model still answered four of six off-topic Chinese
+# questions from memory; this way it answered none of them.
+NOT_COVERED_NOTE_EN = ("The documents do not cover this question. Answer only: \"The documents "
+                       "do not cover this question.\"")
+NOT_COVERED_NOTE_ZH = "文档中没有涉及这个问题。请只回答：“文档中没有涉及这个问题。”"
+
+
 def instruction(question: str, hits: Sequence[Hit]) -> str:
     """What the system prompt gains: the same text turn after turn (per language, and with
     or without sources), so the KV cache of the chat before the question stays reusable."""
@@ -142,14 +172,16 @@ def instruction(question: str, hits: Sequence[Hit]) -> str:
 
 
 def grounded_question(question: str, hits: Sequence[Hit]) -> str:
-    """The user message: the numbered passages, then the question (with no passage, the
-    question alone)."""
+    """The user message: the numbered passages, the instruction again, then the question
+    (with no passage, the question, then that the documents do not cover it)."""
+    zh = chinese(question)
     if not hits:
-        return question
+        return f"问题：{question}\n\n（{NOT_COVERED_NOTE_ZH}）" if zh else \
+            f"Question: {question}\n\n({NOT_COVERED_NOTE_EN})"
     passages = "\n\n".join(passage_line(i, hit) for i, hit in enumerate(hits, 1))
-    if chinese(question):
-        return f"资料：\n\n{passages}\n\n问题：{question}"
-    return f"Sources:\n\n{passages}\n\nQuestion: {question}"
+    if zh:
+        return f"资料：\n\n{passages}\n\n{REMINDER_ZH}\n\n问题：{question}"
+    return f"Sources:\n\n{passages}\n\n{REMINDER_EN}\n\nQuestion: {question}"
 
 
 def with_instruction(head: Sequence[ChatMessage], text: str) -> list[ChatMessage]:
@@ -251,13 +283,15 @@ def answer(knowledge: Knowledge, request: GenerationRequest, count: Counter, n_c
     if not messages or messages[-1].role != "user":
         return generate(request)  # an assistant prefix to continue: nothing to ask
     started = time.perf_counter_ns()
-    hits = knowledge.search(query_for(messages), TOP_K)
+    hits = close_enough(knowledge.search(query_for(messages), TOP_K))
     budget = n_ctx - answer_room(n_ctx, request.max_tokens)
     grounding = ground(messages, hits, count, budget)
     grounding = dataclasses.replace(grounding, usage=dataclasses.replace(
         grounding.usage, search_ns=time.perf_counter_ns() - started))
     _log(grounding)
     events = generate(dataclasses.replace(request, messages=grounding.messages))
+    if grounding.hits:
+        events = attributed(events, messages[-1].content, grounding.hits)
     return _with_sources(grounding, events)
 
 

@@ -141,7 +141,8 @@ class Index:
         ranked = self.rank(query, vector, floor=True)
         if not any(s.lift >= self.group(s.chunk).threshold for s in ranked):
             return []
-        return [Hit(self.passage(s.chunk), s.fused) for s in ranked[:top_k]]
+        return [Hit(self.passage(s.chunk), s.fused, s.lift - self.group(s.chunk).floor)
+                for s in ranked[:top_k]]
 
     def rank(self, query: str, vector: Sequence[float], floor: bool = False,
              candidates: int = CANDIDATES, full_text: bool = True) -> list[Scored]:
