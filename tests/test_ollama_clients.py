@@ -11,7 +11,7 @@ import time
 import httpx
 import ollama
 import pytest
-from conftest import build_cli, free_port, launch
+from conftest import free_port, launch
 from langchain_ollama import ChatOllama, OllamaEmbeddings, OllamaLLM
 from pydantic import BaseModel
 
@@ -157,26 +157,17 @@ def test_ollama_embeddings(demo):
 # ---- the chat template of a real instruct model
 
 
-@pytest.fixture(scope="module")
-def instruct(instruct_gguf, tmp_path_factory, shared_cache):
-    artifact = tmp_path_factory.mktemp("instruct") / "qwen.llamabundle"
-    build_cli(instruct_gguf, "-o", artifact, cache=shared_cache)
-    server = launch(artifact, "--ollama-port", "0")
-    yield server
-    server.stop()
-
-
 @pytest.mark.slow
-def test_instruct_model_answers_through_its_template(instruct):
-    client = ollama.Client(host=instruct.url)
+def test_instruct_model_answers_through_its_template(instruct_ollama):
+    client = ollama.Client(host=instruct_ollama.url)
     name = client.list().models[0].model
     reply = client.chat(model=name, messages=[
         {"role": "system", "content": "Answer with one word."}] + QUESTION,
         options={"temperature": 0, "num_predict": 16})
     assert "Paris" in reply.message.content and reply.done_reason == "stop"
     assert "<|im_end|>" not in reply.message.content
-    chat = ChatOllama(model=name.removesuffix(":latest"), base_url=instruct.url, temperature=0,
-                      num_predict=60)
+    chat = ChatOllama(model=name.removesuffix(":latest"), base_url=instruct_ollama.url,
+                      temperature=0, num_predict=60)
     answer = chat.with_structured_output(Capital).invoke(
         "Which city is the capital of France? Is it in Europe?")
     assert answer == Capital(city="Paris", in_europe=True)

@@ -9,7 +9,6 @@ import json
 import httpx
 import ollama
 import pytest
-from conftest import build_cli, launch
 from langchain_ollama import ChatOllama
 from tool_calls import ASK, TWO_CALLS, WEATHER, scripted_servers
 
@@ -82,18 +81,9 @@ def test_chat_ollama_bind_tools_gets_the_calls(scripted):
         ("get_weather", {"city": "Paris"}), ("get_time", {})]
 
 
-@pytest.fixture(scope="module")
-def instruct(instruct_gguf, tmp_path_factory, shared_cache, built):
-    artifact = tmp_path_factory.mktemp("instruct-tools") / "qwen.llamabundle"
-    build_cli(instruct_gguf, "-o", artifact, cache=shared_cache)
-    server = launch(artifact, "--ollama-port", "0")
-    yield server
-    server.stop()
-
-
 @pytest.mark.slow
-def test_instruct_model_calls_a_tool_and_uses_its_result(instruct):
-    client = ollama.Client(host=instruct.url)
+def test_instruct_model_calls_a_tool_and_uses_its_result(instruct_ollama):
+    client = ollama.Client(host=instruct_ollama.url)
     name = client.list().models[0].model
     ask = [{"role": "user", "content": "What is the weather like in Paris right now?"}]
     first = client.chat(model=name, messages=ask, tools=[WEATHER],

@@ -144,18 +144,25 @@ def terminal() -> Iterator[type[Terminal]]:
         t.close()
 
 
+def verbose_chat(terminal, artifact, *args: str):
+    """`artifact --chat ARGS` with /verbose on and its prompt back: keys typed before the
+    prompt is redrawn would race its drawing."""
+    t = terminal([str(artifact), "--chat", *args])
+    t.wait_for(READY)
+    t.type("/verbose")
+    t.send("Enter")
+    t.wait_for(VERBOSE_READY)
+    return t
+
+
 def stats(screen: str) -> list[tuple[int, int, int]]:
     return [tuple(map(int, m)) for m in re.findall(STATS, screen)]  # type: ignore[misc]
 
 
 @pytest.mark.usefixtures("built")
 def test_chat_streams_answers_recalls_history_and_reuses_the_cache(tiny_artifact, terminal):
-    t = terminal([str(tiny_artifact), "--chat", "-n", "8"])
+    t = verbose_chat(terminal, tiny_artifact, "-n", "8")
     t.wait_for("Tiny Test is ready. /help for help, Ctrl-D to leave.")
-    t.wait_for(READY)
-    t.type("/verbose")
-    t.send("Enter")
-    t.wait_for(r"\(statistics on\)")
     t.type("hello there")
     t.send("Enter")
     screen = t.wait_for(STATS)
@@ -172,11 +179,7 @@ def test_chat_streams_answers_recalls_history_and_reuses_the_cache(tiny_artifact
 
 @pytest.mark.usefixtures("built")
 def test_chat_edits_chinese_input_and_sends_it(tiny_artifact, terminal):
-    t = terminal([str(tiny_artifact), "--chat", "-n", "4"])
-    t.wait_for(READY)
-    t.type("/verbose")
-    t.send("Enter")
-    t.wait_for(VERBOSE_READY)  # keys typed before the prompt is back would race its drawing
+    t = verbose_chat(terminal, tiny_artifact, "-n", "4")
     t.type("你好世界")
     t.send("Left", "Left")
     t.type("大")
@@ -188,11 +191,7 @@ def test_chat_edits_chinese_input_and_sends_it(tiny_artifact, terminal):
 
 @pytest.mark.usefixtures("built")
 def test_a_triple_quote_block_and_alt_enter_each_make_one_question(tiny_artifact, terminal):
-    t = terminal([str(tiny_artifact), "--chat", "-n", "4"])
-    t.wait_for(READY)
-    t.type("/verbose")
-    t.send("Enter")
-    t.wait_for(VERBOSE_READY)
+    t = verbose_chat(terminal, tiny_artifact, "-n", "4")
     t.type('"""')
     t.send("Enter")
     t.type("line one")

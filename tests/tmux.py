@@ -3,6 +3,7 @@ with send-keys, the screen read with capture-pane."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
@@ -16,8 +17,10 @@ _names = itertools.count()
 
 class Terminal:
     def __init__(self, argv: Sequence[str], width: int = 120, height: int = 50):
-        self.socket = f"llamabundle-test-{os.getpid()}"
+        # A tmux server of its own: with one shared server, a session started just as the last
+        # one closed could meet the server on its way out ("new-session" exit status 1).
         self.name = f"t{next(_names)}"
+        self.socket = f"llamabundle-test-{os.getpid()}-{self.name}"
         # The shell prints the exit code and stays, so the screen can still be read after.
         command = f"{shlex.join(argv)}; echo EXIT=$?; sleep 600"
         self._tmux("new-session", "-d", "-s", self.name, "-x", str(width), "-y", str(height),
@@ -60,5 +63,7 @@ class Terminal:
         return [line for line in self.screen().splitlines() if line.startswith(">>>")][-1]
 
     def close(self) -> None:
-        subprocess.run(["tmux", "-L", self.socket, "kill-session", "-t", self.name],
-                       capture_output=True)
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
+        folder = os.path.join(os.environ.get("TMUX_TMPDIR", "/tmp"), f"tmux-{os.getuid()}")
+        with contextlib.suppress(OSError):  # tmux leaves its socket file behind
+            os.unlink(os.path.join(folder, self.socket))
