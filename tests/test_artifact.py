@@ -8,6 +8,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -132,13 +133,22 @@ def test_next_free_port_is_used_and_said_when_the_port_is_taken(tiny_artifact):
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             lines = [proc.stdout.readline(), proc.stdout.readline()]  # type: ignore[union-attr]
-            r = httpx.get(f"http://localhost:{port + 1}/health", timeout=10)
+            assert f"port {port} is in use; using {port + 1} instead" in "".join(lines)
+            assert f"http://localhost:{port + 1}/" in "".join(lines)
+            # The URL is said as the server starts, a moment before it listens.
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    r = httpx.get(f"http://localhost:{port + 1}/health", timeout=10)
+                    break
+                except httpx.ConnectError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise
+                    time.sleep(0.1)
             assert r.status_code in (200, 503)
         finally:
             proc.terminate()
             proc.wait(10)
-    assert f"port {port} is in use; using {port + 1} instead" in "".join(lines)
-    assert f"http://localhost:{port + 1}/" in "".join(lines)
 
 
 def test_launch_prints_the_url(tiny_artifact, serve):
