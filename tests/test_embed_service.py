@@ -112,6 +112,37 @@ def test_an_embedder_that_dies_is_one_line_not_a_hang(e5_gguf: Path, built: None
         embedder.close()
 
 
+def test_an_embedder_that_hangs_is_ended_and_one_line(e5_gguf: Path, built: None) -> None:
+    """Alive but silent (stopped here, as a deadlock or a swapping machine would leave it):
+    the watchdog ends the whole child, the runtime under the bootloader included."""
+    embedder = LoadedEmbedder(e5_gguf, threads=1)
+    embedder.reply_timeout = 2
+    try:
+        bootloader = embedder._process.pid
+        runtime = int(Path(f"/proc/{bootloader}/task/{bootloader}/children").read_text().split()[0])
+        os.kill(runtime, signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(BuildError) as caught:
+            embedder.embed_passages(["hello"] * 40, lambda n: None)
+        assert time.monotonic() - started < 30
+        assert str(caught.value) == (f"{e5_gguf}: the runtime embedding the documents stopped "
+                                     "answering (nothing in 2 s); it was ended")
+    finally:
+        embedder.close()
+    deadline = time.monotonic() + 10
+    while _alive(runtime) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(runtime)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status  # a zombie has ended; its new parent reaps it
+
+
 def test_a_build_whose_embedder_cannot_load_stops_with_one_line(
         tiny_gguf: Path, tmp_path: Path, shared_cache: Path, built: None) -> None:
     bad = tmp_path / "emb.gguf"

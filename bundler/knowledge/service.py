@@ -5,18 +5,21 @@ package's frozen runtime, which every artifact starts with, embeds the documents
 `--embed-service` mode (runtime/embed_service.py has the protocol). Tokens, counts and vectors
 are the ones an artifact's embedder gives, from the same llama.cpp with the CPU code it picks.
 
-Whatever goes wrong in the subprocess (a GGUF it cannot load, a crash, a kill) is one BuildError
-line: the child's last words from its stderr, or how it died.
+Whatever goes wrong in the subprocess (a GGUF it cannot load, a crash, a kill, a hang) is one
+BuildError line: the child's last words from its stderr, or how it died, or how long it was
+silent.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,9 @@ from runtime.embed_service import FLAG
 from runtime.errors import BuildError
 
 EMBED_GROUP = 32  # chunks per request, and per progress update (llama.cpp batches them itself)
+# A reply is at most a group of passages: seconds here (6,500 tokens/s), a minute on an old
+# single core. Ten minutes of silence from a child that is still alive means it hangs.
+REPLY_TIMEOUT_S = 600.0
 # Prefixes the embedders we know were trained with (by a substring of general.name).
 PREFIXES = {"e5": ("query: ", "passage: "),
             "nomic-embed": ("search_query: ", "search_document: ")}
@@ -36,16 +42,22 @@ PREFIXES = {"e5": ("query: ", "passage: "),
 class LoadedEmbedder:
     """The embedding GGUF loaded in the runtime's llama.cpp, with its tokenizer."""
 
+    reply_timeout = REPLY_TIMEOUT_S
+
     def __init__(self, gguf: Path, threads: int | None):
         self.gguf = gguf
+        self._silent = False  # the watchdog ended it
         self.checksum = _checksum(gguf)  # also refuses a file that is not a GGUF, before starting
         command = [str(ensure_runtime().path), FLAG, str(gguf)]
         if threads:
             command += ["--threads", str(threads)]
         self._stderr = tempfile.TemporaryFile()  # a file, not a pipe: the child never blocks on it
         try:
+            # Its own process group: the watchdog ends the frozen runtime under PyInstaller's
+            # bootloader with it (a SIGKILL to the bootloader alone would orphan it).
             self._process = subprocess.Popen(command, stdin=subprocess.PIPE,
-                                             stdout=subprocess.PIPE, stderr=self._stderr)
+                                             stdout=subprocess.PIPE, stderr=self._stderr,
+                                             process_group=0)
         except OSError as e:
             self._stderr.close()
             raise BuildError(f"{command[0]}: cannot start the runtime to embed documents "
@@ -93,7 +105,8 @@ class LoadedEmbedder:
             if not _ended(process, 2):
                 process.terminate()
                 if not _ended(process, 10):
-                    process.kill()
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)  # the runtime under it too
                     process.wait()
             if process.stdout is not None:
                 process.stdout.close()
@@ -116,7 +129,8 @@ class LoadedEmbedder:
 
     def _reply(self) -> dict[str, Any]:
         assert self._process.stdout is not None
-        line = self._process.stdout.readline()
+        with self._watchdog():
+            line = self._process.stdout.readline()
         if not line.endswith(b"\n"):
             raise self._died()
         try:
@@ -130,12 +144,34 @@ class LoadedEmbedder:
 
     def _read(self, size: int) -> bytes:
         assert self._process.stdout is not None
-        data = self._process.stdout.read(size)
+        with self._watchdog():
+            data = self._process.stdout.read(size)
         if len(data) != size:
             raise self._died()
         return data
 
+    @contextlib.contextmanager
+    def _watchdog(self) -> Iterator[None]:
+        """Kills the child's process group when a read waits longer than reply_timeout: the
+        read then sees the pipe's end, and _died says the child stopped answering."""
+        timer = threading.Timer(self.reply_timeout, self._kill_silent)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+
+    def _kill_silent(self) -> None:
+        self._silent = True
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, signal.SIGKILL)
+
     def _died(self) -> BuildError:
+        if self._silent:
+            self._process.wait()
+            return BuildError(f"{self.gguf}: the runtime embedding the documents stopped "
+                              f"answering (nothing in {self.reply_timeout:g} s); it was ended")
         try:
             code = self._process.wait(timeout=10)
         except subprocess.TimeoutExpired:  # stopped answering but still alive: not ours to wait
