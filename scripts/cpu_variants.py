@@ -12,7 +12,7 @@
    the rows are not a multiple of 4. Small models keep their big matrices in exactly these
    types (the Gemma 3 270M demo's tied output: Q8_0; Qwen2.5 0.5B's layers: Q5_0), so one
    llama_decode of 4 sequences took 32.3 ms against 28.5 with this (Gemma, icelake variant),
-   and Qwen's 2- and 4-sequence steps 19-20% less; 1 row and prompts (>= 8 rows) are
+   and Qwen's 2- and 4-sequence steps 18-20% less; 1 row and prompts (>= 8 rows) are
    unchanged. AVX-512 builds use tinyBLAS from 8 rows, the others (16 vector registers, 2-wide
    tiles: 6 rows were faster in tinyBLAS there) from 4. Measured per variant:
    bench/results/small-batch-kernels.md.
