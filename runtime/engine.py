@@ -94,10 +94,11 @@ class Engine:
         return self._generate(request)
 
     def _generate(self, request: GenerationRequest) -> Iterator[Event]:
+        with self.decoder.arriving():  # requests sent together have their prompts read together
+            prompt, grammar = self.prompt(request), self.grammar(request)
         events = self.observe(self.decoder.generate(
-            self.prompt(request), request.sampling, request.max_tokens,
-            request.stop + self.extra_stops, self.grammar(request),
-            self.markers if request.calls_tools else frozenset(), request.logprobs))
+            prompt, request.sampling, request.max_tokens, request.stop + self.extra_stops,
+            grammar, self.markers if request.calls_tools else frozenset(), request.logprobs))
         if not request.calls_tools:
             return events
         return _with_calls(events, ToolStream(self.family, request.tools))

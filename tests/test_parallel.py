@@ -139,3 +139,51 @@ def threads_of(pid: int) -> set[int]:
                 with open(f"/proc/{pid}/task/{task}/children") as f:
                     todo += [int(child) for child in f.read().split()]
     return found
+
+
+@pytest.mark.parametrize("prepared_for", [0.005, 1.0])
+def test_prompts_sent_together_are_read_in_one_step(tiny_gguf, monkeypatch, prepared_for):
+    """A request still being prepared (its template rendered on another thread) when the
+    decoder is about to read another prompt joins that step if it comes within GATHER_S;
+    one that takes longer does not hold the first back."""
+    from runtime.generation import Sampling
+    from runtime.llama import cpu
+    from runtime.llama import decoder as decoder_module
+    from runtime.llama.bindings import llama_cpp
+    from runtime.llama.model import Tokenizer, load_model, new_context
+
+    assert prepared_for < decoder_module.GATHER_S or prepared_for > 20 * decoder_module.GATHER_S
+    cpu.load()
+    llama_cpp.llama_backend_init()
+    model = load_model(str(tiny_gguf), 0)
+    tokenizer = Tokenizer(model)
+    dec = decoder_module.Decoder(new_context(model, 256, 1, n_seq=2), tokenizer.vocab, 256, 64,
+                                 n_seq=2)
+    steps: list[int] = []
+    real_decode = llama_cpp.llama_decode
+
+    def decode(ctx, batch):  # noqa: ANN001, ANN202
+        steps.append(batch.n_tokens)
+        return real_decode(ctx, batch)
+
+    monkeypatch.setattr(llama_cpp, "llama_decode", decode)
+    first, second = tokenizer.tokenize("the first prompt"), tokenizer.tokenize("a second one")
+    preparing = threading.Event()
+    answers: dict[str, list] = {}
+
+    def other() -> None:
+        with dec.arriving():
+            preparing.set()
+            time.sleep(prepared_for)
+        answers["second"] = list(dec.generate(second, Sampling(temperature=0), 2, ()))
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    preparing.wait()
+    answers["first"] = list(dec.generate(first, Sampling(temperature=0), 2, ()))
+    thread.join()
+    assert answers["first"] and answers["second"]
+    if prepared_for < decoder_module.GATHER_S:
+        assert steps[0] == len(first) + len(second)
+    else:
+        assert steps[0] == len(first)

@@ -24,6 +24,7 @@ sampler call and one piece lookup in a step shared by every sequence.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import ctypes
 import logging
 import queue
@@ -85,6 +86,12 @@ class _Slot:
     busy: bool = False
 
 
+# How long a step that only reads new prompts waits for a request still being prepared (its
+# chat template rendered, its prompt tokenized on another thread), so that prompts sent
+# together are read in one llama_decode: otherwise the second waits out the first's.
+GATHER_S = 0.025
+
+
 class Decoder:
     """Owns one llama.cpp context and what its KV cache holds, and the thread that decodes."""
 
@@ -97,6 +104,8 @@ class Decoder:
         self.memory = llama_cpp.llama_get_memory(ctx)
         self.slots = [_Slot(i) for i in range(n_seq)]
         self._inbox: queue.SimpleQueue[_Sequence] = queue.SimpleQueue()
+        self._preparing = 0  # requests between arriving() and generate()
+        self._preparing_lock = threading.Lock()
         self._waiting: list[_Sequence] = []  # arrived, no free slot yet
         self._active: list[_Sequence] = []
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
@@ -110,6 +119,18 @@ class Decoder:
     def cached_tokens(self) -> int:
         """Tokens held in the KV cache (read from any thread: a sum of list lengths)."""
         return sum(len(slot.cached) for slot in self.slots)
+
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Around the preparation of a request's prompt (any thread), before generate(): a
+        step that would read only new prompts waits for it (GATHER_S at most)."""
+        with self._preparing_lock:
+            self._preparing += 1
+        try:
+            yield
+        finally:
+            with self._preparing_lock:
+                self._preparing -= 1
 
     def generate(self, prompt: list[int], sampling: Sampling, max_tokens: int,
                  stops: tuple[str, ...], grammar: str | ToolGrammar | None = None,
@@ -173,6 +194,8 @@ class Decoder:
                 self._waiting.append(self._inbox.get_nowait())
             except queue.Empty:
                 break
+        if self._preparing and not any(s.next_token is not None for s in self._active):
+            self._gather()
         for sequence in [s for s in self._waiting + self._active if s.cancelled]:
             self._end(sequence, None)
         while self._waiting and self._fits(self._waiting[0]) and \
@@ -180,6 +203,16 @@ class Decoder:
             self._start(self._waiting.pop(0), slot)
         if self._active:
             self._decode_step()
+
+    def _gather(self) -> None:
+        """Waits (GATHER_S at most) for the requests being prepared; only when nothing is
+        generating, so no stream ever pauses for it."""
+        deadline = time.monotonic() + GATHER_S
+        while self._preparing and (left := deadline - time.monotonic()) > 0:
+            try:
+                self._waiting.append(self._inbox.get(timeout=left))
+            except queue.Empty:
+                return
 
     def _fits(self, sequence: _Sequence) -> bool:
         """Whether the shared cache holds this request beside the running ones even if every
