@@ -19,6 +19,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ class LoadedEmbedder:
     def __init__(self, gguf: Path, threads: int | None):
         self.gguf = gguf
         self._silent = False  # the watchdog ended it
+        self._reading_since: float | None = None  # when the read now waiting began
+        self._closed = threading.Event()
         self.checksum = _checksum(gguf)  # also refuses a file that is not a GGUF, before starting
         command = [str(ensure_runtime().path), FLAG, str(gguf)]
         if threads:
@@ -62,6 +65,9 @@ class LoadedEmbedder:
             self._stderr.close()
             raise BuildError(f"{command[0]}: cannot start the runtime to embed documents "
                              f"({e.strerror}); reinstall llamabundle-runtime") from None
+        # One thread for the child's life, not one per read: chunking asks for a token count
+        # per sentence, thousands of round trips.
+        threading.Thread(target=self._watch, name="embedder-watchdog", daemon=True).start()
         try:
             ready = self._reply()["ready"]
         except BaseException:
@@ -98,6 +104,7 @@ class LoadedEmbedder:
     def close(self) -> None:
         """Ends the subprocess: the end of its stdin ends an idle one at once; one still
         embedding (the build was interrupted) is terminated, its bootloader cleaning up."""
+        self._closed.set()
         process = self._process if hasattr(self, "_process") else None
         if process is not None and process.stdin is not None:
             with contextlib.suppress(OSError):
@@ -152,20 +159,22 @@ class LoadedEmbedder:
 
     @contextlib.contextmanager
     def _watchdog(self) -> Iterator[None]:
-        """Kills the child's process group when a read waits longer than reply_timeout: the
-        read then sees the pipe's end, and _died says the child stopped answering."""
-        timer = threading.Timer(self.reply_timeout, self._kill_silent)
-        timer.daemon = True
-        timer.start()
+        """Around a read of the child's stdout: _watch ends the child if it takes longer than
+        reply_timeout, the read then sees the pipe's end, and _died says it stopped answering."""
+        self._reading_since = time.monotonic()
         try:
             yield
         finally:
-            timer.cancel()
+            self._reading_since = None
 
-    def _kill_silent(self) -> None:
-        self._silent = True
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self._process.pid, signal.SIGKILL)
+    def _watch(self) -> None:
+        while not self._closed.wait(1.0):
+            since = self._reading_since
+            if since is not None and time.monotonic() - since > self.reply_timeout:
+                self._silent = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._process.pid, signal.SIGKILL)
+                return
 
     def _died(self) -> BuildError:
         if self._silent:
