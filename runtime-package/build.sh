@@ -41,7 +41,7 @@ done
 unshare --mount --propagation private sh -c '
     root=$1 && shift
     mount -t proc proc "$root/proc" && mount --rbind /dev "$root/dev"
-    exec chroot "$root" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root "$@" \
+    exec chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "$@" \
         /build/src/runtime-package/inside.sh
 ' sh "$root" "${pass[@]}"
 rm -rf "$wheel_dir.tmp"

@@ -17,7 +17,10 @@ stage() { echo "runtime-package: $* ($(date +%T))"; }
 
 # 1. CPython. --enable-shared: PyInstaller carries libpython. No PGO: the runtime spends its
 #    time in llama.cpp, and PGO would triple a compile that already takes minutes.
-if [ ! -f /opt/python/.built ]; then
+# The marker is keyed by this stage's own text (the lines between "1." and "2."), so an edit to
+# how CPython is built rebuilds it instead of reusing a stale one.
+cpython_key=$(sed -n '/^# 1\. CPython/,/^# 2\. llama/p' "$0" | sha256sum | cut -c1-16)
+if [ ! -f "/opt/python/.built-$cpython_key" ]; then
     stage "compiling CPython 3.11 from Debian's source package"
     rm -rf /build/cpython && mkdir -p /build/cpython && cd /build/cpython
     apt-get source -qq python3.11 >/dev/null 2>&1 || apt-get source python3.11
@@ -35,15 +38,17 @@ if [ ! -f /opt/python/.built ]; then
     rm -rf /opt/python  # a leftover install makes Debian's sysconfigdata link fail
     make -s install >>/build/cpython/make.log 2>&1 || { tail -40 /build/cpython/make.log; exit 1; }
     # libpython is found through the root's loader cache (it lives only in this root)
-    echo /opt/python/lib >/etc/ld.so.conf.d/opt-python.conf && ldconfig
+    echo /opt/python/lib >/etc/ld.so.conf.d/opt-python.conf && /sbin/ldconfig
     /opt/python/bin/python3.11 -c "import ssl, sqlite3, ctypes, zlib, bz2, lzma, uuid, pyexpat; \
         sqlite3.connect(':memory:').execute('create virtual table t using fts5(x)')"
     rm -rf /build/cpython
-    touch /opt/python/.built
+    touch "/opt/python/.built-$cpython_key"
 fi
 
 # 2. llama-cpp-python, compiled once per (version, CMAKE_ARGS, CPU variants): llama.env.
-llama_key=$(cat "$src/runtime-package/llama.env" "$src/scripts/cpu_variants.py" | sha256sum | cut -c1-16)
+#    The key covers this stage's text too (compiler, flags) and CPython's key.
+llama_key=$( (cat "$src/runtime-package/llama.env" "$src/scripts/cpu_variants.py"; echo "$cpython_key"
+    sed -n '/^# 2\. llama/,/^# 3\. The venv/p' "$0") | sha256sum | cut -c1-16)
 wheels=/build/wheels/llama-$llama_key
 if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
     stage "compiling llama-cpp-python $LLAMA_CPP_VERSION with clang-19 (variants: $CPU_VARIANTS)"
