@@ -52,6 +52,12 @@ bench: venv $(DEMO_MODEL)
 	$(PY) -m bench.knowledge --out bench/results/knowledge.json
 	$(VENV)/bin/llamabundle build $(or $(MODEL),$(DEMO_MODEL)) -o build/bench.llamabundle --force
 	$(PY) -m bench.concurrency --artifact build/bench.llamabundle $(if $(MODEL),--model $(MODEL))
+	@# The shape people download: Qwen2.5-1.5B's, Q4_K_M (k-quant kernels), random weights.
+	real=$$($(PY) -m bench.realshape 1.5b) && \
+		$(PY) -m bench --model "$$real" --tag qwen1.5b-shape --skip-llama-cpp-python && \
+		$(VENV)/bin/llamabundle build "$$real" -o build/bench-1.5b.llamabundle --force && \
+		$(PY) -m bench.concurrency --artifact build/bench-1.5b.llamabundle --model "$$real" \
+			--clients 1,4 --tag qwen1.5b-shape --peer-default-layout
 
 clean:
 	rm -rf $(VENV) build dist *.llamabundle  # the runtime package stays in the cache

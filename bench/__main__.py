@@ -52,6 +52,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--from-json", type=Path,
                    help="measure nothing: redo the table and chart of an earlier results JSON")
     p.add_argument("--note", default="", help="a remark stored with the results")
+    p.add_argument("--tag", default="", help="added to the results' names (another model)")
     args = p.parse_args(argv)
     args.reps = args.reps or (2 if args.quick else 5)
     args.decode_tokens = args.decode_tokens or (32 if args.quick else 128)
@@ -89,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         argvs = {spec.name: spec.argv(0) for spec in specs}
     summary = report.summarize(_undisturbed(runs, args.max_foreign_cpu), build)
     data = _data(args, binary, artifact, argvs, runs, build, summary, started, load_start)
-    _publish(data, args.results, datetime.date.fromtimestamp(started).isoformat())
+    stem = datetime.date.fromtimestamp(started).isoformat() + (f"-{args.tag}" * bool(args.tag))
+    _publish(data, args.results, stem)
     return 0
 
 

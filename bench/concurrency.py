@@ -38,11 +38,11 @@ TOPICS = ["rivers", "mountains", "the sea", "forests", "deserts", "cities", "isl
 
 
 def specs(artifact: Path, model: Path, binary: Path, n: int, threads: int, ctx: int,
-          work: Path) -> list[ServerSpec]:
+          work: Path, unified: bool = True) -> list[ServerSpec]:
     ours = servers.ours(artifact, threads, ctx)
     chat = servers.chat_format_of(artifact)
     peer_spec = servers.llama_server(binary, model, threads, ctx, chat, work,
-                                     ("-np", str(n), "-kvu"))
+                                     ("-np", str(n), *["-kvu"] * unified))
     return [ServerSpec(ours.name, lambda port: [*ours.argv(port), "--parallel", str(n)],
                        ours.ready_path), peer_spec]
 
@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for n in args.clients:
             runs: dict[str, list[dict[str, float]]] = {}
             for rep in range(args.reps):
-                pair = specs(args.artifact, args.model, binary, n, args.threads, args.ctx, work)
+                pair = specs(args.artifact, args.model, binary, n, args.threads, args.ctx, work,
+                             not args.peer_default_layout)
                 for spec in pair[rep % 2:] + pair[:rep % 2]:
                     with launched(spec, work) as server, httpx.Client() as c:
                         server.wait_ready(c)
@@ -166,6 +167,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=machine.physical_cores())
     p.add_argument("--ctx", type=int, default=4096)
     p.add_argument("--results", type=Path, default=servers.REPO / "bench" / "results")
+    p.add_argument("--tag", default="", help="added to the results' names (another model)")
+    p.add_argument("--peer-default-layout", action="store_true",
+                   help="llama-server without -kvu (its default: the context split per slot)")
     args = p.parse_args()
     args.clients = [int(n) for n in args.clients.split(",")]
     args.artifact, args.model = args.artifact.resolve(), args.model.resolve()
@@ -177,7 +181,7 @@ def main() -> None:
         "load_average_end": machine.load_average(), "duration_s": time.time() - started}
     text = table(data)
     print("\n" + text)
-    stem = datetime.date.fromtimestamp(started).isoformat()
+    stem = datetime.date.fromtimestamp(started).isoformat() + (f"-{args.tag}" * bool(args.tag))
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"concurrency-{stem}.json").write_text(json.dumps(data, indent=1))
     (args.results / f"concurrency-{stem}.md").write_text(text + "\n")

@@ -4,6 +4,7 @@ its artifacts run on glibc 2.31 and newer, whatever machine built them."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -128,3 +129,16 @@ def test_a_builder_without_a_compiler_builds_a_knowledge_bundle(compiler_free, t
     chinese = httpx.post(server.url + "/knowledge/search",
                          json={"query": "拖地前水箱里应该加什么水？"}, timeout=120).json()
     assert chinese["results"][0]["document"] == "zh/扫地机器人.md", chinese
+
+
+def test_every_command_inside_sh_runs_is_on_the_chroots_path(wheel):
+    """inside.sh runs in the root with build.sh's PATH: bullseye keeps ldconfig in /sbin, and
+    a PATH without it broke the cold build once, hidden by a cached root."""
+    build = (ROOT / "runtime-package" / "build.sh").read_text()
+    path = build.split("/usr/bin/env -i PATH=", 1)[1].split()[0].split(":")
+    root_sh = ROOT / "runtime-package" / "root.sh"
+    root = (REAL_CACHE / "llamabundle" / "rootfs"
+            / f"bullseye-build-{hashlib.sha256(root_sh.read_bytes()).hexdigest()[:12]}")
+    assert root.is_dir()
+    for command in ("ldconfig", "apt-get", "sed", "sha256sum", "tar", "clang-19", "gcc"):
+        assert any((root / d.lstrip("/") / command).exists() for d in path), command
