@@ -19,9 +19,9 @@ from typing import Any
 from runtime.artifact.manifest import Manifest
 from runtime.chat.fallbacks import stop_strings
 from runtime.chat.template import ChatTemplate
-from runtime.chat.tool_parse import MARKERS, Content, ToolStream
+from runtime.chat.tool_parse import Content, ToolStream
 from runtime.chat.tool_prompt import render_chat
-from runtime.chat.tools import tool_family
+from runtime.chat.tools import MARKERS, tool_family
 from runtime.errors import NoKnowledgeError, RequestError
 from runtime.generation import (
     CallStart,

@@ -9,19 +9,16 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from runtime import __version__, embed_service, frozen
 from runtime import settings as settings_mod
 from runtime.artifact.format import new_checksum
 from runtime.artifact.manifest import Manifest, Section, read_manifest_at
-from runtime.errors import LlamabundleError, LoadError, RequestError
+from runtime.errors import LlamabundleError, RequestError
 from runtime.generation import ChatMessage, Defaults, Sources
 from runtime.knowledge.retrieve import cited_list
+from runtime.load import load_engine
 from runtime.settings import Settings
-
-if TYPE_CHECKING:
-    from runtime.engine import Engine
 
 log = logging.getLogger("llamabundle")
 
@@ -170,19 +167,6 @@ def _section_intact(artifact: str, section: Section) -> bool:
             digest.update(chunk)
             remaining -= len(chunk)
     return not remaining and digest.hexdigest() == expected
-
-
-def load_engine(artifact: str, manifest: Manifest, settings: Settings) -> Engine:
-    """The loaded model; any failure, ours or not, as one LlamabundleError line."""
-    try:
-        from runtime.engine import Engine  # imports llama.cpp: only when a model is needed
-
-        return Engine.load(artifact, manifest, settings)
-    except LlamabundleError:
-        raise
-    except Exception as e:  # e.g. OSError from a library that will not load on this system
-        log.debug("model load failed", exc_info=True)
-        raise LoadError(f"could not load the model: {type(e).__name__}: {e}") from None
 
 
 def one_shot(artifact: str, manifest: Manifest, settings: Settings, prompt: str) -> int:

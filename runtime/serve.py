@@ -19,7 +19,7 @@ from types import FrameType
 
 from runtime.artifact.manifest import Manifest
 from runtime.errors import LlamabundleError, SettingsError
-from runtime.main import load_engine
+from runtime.load import load_engine
 from runtime.settings import Settings
 from runtime.state import State
 from runtime.worker import Worker

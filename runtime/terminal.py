@@ -23,6 +23,7 @@ from runtime.artifact.manifest import Manifest
 from runtime.errors import ContextOverflowError, RequestError
 from runtime.generation import ChatMessage, Defaults, Finish, Model, Sources
 from runtime.knowledge.retrieve import cited_list
+from runtime.load import load_engine
 from runtime.settings import Settings
 
 if TYPE_CHECKING:
@@ -275,8 +276,6 @@ def new_session() -> PromptSession[str]:
 
 
 def chat(artifact: str, manifest: Manifest, settings: Settings) -> int:
-    from runtime.main import load_engine
-
     engine = load_engine(artifact, manifest, settings)
     log.info("CPU code: %s", engine.cpu.describe())
     conversation = Chat(engine, Defaults.from_settings(settings), sys.stdout)

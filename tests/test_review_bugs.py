@@ -82,7 +82,7 @@ def test_a_foreign_load_failure_when_serving_reaches_health_log_and_exit_code(ti
 
 def test_load_engine_turns_any_exception_into_one_load_error(monkeypatch):
     import runtime.engine
-    from runtime.main import load_engine
+    from runtime.load import load_engine
 
     def boom(*args: object) -> None:
         raise ValueError("min() iterable argument is empty")

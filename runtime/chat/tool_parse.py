@@ -14,14 +14,11 @@ import re
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 
-from runtime.chat.tools import Tool, ToolCall, new_call_id
+from runtime.chat.tools import MARKERS, Tool, ToolCall, new_call_id
 from runtime.generation import CallArguments, CallStart
 
 log = logging.getLogger(__name__)
 
-# what opens (and, for Hermes, closes) a call region in each family's output
-MARKERS = {"hermes": ("<tool_call>", "</tool_call>"), "mistral": ("[TOOL_CALLS]",),
-           "llama3": ("<|python_tag|>",), "generic": ()}
 ARGUMENT_KEYS = ("arguments", "parameters")  # Llama 3 says parameters
 _CALL_KEYS = {"name", "arguments", "parameters", "type", "id"}
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\n(.*?)\n?[ \t]*```", re.S)

@@ -17,6 +17,12 @@ from typing import Any
 from runtime.errors import RequestError
 
 FAMILIES = ("hermes", "llama3", "mistral", "generic")
+# What opens (and, for Hermes, closes) a call region in each family's output. One table for
+# the parser (tool_parse.py), the lazy grammar's trigger (tool_grammar.py) and the engine's
+# marker tokens, so a family's markup is written down once.
+MARKERS: dict[str, tuple[str, ...]] = {
+    "hermes": ("<tool_call>", "</tool_call>"), "mistral": ("[TOOL_CALLS]",),
+    "llama3": ("<|python_tag|>",), "generic": ()}
 CHOICES = ("auto", "none", "required")  # any other choice is a tool's name
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _ALNUM = string.ascii_letters + string.digits
@@ -120,7 +126,7 @@ def new_call_id(family: str) -> str:
 def tool_family(template: str) -> str:
     """Which call markup a chat template teaches its model; "generic" when it renders no tools
     (or in a markup we do not parse), so the caller adds generic_instruction() itself."""
-    if "[TOOL_CALLS]" in template:
+    if MARKERS["mistral"][0] in template:
         return "mistral"
     # Qwen3-Coder and GLM also say <tool_call> but put XML inside, not JSON
     if "<tool_call>" in template and "<function=" not in template \

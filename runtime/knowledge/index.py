@@ -17,13 +17,11 @@ from typing import Any
 from runtime.artifact.manifest import Manifest
 from runtime.errors import RequestError
 from runtime.knowledge.format import EMBEDDER_SECTION, SECTION, read_section, unpack
-from runtime.knowledge.passage import Hit
+from runtime.knowledge.passage import MAX_TOP_K, Hit
 from runtime.knowledge.search import Index
 from runtime.llama.bindings import llama_cpp
 from runtime.llama.embedder import N_EMBED_CTX, Embedder
 from runtime.llama.model import Tokenizer, load_model
-
-MAX_TOP_K = 50
 
 
 class BundledKnowledge:

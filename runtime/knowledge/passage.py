@@ -8,6 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+# The most passages one search returns: /knowledge/search's bound and the index's own check.
+MAX_TOP_K = 50
+
 
 @dataclass(frozen=True)
 class Passage:

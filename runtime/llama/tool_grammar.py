@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from runtime.chat.tools import Tool
+from runtime.chat.tools import MARKERS, Tool
 from runtime.errors import RequestError
 from runtime.llama.grammar import json_gbnf
 
@@ -35,7 +35,6 @@ OPENING = r'\{' + WS + r'(?:"(?:n(?:a(?:m(?:e(?:"' + WS + r'(?::' + WS + r'"?)?)
 _CALL_OPENED = r'\{' + WS + r'"name"' + WS + r'(?::' + WS + r'"?)?'
 BARE_TRIGGER = r'^\s*(?:```(?:json)?\s*)?(' + _CALL_OPENED + r')$'
 BARE_TRIGGER_PARALLEL = r'^\s*(?:```(?:json)?\s*)?((?:\[' + WS + r')?' + _CALL_OPENED + r')$'
-MARKERS = {"hermes": "<tool_call>", "mistral": "[TOOL_CALLS]", "llama3": "<|python_tag|>"}
 _RULE = re.compile(r"^([A-Za-z0-9-]+) ::= (.*)$")
 _TOKEN = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|[A-Za-z0-9-]+|.', re.S)
 
@@ -134,6 +133,6 @@ def tool_grammar(tools: Sequence[Tool], family: str, choice: str,
     if family == "llama3":  # Llama 3.1 may open a call with its python tag
         root += ' | "<|python_tag|>" ws calls'
     patterns = [BARE_TRIGGER_PARALLEL if parallel else BARE_TRIGGER]
-    if family in MARKERS:
-        patterns.insert(0, marker_trigger(MARKERS[family], family == "mistral"))
+    if MARKERS.get(family):
+        patterns.insert(0, marker_trigger(MARKERS[family][0], family == "mistral"))
     return ToolGrammar("\n".join([root, *lines, bare]), True, patterns)

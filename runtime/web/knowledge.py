@@ -9,11 +9,9 @@ from fastapi import FastAPI
 from pydantic import Field, field_validator
 
 from runtime.generation import Finish, Sources
-from runtime.knowledge.passage import Hit
+from runtime.knowledge.passage import MAX_TOP_K, Hit
 from runtime.state import State
 from runtime.web.schemas import Request
-
-MAX_TOP_K = 50
 
 
 class SearchRequest(Request):
