@@ -90,3 +90,20 @@ def test_a_real_artifact_reports_tokens_cache_reuse_and_latencies(tiny_artifact,
     assert values[("llamabundle_generations_total", (("reason", "length"),))] == 2
     assert 0 < values[("llamabundle_kv_cache_tokens", ())] <= \
         values[("llamabundle_kv_cache_size_tokens", ())]
+
+
+def test_made_up_methods_are_counted_as_one_other_method_refused_or_not():
+    # any method token became its own label: `ZZZ1 / HTTP/1.1` grew the metrics without end
+    with FakeServer(FakeEngine(delay=0), free_port(), api_key="k") as s:
+        for i in range(5):
+            httpx.request(f"ZZZ{i}", s.url + "/v1/models")  # refused: no key
+            httpx.request(f"QQQ{i}", s.url + "/v1/models", headers={"Authorization":
+                                                                    "Bearer k"})
+        httpx.get(s.url + "/v1/models", headers={"Authorization": "Bearer k"})
+        values = samples(s.url, {"Authorization": "Bearer k"})
+    methods = {dict(labels)["method"] for (name, labels) in values
+               if name == "llamabundle_requests_total"}
+    assert methods == {"other", "GET"}
+    other = [v for (name, labels), v in values.items()
+             if name == "llamabundle_requests_total" and ("method", "other") in labels]
+    assert sum(other) == 10

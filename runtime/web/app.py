@@ -20,6 +20,9 @@ from runtime.web.errors import CatchAll, add_error_handlers
 from runtime.web.guard import Guard
 
 MAX_BODY = 8 * 1024 * 1024
+# The methods counted under their own name; any other token a client sends (h11 takes any)
+# is counted as "other", so made-up methods cannot grow the metrics without bound.
+METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
 def create_app(state: State) -> ASGIApp:
@@ -47,9 +50,10 @@ def create_app(state: State) -> ASGIApp:
 
 
 class Counted:
-    """Counts every answer by route and status, the Guard's refusals (401, 421, 413) too.
-    Routes by their template (/assets/{name}), anything unknown as "other": a scanner's
-    random paths must not grow the metrics without bound."""
+    """Counts every answer by route, method and status, the Guard's refusals (401, 421, 413)
+    too. Routes by their template (/assets/{name}), anything unknown as "other", and methods
+    outside METHODS as "other": a scanner's random paths and methods must not grow the
+    metrics without bound."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics, routes: set[str]):
         self.app, self.metrics, self.routes = app, metrics, routes
@@ -70,5 +74,6 @@ class Counted:
             await self.app(scope, receive, send_counted)
         finally:
             route = getattr(scope.get("route"), "path", None) or scope["path"]
+            method = scope["method"] if scope["method"] in METHODS else "other"
             self.metrics.requests.labels(route if route in self.routes else "other",
-                                         scope["method"], str(status)).inc()
+                                         method, str(status)).inc()
