@@ -4,6 +4,7 @@ engine (what reaches the engine is checked on the GenerationRequest it got)."""
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -273,3 +274,43 @@ def test_a_client_that_leaves_stops_the_generation(fake):
         while slow.closed == 0 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert slow.closed == 1 and slow.produced < 50
+
+
+def curl(url: str, body: dict, *headers: str) -> tuple[int, str]:
+    """`curl URL -d BODY` as Ollama's and llama.cpp's docs write it: curl's default type,
+    application/x-www-form-urlencoded."""
+    args = ["curl", "-s", "-o", "-", "-w", "\n%{http_code}", url, "-d", json.dumps(body)]
+    for header in headers:
+        args += ["-H", header]
+    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=30).stdout
+    text, _, status = out.rpartition("\n")
+    return int(status), text
+
+
+def test_curl_examples_without_a_json_type_are_read_as_json(server, fake):
+    status, text = curl(server.url + "/api/chat", {**CHAT, "stream": False,
+                                                   "options": {"num_predict": 2}})
+    assert status == 200, text
+    assert json.loads(text)["message"]["content"] == "w0 w1 "
+    status, text = curl(server.url + "/api/generate", {"model": "fake", "prompt": "hi",
+                                                       "options": {"num_predict": 1}})
+    assert status == 200 and json.loads(text.splitlines()[-1])["done"], text
+    # /v1/*, as llama-server does: it parses every body as JSON, whatever the type
+    status, text = curl(server.url + "/v1/chat/completions", {**CHAT, "max_tokens": 1},
+                        "Content-Type: text/plain")
+    assert status == 200 and json.loads(text)["choices"][0]["message"]["content"] == "w0 "
+    assert len(fake.requests) == 3
+
+
+def test_another_sites_page_cannot_post_a_form_shaped_body(server, fake):
+    # A form or text/plain POST is sent cross-site without a CORS preflight: read as JSON, it
+    # would let any page the user visits run generations here.
+    for origin in ("http://evil.example", "null", "http://localhost:1"):
+        status, _ = curl(server.url + "/api/chat", {**CHAT, "stream": False},
+                         f"Origin: {origin}")
+        assert status == 400
+    status, _ = curl(server.url + "/api/chat", {**CHAT, "stream": False,
+                                                "options": {"num_predict": 1}},
+                     "Origin: " + server.url)  # the page itself may
+    assert status == 200
+    assert len(fake.requests) == 1

@@ -16,6 +16,7 @@ from runtime import __version__
 from runtime.metrics import CONTENT_TYPE, Metrics
 from runtime.state import State
 from runtime.web import knowledge, llamacpp, ollama, openai, page
+from runtime.web.bodies import JsonBodies
 from runtime.web.errors import CatchAll, add_error_handlers
 from runtime.web.guard import Guard
 
@@ -44,7 +45,7 @@ def create_app(state: State) -> ASGIApp:
         return Response(metrics.text(), media_type=CONTENT_TYPE)
 
     settings = state.settings
-    guarded = Guard(CatchAll(app), bound_host=settings.host, api_key=settings.api_key,
+    guarded = Guard(JsonBodies(CatchAll(app)), bound_host=settings.host, api_key=settings.api_key,
                     max_body=MAX_BODY)
     return Counted(guarded, metrics, {getattr(r, "path", "") for r in app.routes})
 
