@@ -226,7 +226,7 @@ async function apiError(res) {
 
 async function healthStatus() {
   try {
-    const res = await fetch("/health", { cache: "no-store" });
+    const res = await apiFetch("/health");  // with the key, a failed load says why
     const body = await res.json().catch(() => ({}));
     if (res.ok && body.status === "ok") return { status: "ok" };
     if (res.status === 503 || body.status === "loading") return { status: "loading" };
@@ -239,7 +239,8 @@ async function healthStatus() {
 let pollTimer = 0;
 let connecting = false;
 
-// Fetches /props once, then polls /health until the model is ready.
+// Fetches /props once (behind the key, if the server has one: a 401 asks for it, then comes
+// back here), then polls /health until the model is ready.
 async function connect() {
   if (connecting) return;
   connecting = true;
@@ -254,10 +255,14 @@ async function connect() {
 async function checkServer() {
   if (!state.props) {
     try {
-      const res = await fetch("/props", { cache: "no-store" });
+      const res = await apiFetch("/props");
+      if (res.status === 401) {
+        state.afterKey = connect;
+        askForKey(Boolean(state.apiKey));
+        return;
+      }
       if (!res.ok) throw await apiError(res);
       applyProps(await res.json());
-      if (state.props.api_key_required && !state.apiKey) askForKey(false);
     } catch {
       setConn("offline");
       pollTimer = setTimeout(connect, 3000);

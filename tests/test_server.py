@@ -139,7 +139,6 @@ def test_no_permissive_cors(server):
 def test_api_key_is_required_on_api_routes_but_not_on_the_page(fake):
     with FakeServer(fake, free_port(), api_key="s3cret") as s:
         assert httpx.get(s.url + "/").status_code == 200
-        assert httpx.get(s.url + "/props").json()["api_key_required"] is True
         for method, path in [("GET", "/v1/models"), ("POST", "/v1/chat/completions"),
                              ("POST", "/completion"), ("POST", "/tokenize")]:
             r = httpx.request(method, s.url + path, json=CHAT)
@@ -149,6 +148,24 @@ def test_api_key_is_required_on_api_routes_but_not_on_the_page(fake):
             assert wrong.status_code == 401
         ok = httpx.get(s.url + "/v1/models", headers={"Authorization": "Bearer s3cret"})
         assert ok.status_code == 200
+
+
+def test_props_and_why_a_load_failed_need_the_key(fake):
+    # /props tells the system prompt, starters and knowledge; /health's load error, paths
+    key = {"Authorization": "Bearer s3cret"}
+    with FakeServer(fake, free_port(), api_key="s3cret", system_prompt="Be Zorg.") as s:
+        assert httpx.get(s.url + "/props").status_code == 401
+        props = httpx.get(s.url + "/props", headers=key).json()
+        assert props["system_prompt"] == "Be Zorg." and props["api_key_required"] is True
+        assert httpx.get(s.url + "/assets/app.js").status_code == 200  # the page shell
+        assert httpx.get(s.url + "/health").json() == {"status": "ok"}
+        s.state.engine, s.state.load_error = None, "could not load /home/me/secret.gguf"
+        failed = httpx.get(s.url + "/health")
+        assert failed.status_code == 500 and failed.json() == {"status": "error"}
+        assert "secret" in httpx.get(s.url + "/health", headers=key).json()["message"]
+    with FakeServer(None, free_port()) as s:  # no key: everyone may know
+        s.state.load_error = "could not load x.gguf"
+        assert httpx.get(s.url + "/health").json()["message"] == "could not load x.gguf"
 
 
 def test_page_forbids_external_requests_by_csp(server):

@@ -12,9 +12,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime.web.errors import error_body
 
-# Routes anyone on this machine may read without the key: the page shell and readiness.
-PUBLIC_PATHS = {"/", "/health", "/props", "/favicon.ico"}
+# Routes anyone who reaches the server may read without the key: the page shell (which then
+# asks for the key) and readiness. Not /props: it tells the system prompt, the template's
+# source, the starters and the knowledge bundle, which are the owner's.
+PUBLIC_PATHS = {"/", "/health", "/favicon.ico"}
 PUBLIC_PREFIXES = ("/assets/",)
+# Set on every request's scope: whether it carries the key (always true without a key), so a
+# public route can keep details to the key's holders (/health's load error).
+AUTHORIZED = "llamabundle.authorized"
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "[::1]"}
 WILDCARD_HOSTS = {"0.0.0.0", "::", "[::]"}
@@ -58,13 +63,15 @@ class Guard:
             await _reply(send, 421, error_body("unknown Host header; use "
                          "http://localhost:<port>/", "invalid_request_error", "bad_host", path))
             return
-        if self.api_key and path not in PUBLIC_PATHS and not path.startswith(PUBLIC_PREFIXES):
-            given = headers.get(b"authorization", b"")
-            if not hmac.compare_digest(given, b"Bearer " + self.api_key):
-                await _reply(send, 401, error_body("missing or wrong API key: send "
-                             "'Authorization: Bearer KEY'", "authentication_error",
-                             "invalid_api_key", path), [(b"www-authenticate", b"Bearer")])
-                return
+        given = headers.get(b"authorization", b"")
+        scope[AUTHORIZED] = not self.api_key or hmac.compare_digest(given,
+                                                                    b"Bearer " + self.api_key)
+        if not scope[AUTHORIZED] and path not in PUBLIC_PATHS \
+                and not path.startswith(PUBLIC_PREFIXES):
+            await _reply(send, 401, error_body("missing or wrong API key: send "
+                         "'Authorization: Bearer KEY'", "authentication_error",
+                         "invalid_api_key", path), [(b"www-authenticate", b"Bearer")])
+            return
         length = headers.get(b"content-length")
         if length is not None:
             if not length.isdigit() or int(length) > self.max_body:

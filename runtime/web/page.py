@@ -1,5 +1,5 @@
-"""The chat page and what it reads: /, /assets/*, /health, /props. `/` also answers Ollama's
-clients, which probe it."""
+"""The chat page and what it reads: /, /assets/*, /health, /props (behind the key, if any).
+`/` also answers Ollama's clients, which probe it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from runtime import __version__
 from runtime.frozen import templates_dir
 from runtime.state import State
 from runtime.web.errors import error_response
+from runtime.web.guard import AUTHORIZED
 
 # The page may load only its own assets and talk only to this server.
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -38,11 +39,14 @@ def add_routes(app: FastAPI, state: State) -> None:
         return FileResponse(assets[name], headers=PAGE_HEADERS)
 
     @app.get("/health")
-    async def health() -> JSONResponse:
+    async def health(request: Request) -> JSONResponse:
         if state.engine is not None:
             return JSONResponse({"status": "ok"})
         if state.load_error:
-            return JSONResponse({"status": "error", "message": state.load_error}, 500)
+            # Why the load failed (paths, library errors) only to the key's holders; the
+            # server's log has it anyway.
+            said = {"message": state.load_error} if request.scope.get(AUTHORIZED) else {}
+            return JSONResponse({"status": "error", **said}, 500)
         return JSONResponse({"status": "loading"}, 503)
 
     @app.get("/props")
