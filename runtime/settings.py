@@ -35,6 +35,14 @@ class Option:
     metavar: str | None = None
     low: float | None = None  # inclusive bounds, for numbers
     high: float | None = None
+    secret: bool = False  # a baked value is never printed (--help, --info, inspect): see shown()
+
+    def shown(self, value: Any) -> Any:
+        """The value as --help, --info and `inspect` print it: a secret one only as set or
+        not, since whoever may run an artifact need not be allowed to read its baked key."""
+        if self.secret and value:
+            return HIDDEN
+        return value
 
     @property
     def env(self) -> str:
@@ -66,14 +74,16 @@ class Option:
         return value
 
 
+HIDDEN = "(set, not shown)"
 _TYPE_WORDS = {int: "an integer", float: "a number", str: "text", bool: "true or false"}
 MAX_TOKENS = 1 << 20
 
 
 def _option(*flags: str, default: Any, help: str, metavar: str | None = None,
-            low: float | None = None, high: float | None = None) -> Any:
+            low: float | None = None, high: float | None = None, secret: bool = False) -> Any:
     # name and type are filled in from the field itself (Settings below): declared once.
-    spec = {"flags": flags, "help": help, "metavar": metavar, "low": low, "high": high}
+    spec = {"flags": flags, "help": help, "metavar": metavar, "low": low, "high": high,
+            "secret": secret}
     return dataclasses.field(default=default, metadata={"option": spec})
 
 
@@ -108,7 +118,7 @@ class Settings:
                              "(-1 = until the context is full, 0 = none).")
     system_prompt: str = _option("--system-prompt", default="", metavar="TEXT",
                                  help="System prompt used when a chat gives none.")
-    api_key: str = _option("--api-key", default="", metavar="KEY",
+    api_key: str = _option("--api-key", default="", metavar="KEY", secret=True,
                            help="Require 'Authorization: Bearer KEY' on every API route.")
 
 
@@ -117,6 +127,12 @@ OPTIONS: tuple[Option, ...] = tuple(
     Option(f.name, type=_TYPES[str(f.type)], default=f.default, **f.metadata["option"])
     for f in dataclasses.fields(Settings))
 BY_NAME = {o.name: o for o in OPTIONS}
+
+
+def shown_defaults(baked: Mapping[str, Any]) -> dict[str, Any]:
+    """Baked settings as they may be printed: secret ones only as set."""
+    return {name: BY_NAME[name].shown(value) if name in BY_NAME else value
+            for name, value in baked.items()}
 
 
 def is_loopback(host: str) -> bool:
@@ -150,7 +166,7 @@ def resolve(baked: Mapping[str, Any], given: Mapping[str, Any],
 def add_arguments(parser: argparse.ArgumentParser, baked: Mapping[str, Any]) -> None:
     """Adds one argparse flag per option; defaults stay None so we know what was typed."""
     for option in OPTIONS:
-        shown = baked.get(option.name, option.default)
+        shown = option.shown(baked.get(option.name, option.default))
         help_text = f"{option.help} (default: {shown!r}; env {option.env})"
         if option.type is bool:
             parser.add_argument(*option.flags, dest=option.name, action="store_const",

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,20 @@ def test_frozen_runtime_carries_no_dev_tools():
     dev = {"pytest", "_pytest", "hypothesis", "openai", "selenium", "langchain_core",
            "matplotlib", "bundler", "PyInstaller", "gguf", "trio", "websockets"}
     assert packages & dev == set()
+
+
+def test_a_baked_api_key_is_said_to_be_set_never_printed(runner, tiny_gguf, tmp_path):
+    out = tmp_path / "keyed.llamabundle"
+    result = runner.invoke(main, ["build", str(tiny_gguf), "-o", str(out), "--api-key",
+                                  "s3cretKEY"])
+    assert result.exit_code == 0, result.output
+    assert read_manifest_at(str(out)).defaults["api_key"] == "s3cretKEY"  # it still works
+    inspected = runner.invoke(main, ["inspect", str(out), "--json"]).output
+    assert json.loads(inspected)["defaults"]["api_key"] == "(set, not shown)"
+    shown = [inspected, runner.invoke(main, ["inspect", str(out)]).output]
+    for flag in ("--help", "--info"):
+        proc = subprocess.run([str(out), flag], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        shown.append(proc.stdout + proc.stderr)
+    assert "(set, not shown)" in shown[2] and "(set, not shown)" in shown[3]
+    assert not [text for text in shown if "s3cretKEY" in text]

@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 
 from runtime.artifact.format import FOOTER, FORMAT_VERSION, MAX_MANIFEST, Footer
 from runtime.errors import ArtifactError
+from runtime.settings import shown_defaults
 
 
 @dataclass
@@ -74,9 +75,10 @@ class Manifest:
         return cls(**raw)
 
     def summary(self) -> dict[str, Any]:
-        """What `inspect --json` and `--info` print."""
+        """What `inspect --json` and `--info` print: a baked API key only as set."""
         return asdict(self) | {"chat_template": None} | {
-            "chat_template_length": len(self.chat_template)}
+            "chat_template_length": len(self.chat_template),
+            "defaults": shown_defaults(self.defaults)}
 
 
 def _from_format_1(raw: dict[str, Any]) -> dict[str, Any]:
