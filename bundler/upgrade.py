@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -58,9 +59,12 @@ def upgrade(old: Path, output: Path | None = None, *, in_place: bool = False,
     manifest = dataclasses.replace(previous, runtime_version=__version__,
                                    runtime_key=runtime.key, format=FORMAT_VERSION, sections=[])
     advance = progress(sum(s.length for s in previous.sections)) if progress else _ignore
+    # in place, the file stays as open as it was (a 0700 artifact is not widened); a new
+    # output gets the umask's mode, as build's does
+    mode = stat.S_IMODE(target.stat().st_mode) if in_place else None
     with open(old, "rb") as src:
         write_atomically(target, lambda f: _write(f, src, runtime, previous, manifest, advance),
-                         durable=True)
+                         durable=True, mode=mode)
     return UpgradeResult(target, target.stat().st_size, time.monotonic() - started, manifest,
                          previous, written=True)
 

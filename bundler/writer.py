@@ -28,19 +28,25 @@ def check_output(output: Path, force: bool) -> None:
 
 
 def write_atomically(output: Path, write: Callable[[BinaryIO], None], *,
-                     durable: bool = False) -> None:
+                     durable: bool = False, mode: int | None = None) -> None:
     """Writes beside the output and renames over it: a failed or interrupted write leaves no
     partial file. `durable` fsyncs before the rename (for `upgrade --in-place`, which
     replaces the only copy); `build` does not, as `cp` does not: it cost more than the copy
-    itself (0.14 s for 250 MB), and a truncated file says so at launch."""
+    itself (0.14 s for 250 MB), and a truncated file says so at launch.
+
+    The file's mode is `mode` (an upgrade keeps the old file's), else 0777 less the umask,
+    as a linker's output is: under `umask 077` a knowledge bundle, which holds its
+    documents' full text, stays its owner's."""
     tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        tmp.unlink(missing_ok=True)  # a stale one would keep its mode: the umask applies on create
+        with open(tmp, "wb", opener=lambda path, flags: os.open(path, flags, 0o777)) as f:
             write(f)
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
-        os.chmod(tmp, 0o755)
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, output)
         if durable:
             _fsync_dir(output.parent)

@@ -208,3 +208,17 @@ def test_a_baked_api_key_is_said_to_be_set_never_printed(runner, tiny_gguf, tmp_
         shown.append(proc.stdout + proc.stderr)
     assert "(set, not shown)" in shown[2] and "(set, not shown)" in shown[3]
     assert not [text for text in shown if "s3cretKEY" in text]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o077, 0o700), (0o022, 0o755), (0o027, 0o750)],
+                         ids=["umask077", "umask022", "umask027"])
+def test_the_artifact_mode_is_what_the_umask_allows(runner, tiny_gguf, tmp_path, umask, mode):
+    # a knowledge bundle holds its documents' full text: umask 077 must keep it private
+    out = tmp_path / "private.llamabundle"
+    previous = os.umask(umask)
+    try:
+        result = runner.invoke(main, ["build", str(tiny_gguf), "-o", str(out)])
+    finally:
+        os.umask(previous)
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(out.stat().st_mode) == mode

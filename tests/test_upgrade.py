@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -143,6 +144,23 @@ def test_in_place_replaces_the_file_atomically_then_has_nothing_to_do(baked, tmp
     assert old.stat().st_ino == inode
     forced = upgrade_cli(old, "--in-place", "--force")
     assert forced.returncode == 0 and old.stat().st_ino != inode
+
+
+@pytest.mark.parametrize("mode", [0o700, 0o750], ids=["0700", "0750"])
+def test_in_place_keeps_the_files_mode_and_a_new_output_follows_the_umask(baked, tmp_path,
+                                                                          mode):
+    old = tmp_path / "model.llamabundle"
+    as_format(baked, old, "2")
+    old.chmod(mode)
+    proc = upgrade_cli(old, "--in-place")
+    assert proc.returncode == 0, proc.stderr
+    assert stat.S_IMODE(old.stat().st_mode) == mode  # not widened to 0755
+    new = tmp_path / "new.llamabundle"
+    proc = subprocess.run([sys.executable, "-m", "bundler", "upgrade", str(old), "-o",
+                           str(new)], capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: os.umask(0o077))
+    assert proc.returncode == 0, proc.stderr
+    assert stat.S_IMODE(new.stat().st_mode) == 0o700
 
 
 def test_inspect_says_an_old_runtime_is_not_current(baked, tmp_path):
