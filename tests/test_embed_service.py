@@ -4,11 +4,13 @@ failure of the subprocess one BuildError line, never a traceback or a hang."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -133,6 +135,37 @@ def test_an_embedder_that_hangs_is_ended_and_one_line(e5_gguf: Path, built: None
     while _alive(runtime) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(runtime)
+
+
+def test_an_embedder_that_hangs_while_sent_a_large_request_is_ended_too(
+        e5_gguf: Path, built: None) -> None:
+    """A request larger than the pipe's buffer blocks its write until the child reads: a
+    stopped child must not hold the build there either."""
+    embedder = LoadedEmbedder(e5_gguf, threads=1)
+    embedder.reply_timeout = 2
+    bootloader = embedder._process.pid
+    runtime = int(Path(f"/proc/{bootloader}/task/{bootloader}/children").read_text().split()[0])
+    os.kill(runtime, signal.SIGSTOP)
+    caught: list[BaseException] = []
+
+    def embed() -> None:
+        try:
+            embedder.embed_passages(["many words " * 20_000], lambda n: None)  # 220 kB
+        except BaseException as e:  # noqa: BLE001 -- handed to the test's thread
+            caught.append(e)
+
+    writer = threading.Thread(target=embed, daemon=True)
+    writer.start()
+    writer.join(30)
+    try:
+        assert not writer.is_alive(), "the write to a stopped embedder blocked the build"
+        assert len(caught) == 1 and isinstance(caught[0], BuildError)
+        assert "stopped answering (nothing in 2 s); it was ended" in str(caught[0])
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # unblocks the write if it hangs
+            os.killpg(bootloader, signal.SIGKILL)
+        writer.join(10)
+        embedder.close()
 
 
 def _alive(pid: int) -> bool:

@@ -48,7 +48,7 @@ class LoadedEmbedder:
     def __init__(self, gguf: Path, threads: int | None):
         self.gguf = gguf
         self._silent = False  # the watchdog ended it
-        self._reading_since: float | None = None  # when the read now waiting began
+        self._waiting_since: float | None = None  # when the write or read now waiting began
         self._closed = threading.Event()
         self.checksum = _checksum(gguf)  # also refuses a file that is not a GGUF, before starting
         command = [str(ensure_runtime().path), FLAG, str(gguf)]
@@ -128,9 +128,13 @@ class LoadedEmbedder:
     def _ask(self, op: str, texts: list[str]) -> dict[str, Any]:
         assert self._process.stdin is not None
         try:
-            self._process.stdin.write(json.dumps({"op": op, "texts": texts}).encode() + b"\n")
-            self._process.stdin.flush()
-        except OSError:  # a broken pipe: it died; _died says how
+            # watched too: a request larger than the pipe's buffer (64 KiB) blocks until the
+            # child reads it, forever if it hangs
+            with self._watchdog():
+                self._process.stdin.write(json.dumps({"op": op, "texts": texts}).encode()
+                                          + b"\n")
+                self._process.stdin.flush()
+        except OSError:  # a broken pipe: it died (or the watchdog ended it); _died says how
             raise self._died() from None
         return self._reply()
 
@@ -159,17 +163,18 @@ class LoadedEmbedder:
 
     @contextlib.contextmanager
     def _watchdog(self) -> Iterator[None]:
-        """Around a read of the child's stdout: _watch ends the child if it takes longer than
-        reply_timeout, the read then sees the pipe's end, and _died says it stopped answering."""
-        self._reading_since = time.monotonic()
+        """Around a write to the child's stdin or a read of its stdout: _watch ends the child
+        if it takes longer than reply_timeout, the write or read then sees the pipe's end, and
+        _died says it stopped answering."""
+        self._waiting_since = time.monotonic()
         try:
             yield
         finally:
-            self._reading_since = None
+            self._waiting_since = None
 
     def _watch(self) -> None:
         while not self._closed.wait(1.0):
-            since = self._reading_since
+            since = self._waiting_since
             if since is not None and time.monotonic() - since > self.reply_timeout:
                 self._silent = True
                 with contextlib.suppress(ProcessLookupError):
