@@ -35,9 +35,17 @@ from PyInstaller.archive.readers import CArchiveReader
 
 from runtime.artifact.manifest import read_manifest_at
 from runtime.errors import BuildError
+from runtime.settings import BY_NAME
 
 APP = "/app/model.llamabundle"
 PORT = 8080
+# The image's own defaults, as environment (the settings' LLAMABUNDLE_* variables), not as
+# flags after the entrypoint: a flag there would beat `-e LLAMABUNDLE_PORT=...` (flags win over
+# the environment), while `docker run -e` replaces these and arguments after the image name
+# still win over both. One port, the one exposed: Ollama's clients reach the same /api/* routes
+# on it, and a second listener on 0.0.0.0:11434 in every replica is nothing a Service routes
+# to (-e LLAMABUNDLE_OLLAMA_PORT=11434 turns it back on).
+DEFAULTS = {"host": "0.0.0.0", "port": str(PORT), "ollama_port": "0", "nobrowser": "true"}
 USER = "65534:65534"  # nobody: the server needs no privilege, only a writable /tmp
 LIBRARY_DIR = "/lib/x86_64-linux-gnu"
 # glibc dlopens libgcc_s for unwinding (thread cancellation, C++ exceptions crossing C frames):
@@ -246,8 +254,9 @@ def _write_archive(f: IO[bytes], layers: list[_Layer], tag: str) -> None:
         "architecture": "amd64", "os": "linux",
         "config": {
             "User": USER,
-            "Entrypoint": [APP, "--host", "0.0.0.0", "--port", str(PORT), "--nobrowser"],
-            "Env": ["PATH=/app", "TMPDIR=/tmp", "HOME=/tmp"],
+            "Entrypoint": [APP],
+            "Env": ["PATH=/app", "TMPDIR=/tmp", "HOME=/tmp",
+                    *(f"{BY_NAME[name].env}={value}" for name, value in DEFAULTS.items())],
             "ExposedPorts": {f"{PORT}/tcp": {}},
             "WorkingDir": "/app",
             "Labels": {"org.opencontainers.image.title": tag.split(":")[0]},

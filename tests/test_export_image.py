@@ -53,7 +53,12 @@ def test_image_is_a_docker_archive_with_the_artifact_and_its_system_libraries(
     (entry,) = json.loads(files["manifest.json"])
     assert entry["RepoTags"] == ["llamabundle-test/tiny:1"]
     config = json.loads(files[entry["Config"]])
-    assert config["config"]["Entrypoint"][:3] == ["/app/model.llamabundle", "--host", "0.0.0.0"]
+    # the image's defaults as environment, so that `-e LLAMABUNDLE_PORT=...` works; one port
+    assert config["config"]["Entrypoint"] == ["/app/model.llamabundle"]
+    env = dict(item.split("=", 1) for item in config["config"]["Env"])
+    assert {key: env[key] for key in env if key.startswith("LLAMABUNDLE_")} == {
+        "LLAMABUNDLE_HOST": "0.0.0.0", "LLAMABUNDLE_PORT": "8080",
+        "LLAMABUNDLE_OLLAMA_PORT": "0", "LLAMABUNDLE_NOBROWSER": "true"}
     assert config["config"]["User"] == "65534:65534"
     assert config["config"]["ExposedPorts"] == {"8080/tcp": {}}
     layers = [members_of(files[name]) for name in entry["Layers"]]
@@ -129,7 +134,7 @@ def test_podman_loads_and_runs_the_image_behind_an_api_key(image: Path) -> None:
     port = free_port()
     name = f"llamabundle-test-{port}"
     subprocess.run([*RUN, "--name", name, "-e", "LLAMABUNDLE_API_KEY=s3cret",
-                    "localhost/llamabundle-test/tiny:1", "--port", str(port)],
+                    "-e", f"LLAMABUNDLE_PORT={port}", "localhost/llamabundle-test/tiny:1"],
                    check=True, capture_output=True)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -149,6 +154,9 @@ def test_podman_loads_and_runs_the_image_behind_an_api_key(image: Path) -> None:
                        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 4
         assert httpx.get(url + "/v1/models", timeout=5).status_code == 401
+        said = subprocess.run([*PODMAN, "logs", name], capture_output=True, text=True)
+        assert f"starting on http://0.0.0.0:{port}/" in said.stdout, said.stdout
+        assert "Ollama clients" not in said.stdout  # the one port: no 0.0.0.0:11434 as well
     finally:
         subprocess.run([*PODMAN, "rm", "-f", name], capture_output=True)
         subprocess.run([*PODMAN, "rmi", "-f", "localhost/llamabundle-test/tiny:1"],
