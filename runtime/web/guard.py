@@ -59,10 +59,14 @@ class Guard:
                          "http://localhost:<port>/", "invalid_request_error", "bad_host", path))
             return
         if self.api_key and path not in PUBLIC_PATHS and not path.startswith(PUBLIC_PREFIXES):
-            given = headers.get(b"authorization", b"")
-            if not hmac.compare_digest(given, b"Bearer " + self.api_key):
+            # Bearer as OpenAI's clients send it; x-api-key as Anthropic's do
+            bearer = hmac.compare_digest(headers.get(b"authorization", b""),
+                                         b"Bearer " + self.api_key)
+            if not bearer and not hmac.compare_digest(headers.get(b"x-api-key", b""),
+                                                      self.api_key):
                 await _reply(send, 401, error_body("missing or wrong API key: send "
-                             "'Authorization: Bearer KEY'", "authentication_error",
+                             "'Authorization: Bearer KEY' (or 'x-api-key: KEY')",
+                             "authentication_error",
                              "invalid_api_key", path), [(b"www-authenticate", b"Bearer")])
                 return
         length = headers.get(b"content-length")
