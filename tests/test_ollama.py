@@ -14,7 +14,7 @@ import pytest
 from conftest import free_port
 from fake import FakeEngine, FakeServer
 
-from runtime.generation import ChatMessage
+from runtime.generation import ChatMessage, Infill
 
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -168,14 +168,16 @@ def test_generate_wraps_the_prompt_in_the_template_unless_raw(server, fake):
     assert fake.requests[-1].messages is None
 
 
-def test_images_and_suffix_are_refused_by_name(server):
+def test_images_are_refused_by_name_and_suffix_asks_for_infill(server, fake):
     chat = httpx.post(server.url + "/api/chat", json={"messages": [
         {"role": "user", "content": "what is this?", "images": ["aGVsbG8="]}]})
     assert chat.status_code == 400 and chat.json()["error"].startswith("messages[0].images")
     gen = httpx.post(server.url + "/api/generate", json={"prompt": "x", "images": ["aGk="]})
     assert gen.status_code == 400 and "images" in gen.json()["error"]
-    fim = httpx.post(server.url + "/api/generate", json={"prompt": "def f(", "suffix": "\n"})
-    assert fim.status_code == 400 and fim.json()["error"].startswith("suffix")
+    fim = httpx.post(server.url + "/api/generate", json={"prompt": "def f(", "suffix": "\n",
+                                                         "stream": False})
+    assert fim.status_code == 200 and fim.json()["done"]
+    assert fake.requests[-1].infill == Infill("def f(", "\n")  # a FIM prompt (test_fim.py)
     # LangChain sends an empty list on every message: that is no image
     ok = httpx.post(server.url + "/api/chat", json={"stream": False, "options": {
         "num_predict": 1}, "messages": [{"role": "user", "content": "x", "images": []}]})
