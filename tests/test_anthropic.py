@@ -11,6 +11,7 @@ import httpx
 import pytest
 from conftest import free_port
 from fake import FakeEngine, FakeServer
+from pydantic import BaseModel
 from tool_calls import TWO_CALLS, scripted_servers
 
 from runtime.generation import CallArguments, CallStart, Finish
@@ -214,6 +215,19 @@ def test_instruct_model_answers_and_streams_the_same(claude):
     counted = claude.messages.count_tokens(model="qwen", messages=question)
     assert counted.input_tokens == whole.usage.input_tokens + \
         whole.usage.cache_read_input_tokens
+
+
+class City(BaseModel):
+    name: str
+    country: str
+
+
+@pytest.mark.slow
+def test_instruct_model_answers_in_a_structured_output(claude):
+    parsed = claude.messages.parse(model="qwen", max_tokens=64, extra_body=COLD,
+                                   output_format=City, messages=[
+                                       {"role": "user", "content": "The capital of France."}])
+    assert parsed.parsed_output == City(name="Paris", country="France")
 
 
 @pytest.mark.slow

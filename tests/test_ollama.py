@@ -72,6 +72,24 @@ def test_show_has_what_zed_and_continue_read(server):
     assert httpx.post(server.url + "/api/show", json={"model": "other"}).status_code == 404
 
 
+def test_show_capabilities_say_insert_only_with_fim_tokens(server, fake):
+    shown = httpx.post(server.url + "/api/show", json={"model": "fake"}).json()
+    assert shown["capabilities"] == ["completion", "tools", "embedding"]
+    assert ".Suffix" not in shown["template"]
+    fake.fills_in_middle = True  # the vocabulary has FIM tokens: editors look for both signs
+    shown = ollama.Client(host=server.url).show("fake")
+    assert shown.capabilities == ["completion", "tools", "insert", "embedding"]
+    assert "{{ .Suffix }}" in (shown.template or "")
+
+
+def test_think_and_keep_alive_are_accepted(server, fake):
+    for extra in ({"think": True}, {"think": "high"}, {"keep_alive": "5m"},
+                  {"keep_alive": -1}, {"keep_alive": 0}):
+        r = httpx.post(server.url + "/api/chat", json={
+            "model": "fake", "stream": False, "options": {"num_predict": 2}, **CHAT} | extra)
+        assert r.status_code == 200 and r.json()["message"]["content"] == "w0 w1 ", extra
+
+
 def test_ps_lists_the_loaded_model_with_its_context(server):
     (running,) = httpx.get(server.url + "/api/ps").json()["models"]
     assert running["model"] == "fake:latest" and running["context_length"] == 256
