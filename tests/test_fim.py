@@ -57,14 +57,15 @@ SUFFIX = "\n\n\nprint(add(2, 3))\n"
 @pytest.mark.slow
 def test_ollama_generate_with_suffix_fills_the_middle(instruct_ollama):
     client = ollama.Client(host=instruct_ollama.url)
-    answer = client.generate(model="qwen", prompt=PREFIX, suffix=SUFFIX,
+    name = client.list().models[0].model
+    answer = client.generate(model=name, prompt=PREFIX, suffix=SUFFIX,
                              options={"temperature": 0, "num_predict": 16})
     assert "a + b" in answer.response and answer.done
     streamed = "".join(part.response for part in client.generate(
-        model="qwen", prompt=PREFIX, suffix=SUFFIX, stream=True,
+        model=name, prompt=PREFIX, suffix=SUFFIX, stream=True,
         options={"temperature": 0, "num_predict": 16}))
     assert streamed == answer.response
-    shown = client.show("qwen")
+    shown = client.show(name)
     assert "insert" in shown.capabilities and ".Suffix" in shown.template
     assert "completion" in shown.capabilities and "tools" in shown.capabilities
 
