@@ -129,21 +129,7 @@ class MessagesRequest(Request):
         out = [ChatMessage("system", system)] if system else []
         names: dict[str, str] = {}  # a call's id: its tool, for the result that answers it
         for i, message in enumerate(self.messages):
-            blocks = message.content if isinstance(message.content, list) else \
-                [TextBlock(type="text", text=message.content)]
-            texts, calls, results = [], [], []
-            for j, block in enumerate(blocks):
-                where = f"messages[{i}].content[{j}]"
-                if isinstance(block, TextBlock):
-                    texts.append(block.text)
-                elif isinstance(block, ImageBlock):
-                    _refuse(block.type, where)
-                elif isinstance(block, ToolUseBlock):
-                    names[block.id] = block.name
-                    calls.append(ToolCall(block.id, block.name, _json(block.input)))
-                elif isinstance(block, ToolResultBlock):
-                    results.append(_result(block, names.get(block.tool_use_id), where))
-            text = "\n".join(texts)
+            text, calls, results = _turn(message, f"messages[{i}]", names)
             if message.role == "assistant":
                 out.append(ChatMessage("assistant", text, tool_calls=tuple(calls)))
                 continue
@@ -178,6 +164,26 @@ class MessagesRequest(Request):
         return {"max_tokens": self.max_tokens, "stop": self.stop_sequences,
                 "json_schema": output.schema_ if output else None,
                 "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k}
+
+
+def _turn(message: Message, where: str, names: dict[str, str]
+          ) -> tuple[str, list[ToolCall], list[ChatMessage]]:
+    """A message's text, its calls and its tool results; records each call's tool in
+    `names`."""
+    blocks = message.content if isinstance(message.content, list) else \
+        [TextBlock(type="text", text=message.content)]
+    texts, calls, results = [], [], []
+    for j, block in enumerate(blocks):
+        if isinstance(block, TextBlock):
+            texts.append(block.text)
+        elif isinstance(block, ImageBlock):
+            _refuse(block.type, f"{where}.content[{j}]")
+        elif isinstance(block, ToolUseBlock):
+            names[block.id] = block.name
+            calls.append(ToolCall(block.id, block.name, _json(block.input)))
+        elif isinstance(block, ToolResultBlock):
+            results.append(_result(block, names.get(block.tool_use_id), f"{where}.content[{j}]"))
+    return "\n".join(texts), calls, results
 
 
 def _refuse(kind: str, where: str) -> None:
