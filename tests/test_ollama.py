@@ -12,9 +12,13 @@ import httpx
 import ollama
 import pytest
 from conftest import free_port
-from fake import FakeEngine, FakeServer
+from fake import FakeEngine, FakeServer, manifest
 
 from runtime.generation import ChatMessage, Infill
+from runtime.settings import resolve
+from runtime.state import State
+from runtime.web.ollama_info import ModelInfo
+from runtime.worker import Worker
 
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -80,6 +84,14 @@ def test_show_capabilities_say_insert_only_with_fim_tokens(server, fake):
     shown = ollama.Client(host=server.url).show("fake")
     assert shown.capabilities == ["completion", "tools", "insert", "embedding"]
     assert "{{ .Suffix }}" in (shown.template or "")
+
+
+def test_show_says_thinking_when_the_template_writes_reasoning(fake):
+    thinking = manifest()
+    thinking.chat_template = "{% if enable_thinking %}<think>\n{% endif %}{{ messages }}"
+    state = State(thinking, resolve({}, {}, environ={}), Worker())
+    state.engine = fake
+    assert ModelInfo(state).capabilities() == ["completion", "tools", "embedding", "thinking"]
 
 
 def test_think_and_keep_alive_are_accepted(server, fake):
