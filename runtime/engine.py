@@ -39,6 +39,7 @@ from runtime.llama.bindings import llama_cpp
 from runtime.llama.decoder import Decoder
 from runtime.llama.embedder import Embedder
 from runtime.llama.grammar import schema_grammar
+from runtime.llama.infill import infill_prompt
 from runtime.llama.model import N_BATCH, Tokenizer, load_model, new_context, physical_cores
 from runtime.llama.tool_grammar import ToolGrammar, tool_grammar
 from runtime.settings import Settings
@@ -118,7 +119,20 @@ class Engine:
         return tool_grammar(request.tools, self.family, request.tool_choice,
                             request.parallel_tool_calls)
 
+    @property
+    def fills_in_middle(self) -> bool:
+        return self.tokenizer.fim is not None
+
+    def prompt_tokens(self, request: GenerationRequest) -> int:
+        return len(self.prompt(request))
+
     def prompt(self, request: GenerationRequest) -> list[int]:
+        if request.infill is not None:
+            # room for the answer: its max_tokens, or a quarter of the context without one
+            answer = request.max_tokens if request.max_tokens > 0 else self.n_ctx // 4
+            return infill_prompt(request.infill, self.tokenizer.fim,
+                                 lambda text: self.tokenizer.tokenize(text, False, False),
+                                 self.tokenizer.bos, max(1, self.n_ctx - answer))
         if request.messages is not None:
             # The template writes the BOS itself (as text, parsed back as the special token).
             text = render_chat(self.template, self.family, request)

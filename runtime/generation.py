@@ -40,12 +40,23 @@ class ChatMessage:
 
 
 @dataclass(frozen=True)
+class Infill:
+    """Fill-in-the-middle: the text to write between `prefix` and `suffix`, in the model's own
+    FIM tokens. `extra`: other files of the project as (file name, text), for context."""
+
+    prefix: str
+    suffix: str
+    extra: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
-    """What to generate. Exactly one of `messages` (a chat, rendered by the model's template)
-    and `prompt` (text, or token ids, continued as is) is set."""
+    """What to generate. Exactly one of `messages` (a chat, rendered by the model's template),
+    `prompt` (text, or token ids, continued as is) and `infill` is set."""
 
     messages: tuple[ChatMessage, ...] | None = None
     prompt: str | tuple[int, ...] | None = None
+    infill: Infill | None = None
     sampling: Sampling = field(default_factory=Sampling)
     max_tokens: int = 512  # 0: none (the prompt is still evaluated); -1: until the context is full
     stop: tuple[str, ...] = ()
@@ -105,6 +116,7 @@ class Finish:
     generation_ns: int = 0  # from the first generated token to the last
     logprobs: tuple[TokenLogprob, ...] | None = None  # each generated token's, when asked
     knowledge: KnowledgeUsage | None = None  # set when retrieval ran for this chat
+    stop_sequence: str | None = None  # the stop string that ended it, if one did
 
     @property
     def total_tokens(self) -> int:
@@ -178,7 +190,8 @@ class Defaults:
                             repeat_penalty=s.repeat_penalty), s.n_predict, s.system_prompt)
 
     def request(self, *, messages: Sequence[ChatMessage] | None = None,
-                prompt: str | Sequence[int] | None = None, max_tokens: int | None = None,
+                prompt: str | Sequence[int] | None = None, infill: Infill | None = None,
+                max_tokens: int | None = None,
                 stop: str | Sequence[str] | None = None, json_schema: dict[str, Any] | None = None,
                 tools: Sequence[Tool] = (), tool_choice: str | None = None,
                 parallel_tool_calls: bool | None = None, logprobs: int | None = None,
@@ -192,6 +205,7 @@ class Defaults:
         return GenerationRequest(
             messages=None if messages is None else tuple(messages),
             prompt=prompt if prompt is None or isinstance(prompt, str) else tuple(prompt),
+            infill=infill,
             sampling=replace(self.sampling, **given),
             max_tokens=self.max_tokens if max_tokens is None else max_tokens,
             stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
@@ -209,6 +223,16 @@ class Model(Protocol):
 
     @property
     def n_ctx(self) -> int: ...
+
+    @property
+    def fills_in_middle(self) -> bool:
+        """Whether the vocabulary has fill-in-the-middle tokens (a request with `infill` is
+        refused without them)."""
+        ...
+
+    def prompt_tokens(self, request: GenerationRequest) -> int:
+        """How many tokens the request's prompt takes, without generating."""
+        ...
 
     def hardware(self) -> dict[str, Any]:
         """What runs the model (the CPU code chosen), for /props."""

@@ -9,13 +9,15 @@ class StopScanner:
     def __init__(self, stops: list[str] | tuple[str, ...]):
         self.stops = [s for s in stops if s]
         self.pending = ""
+        self.matched: str | None = None  # the stop string that was reached
 
     def feed(self, text: str) -> tuple[str, bool]:
         """(text safe to show, whether a stop string was reached)."""
         self.pending += text
-        hits = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
+        hits = [(i, s) for s, i in ((s, self.pending.find(s)) for s in self.stops) if i >= 0]
         if hits:
-            out, self.pending = self.pending[:min(hits)], ""
+            at, self.matched = min(hits)
+            out, self.pending = self.pending[:at], ""
             return out, True
         hold = 0
         for stop in self.stops:

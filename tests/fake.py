@@ -68,6 +68,7 @@ class FakeEngine:
     tokens as its words plus four per message."""
 
     n_ctx = 256
+    fills_in_middle = False
 
     def __init__(self, delay: float = 0.05, script: Sequence[Event] = (),
                  knowledge: FakeKnowledge | None = None):
@@ -94,6 +95,11 @@ class FakeEngine:
 
     def knowledge_info(self) -> dict[str, Any] | None:
         return self.knowledge.describe() if self.knowledge else None
+
+    def prompt_tokens(self, request: GenerationRequest) -> int:
+        if request.messages is not None:
+            return chat_length(request.messages)
+        return len(request.prompt or ())
 
     def search(self, query: str, top_k: int) -> list[Hit]:
         if self.knowledge is None:

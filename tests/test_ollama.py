@@ -13,9 +13,13 @@ import httpx
 import ollama
 import pytest
 from conftest import free_port
-from fake import FakeEngine, FakeServer
+from fake import FakeEngine, FakeServer, manifest
 
-from runtime.generation import ChatMessage
+from runtime.generation import ChatMessage, Infill
+from runtime.settings import resolve
+from runtime.state import State
+from runtime.web.ollama_info import ModelInfo
+from runtime.worker import Worker
 
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -71,6 +75,32 @@ def test_show_has_what_zed_and_continue_read(server):
     for key in ("license", "modelfile", "template", "system", "details", "modified_at"):
         assert isinstance(shown[key], str | dict), key
     assert httpx.post(server.url + "/api/show", json={"model": "other"}).status_code == 404
+
+
+def test_show_capabilities_say_insert_only_with_fim_tokens(server, fake):
+    shown = httpx.post(server.url + "/api/show", json={"model": "fake"}).json()
+    assert shown["capabilities"] == ["completion", "tools", "embedding"]
+    assert ".Suffix" not in shown["template"]
+    fake.fills_in_middle = True  # the vocabulary has FIM tokens: editors look for both signs
+    shown = ollama.Client(host=server.url).show("fake")
+    assert shown.capabilities == ["completion", "tools", "insert", "embedding"]
+    assert "{{ .Suffix }}" in (shown.template or "")
+
+
+def test_show_says_thinking_when_the_template_writes_reasoning(fake):
+    thinking = manifest()
+    thinking.chat_template = "{% if enable_thinking %}<think>\n{% endif %}{{ messages }}"
+    state = State(thinking, resolve({}, {}, environ={}), Worker())
+    state.engine = fake
+    assert ModelInfo(state).capabilities() == ["completion", "tools", "embedding", "thinking"]
+
+
+def test_think_and_keep_alive_are_accepted(server, fake):
+    for extra in ({"think": True}, {"think": "high"}, {"keep_alive": "5m"},
+                  {"keep_alive": -1}, {"keep_alive": 0}):
+        r = httpx.post(server.url + "/api/chat", json={
+            "model": "fake", "stream": False, "options": {"num_predict": 2}, **CHAT} | extra)
+        assert r.status_code == 200 and r.json()["message"]["content"] == "w0 w1 ", extra
 
 
 def test_ps_lists_the_loaded_model_with_its_context(server):
@@ -169,14 +199,16 @@ def test_generate_wraps_the_prompt_in_the_template_unless_raw(server, fake):
     assert fake.requests[-1].messages is None
 
 
-def test_images_and_suffix_are_refused_by_name(server):
+def test_images_are_refused_by_name_and_suffix_asks_for_infill(server, fake):
     chat = httpx.post(server.url + "/api/chat", json={"messages": [
         {"role": "user", "content": "what is this?", "images": ["aGVsbG8="]}]})
     assert chat.status_code == 400 and chat.json()["error"].startswith("messages[0].images")
     gen = httpx.post(server.url + "/api/generate", json={"prompt": "x", "images": ["aGk="]})
     assert gen.status_code == 400 and "images" in gen.json()["error"]
-    fim = httpx.post(server.url + "/api/generate", json={"prompt": "def f(", "suffix": "\n"})
-    assert fim.status_code == 400 and fim.json()["error"].startswith("suffix")
+    fim = httpx.post(server.url + "/api/generate", json={"prompt": "def f(", "suffix": "\n",
+                                                         "stream": False})
+    assert fim.status_code == 200 and fim.json()["done"]
+    assert fake.requests[-1].infill == Infill("def f(", "\n")  # a FIM prompt (test_fim.py)
     # LangChain sends an empty list on every message: that is no image
     ok = httpx.post(server.url + "/api/chat", json={"stream": False, "options": {
         "num_predict": 1}, "messages": [{"role": "user", "content": "x", "images": []}]})

@@ -114,6 +114,15 @@ class ToolCall:
         return {"id": self.id, "type": "function",
                 "function": {"name": self.name, "arguments": self.arguments}}
 
+    def arguments_object(self) -> dict[str, Any]:
+        """The arguments as an object, as Ollama and Anthropic send them ({} if the text is
+        not a JSON object, which the call grammar prevents)."""
+        try:
+            value = json.loads(self.arguments or "{}")
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
 
 def new_call_id(family: str) -> str:
     """Never empty (some clients break on ""); Mistral's templates refuse anything but exactly

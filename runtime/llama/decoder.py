@@ -350,7 +350,8 @@ class Decoder:
             sequence.out.put(Finish(reason, len(sequence.prompt), sequence.produced,
                                     sequence.reused, prefilled - sequence.admitted,
                                     now - prefilled, None if sequence.reader is None
-                                    else tuple(sequence.logprobs)))
+                                    else tuple(sequence.logprobs),
+                                    stop_sequence=sequence.scanner.matched))
 
     def _recover(self, code: int, added: list[tuple[_Slot, list[int]]]) -> None:
         """A failed decode: the cache may hold part of the batch, so those sequences' cells

@@ -17,6 +17,7 @@ from typing import Any
 from runtime.errors import ArtifactError, RequestError
 from runtime.llama import cpu
 from runtime.llama.bindings import llama_cpp
+from runtime.llama.infill import FimTokens
 
 N_BATCH = 512  # n_ubatch == n_batch: llama.cpp aborts on bigger non-causal batches otherwise
 
@@ -90,6 +91,9 @@ class Tokenizer:
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.bos_text = self.token_text(llama_cpp.llama_vocab_bos(self.vocab))
         self.eos_text = self.token_text(llama_cpp.llama_vocab_eos(self.vocab))
+        self.fim = FimTokens.of(self.vocab)
+        bos = llama_cpp.llama_vocab_bos(self.vocab)
+        self.bos = bos if bos >= 0 and llama_cpp.llama_vocab_get_add_bos(self.vocab) else None
 
     def token_text(self, token: int) -> str:
         if token < 0:

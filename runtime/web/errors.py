@@ -1,6 +1,7 @@
 """Errors chosen by exception type, never by message text, in the shape of the dialect asked:
-OpenAI's `{"error": {"message", "type", "param", "code"}}`, or Ollama's `{"error": "text"}` on
-/api/*. And a catch-all that answers in the same shapes when something unexpected fails."""
+OpenAI's `{"error": {"message", "type", "param", "code"}}`, Ollama's `{"error": "text"}` on
+/api/*, or Anthropic's `{"type": "error", "error": {"type", "message"}}` on /v1/messages*.
+And a catch-all that answers in the same shapes when something unexpected fails."""
 
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ log = logging.getLogger(__name__)
 
 INTERNAL = "internal error; see the server's log"
 OLLAMA_PREFIX = "/api/"
+ANTHROPIC_PREFIX = "/v1/messages"
+# Our error types by Anthropic's names for them (theirs that match are kept as they are).
+ANTHROPIC_TYPES = {"server_busy": "overloaded_error", "model_loading": "overloaded_error",
+                   "server_error": "api_error"}
 
 
 def error_payload(message: str, type_: str, code: str | None = None,
@@ -27,6 +32,10 @@ def error_payload(message: str, type_: str, code: str | None = None,
     """The error in the shape of the dialect `path` belongs to."""
     if path.startswith(OLLAMA_PREFIX):
         return {"error": message}  # Ollama's clients read a string, not an object
+    if path.startswith(ANTHROPIC_PREFIX):
+        kind = "request_too_large" if code == "body_too_large" else \
+            ANTHROPIC_TYPES.get(type_, type_)
+        return {"type": "error", "error": {"type": kind, "message": message}}
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 

@@ -63,14 +63,16 @@ class Guard:
             await _reply(send, 421, error_body("unknown Host header; use "
                          "http://localhost:<port>/", "invalid_request_error", "bad_host", path))
             return
-        given = headers.get(b"authorization", b"")
-        scope[AUTHORIZED] = not self.api_key or hmac.compare_digest(given,
-                                                                    b"Bearer " + self.api_key)
+        # Bearer as OpenAI's clients send it; x-api-key as Anthropic's do
+        scope[AUTHORIZED] = not self.api_key or hmac.compare_digest(
+            headers.get(b"authorization", b""), b"Bearer " + self.api_key) \
+            or hmac.compare_digest(headers.get(b"x-api-key", b""), self.api_key)
         if not scope[AUTHORIZED] and path not in PUBLIC_PATHS \
                 and not path.startswith(PUBLIC_PREFIXES):
             await _reply(send, 401, error_body("missing or wrong API key: send "
-                         "'Authorization: Bearer KEY'", "authentication_error",
-                         "invalid_api_key", path), [(b"www-authenticate", b"Bearer")])
+                         "'Authorization: Bearer KEY' (or 'x-api-key: KEY')",
+                         "authentication_error", "invalid_api_key", path),
+                         [(b"www-authenticate", b"Bearer")])
             return
         length = headers.get(b"content-length")
         if length is not None:

@@ -1,5 +1,6 @@
-"""llama.cpp's native dialect: /completion (LangChain's Llamafile client posts here),
-/tokenize, /detokenize, /embedding — the fields its clients read."""
+"""llama.cpp's native dialect: /completion (LangChain's Llamafile client posts here), /infill
+(fill-in-the-middle, as llama.vim and llama.vscode ask it), /tokenize, /detokenize,
+/embedding — the fields its clients read."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 
-from runtime.generation import Event, Finish, collect
+from runtime.generation import Event, Finish, GenerationRequest, Infill, collect
 from runtime.settings import MAX_TOKENS
 from runtime.state import State
 from runtime.web.schemas import Request, SamplingFields, bounded
@@ -21,6 +22,23 @@ class NativeCompletionRequest(SamplingFields):
     prompt: str | list[int]
     n_predict: int | None = bounded("n_predict")  # 0: nothing; -1: until the context is full
     json_schema: dict[str, Any] | None = None
+
+
+class ExtraFile(Request):
+    text: str = ""
+    filename: str = "tmp"  # llama.cpp's default
+
+
+class InfillRequest(SamplingFields):
+    input_prefix: str = ""
+    input_suffix: str = ""
+    input_extra: list[ExtraFile] = Field(default_factory=list, max_length=256)
+    prompt: str = ""  # the start of the middle, already written: it follows the prefix
+    n_predict: int | None = bounded("n_predict")
+
+    def infill(self) -> Infill:
+        return Infill(self.input_prefix + self.prompt, self.input_suffix,
+                      tuple((f.filename, f.text) for f in self.input_extra))
 
 
 class TokenizeRequest(Request):
@@ -66,19 +84,27 @@ def native_chunks(events: Iterable[Event], model: str) -> Iterator[dict[str, Any
 def add_routes(app: FastAPI, state: State) -> None:
     model_id = state.manifest.model_id
 
-    @app.post("/completion")
-    async def completion(body: NativeCompletionRequest) -> Response:
+    async def native(request: GenerationRequest, stream: bool) -> Response:
         engine = state.ready_engine()
-        request = state.defaults.request(prompt=body.prompt, max_tokens=body.n_predict,
-                                         stop=body.stop, json_schema=body.json_schema,
-                                         **body.sampling())
-        if not body.stream:
+        if not stream:
             def run() -> dict[str, Any]:
                 answer = collect(engine.generate(request))
                 return native_result(answer.text, answer.finish, model_id)
             return JSONResponse(await state.worker.call(run))
         return await sse(state.worker.stream(
             lambda: native_chunks(engine.generate(request), model_id)), done=False)
+
+    @app.post("/completion")
+    async def completion(body: NativeCompletionRequest) -> Response:
+        return await native(state.defaults.request(
+            prompt=body.prompt, max_tokens=body.n_predict, stop=body.stop,
+            json_schema=body.json_schema, **body.sampling()), body.stream)
+
+    @app.post("/infill")
+    async def infill(body: InfillRequest) -> Response:
+        return await native(state.defaults.request(
+            infill=body.infill(), max_tokens=body.n_predict, stop=body.stop,
+            **body.sampling()), body.stream)
 
     @app.post("/embedding")
     async def embedding(body: NativeEmbeddingRequest) -> dict[str, Any]:

@@ -8,8 +8,10 @@ Differences from Ollama, on purpose or by necessity:
 - `template` (a Go template) and `context` are accepted and ignored: the model's own Jinja chat
   template renders every chat. `raw: true` sends the prompt as is.
 - `keep_alive` and `think` are accepted and ignored: the model stays loaded while the server
-  runs, and no thinking is split from the answer.
-- Images and `suffix` (fill-in-the-middle) are refused with a 400 naming them.
+  runs (keep_alive 0 with nothing to generate is answered done_reason "unload", as Ollama
+  answers Open WebUI's unload), and no thinking is split from the answer.
+- Images are refused with a 400 naming them. `suffix` asks for fill-in-the-middle in the
+  model's own FIM tokens (a 400 for a model without them), as Ollama's FIM templates do.
 - `tools`: the model's own template renders them (or the generic instruction, for templates
   that know none); calls come back whole, arguments as objects, done_reason "stop". Ollama has
   no tool_choice: the model decides (auto).
@@ -18,7 +20,6 @@ Differences from Ollama, on purpose or by necessity:
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -91,15 +92,8 @@ def generate_shape(text: str) -> dict[str, Any]:
 
 def ollama_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
     """Whole calls, arguments as objects (the grammar made them JSON objects)."""
-    out = []
-    for i, call in enumerate(calls):
-        try:
-            arguments = json.loads(call.arguments or "{}")
-        except ValueError:
-            arguments = {}
-        out.append({"function": {"index": i, "name": call.name,
-                                 "arguments": arguments if isinstance(arguments, dict) else {}}})
-    return out
+    return [{"function": {"index": i, "name": call.name, "arguments": call.arguments_object()}}
+            for i, call in enumerate(calls)]
 
 
 def chunks(events: Iterator[Event], shape: Shape, name: str,
@@ -181,7 +175,7 @@ def add_routes(app: FastAPI, state: State) -> None:
     @app.post("/api/show")
     async def show(body: ShowRequest) -> dict[str, Any]:
         info.check(body.model or body.name)
-        return info.show(tools=True)
+        return info.show()
 
     async def load(name: str, shape: Shape, unload: bool) -> Response:
         """Nothing to generate: Ollama's clients ask this to load the model, and wait for it.

@@ -18,6 +18,10 @@ from runtime.state import State
 OLLAMA_VERSION = "0.12.0"
 # Ollama's "never unloads" (keep_alive -1) is Go's longest duration from now, about 292 years.
 NEVER = timedelta(days=292 * 365)
+# A chat template that writes a reasoning block: Ollama's "thinking" capability.
+THINKING_MARKS = ("<think>", "enable_thinking", "reasoning_content")
+# The FIM prompt as Ollama's code models write it (the tokens are the model's own, by role).
+FIM_GO_TEMPLATE = "<|fim_prefix|>{{ .Prompt }}<|fim_suffix|>{{ .Suffix }}<|fim_middle|>"
 
 
 def rfc3339(ns: int | None = None) -> str:
@@ -95,15 +99,35 @@ class ModelInfo:
                  "digest": self.digest, "details": self.details(), "expires_at": expires,
                  "size_vram": 0, "context_length": self.n_ctx}]
 
-    def show(self, tools: bool) -> dict[str, Any]:
+    def show(self) -> dict[str, Any]:
         """/api/show. `template` is the model's Jinja chat template (Ollama's are Go templates:
-        a client can read it, not run it)."""
-        m, s = self.state.manifest, self.state.settings
+        a client can read it, not run it); with FIM tokens it is wrapped in the Go template
+        lines Ollama's code models have, since Continue looks for `.Suffix` there."""
         return {"license": "", "modelfile": self.modelfile(), "parameters": self.parameters(),
-                "template": m.chat_template, "system": s.system_prompt,
+                "template": self.template(), "system": self.state.settings.system_prompt,
                 "details": self.details(), "model_info": self.model_info(),
-                "capabilities": ["completion", *(["tools"] if tools else []), "embedding"],
-                "modified_at": rfc3339(self.modified_ns)}
+                "capabilities": self.capabilities(), "modified_at": rfc3339(self.modified_ns)}
+
+    def fills_in_middle(self) -> bool:
+        """Known once the model is loaded (the vocabulary says); clients ask after /health."""
+        engine = self.state.engine
+        return engine is not None and engine.fills_in_middle
+
+    def capabilities(self) -> list[str]:
+        """Ollama's words: every chat can call tools here (templates that know none get the
+        generic instruction); "insert" is fill-in-the-middle; "thinking" when the template
+        writes a reasoning block."""
+        template = self.state.manifest.chat_template
+        thinking = any(mark in template for mark in THINKING_MARKS)
+        return ["completion", "tools", *(["insert"] if self.fills_in_middle() else []),
+                "embedding", *(["thinking"] if thinking else [])]
+
+    def template(self) -> str:
+        template = self.state.manifest.chat_template
+        if not self.fills_in_middle():
+            return template
+        return (f"{{{{- if .Suffix }}}}{FIM_GO_TEMPLATE}{{{{- else }}}}{template}"
+                "{{- end }}")
 
     def model_info(self) -> dict[str, Any]:
         """The GGUF keys clients read: Zed and Continue size their prompts by

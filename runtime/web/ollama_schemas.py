@@ -10,7 +10,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from runtime.chat.tools import ToolCall, tools_from_openai
 from runtime.errors import RequestError
-from runtime.generation import ChatMessage
+from runtime.generation import ChatMessage, Infill
 from runtime.settings import MAX_TOKENS
 from runtime.web.schemas import Request, Stops, bounded
 
@@ -155,11 +155,10 @@ class GenerateRequest(Generation):
     context: list[int] | None = None
 
     def generation(self) -> dict[str, Any]:
-        """`prompt` or `messages` for `Defaults.request`."""
+        """`prompt`, `messages` or `infill` for `Defaults.request`."""
         _no_images(self.images, "images")
-        if self.suffix:
-            raise RequestError("suffix: fill-in-the-middle is not supported; send the whole "
-                               "prompt in the model's FIM format with raw: true", param="suffix")
+        if self.suffix:  # fill-in-the-middle, in the model's FIM tokens (raw or not)
+            return {"infill": Infill(self.prompt or "", self.suffix)}
         if self.raw:
             return {"prompt": self.prompt}
         system = [ChatMessage("system", self.system)] if self.system else []

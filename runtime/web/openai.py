@@ -1,4 +1,5 @@
-"""OpenAI's dialect: /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings."""
+"""OpenAI's dialect: /v1/models, /v1/chat/completions, /v1/completions (with `suffix`:
+fill-in-the-middle), /v1/embeddings."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import Field, field_validator, model_validator
 
 from runtime.chat.tools import ToolCall, tool_choice_from_openai, tools_from_openai
+from runtime.errors import RequestError
 from runtime.generation import (
     CallArguments,
     CallStart,
@@ -24,6 +26,7 @@ from runtime.generation import (
     Event,
     Finish,
     GenerationRequest,
+    Infill,
     Sources,
     TopLogprob,
     collect,
@@ -159,10 +162,21 @@ class ChatRequest(Generation):
 
 class CompletionRequest(Generation):
     prompt: str | list[str] | list[int]
+    suffix: str | None = None  # fill-in-the-middle: the text after the one to write
     logprobs: int | None = Field(None, ge=0, le=5)  # the legacy API: how many alternatives
 
     def common(self) -> dict[str, Any]:
         return super().common() | {"logprobs": self.logprobs}
+
+    def text(self) -> dict[str, Any]:
+        """`prompt`, or with a suffix `infill` (the prompt is then the prefix), for
+        `Defaults.request`."""
+        if not self.suffix:
+            return {"prompt": self.prompt}
+        if not isinstance(self.prompt, str):
+            raise RequestError("suffix: fill-in-the-middle needs the prompt as text, not "
+                               "token ids", param="suffix")
+        return {"infill": Infill(self.prompt, self.suffix)}
 
     @field_validator("prompt")
     @classmethod
@@ -392,7 +406,7 @@ def add_routes(app: FastAPI, state: State) -> None:
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest) -> Response:
-        request = state.defaults.request(prompt=body.prompt, **body.common())  # type: ignore
+        request = state.defaults.request(**body.text(), **body.common())
         return await generation(body, request, text_completion, text_chunks)
 
     @app.post("/v1/embeddings")

@@ -1,5 +1,5 @@
-"""Streamed answers: server-sent events, as OpenAI and llama.cpp stream, and newline-delimited
-JSON, as Ollama does."""
+"""Streamed answers: server-sent events, as OpenAI and llama.cpp stream them (data only) and as
+Anthropic does (each named by its type), and newline-delimited JSON, as Ollama does."""
 
 from __future__ import annotations
 
@@ -11,39 +11,51 @@ from typing import Any
 from fastapi.responses import Response, StreamingResponse
 
 from runtime.errors import LlamabundleError
-from runtime.web.errors import INTERNAL, error_body
+from runtime.web.errors import INTERNAL, error_payload
 
 log = logging.getLogger(__name__)
+
+
+def _json(chunk: Any) -> bytes:
+    return json.dumps(chunk).encode()
 
 
 async def sse(chunks: AsyncIterator[Any], done: bool = True) -> Response:
     """An SSE response (OpenAI's ends in `data: [DONE]`, llama.cpp's native one does not).
     An error after the first chunk is reported in the stream, as OpenAI does:
     `data: {"error": {...}}`."""
-    return await _stream(chunks, lambda line: b"data: " + line + b"\n\n",
-                         lambda message: error_body(message, "server_error"),
+    return await _stream(chunks, lambda chunk: b"data: " + _json(chunk) + b"\n\n",
+                         lambda message: error_payload(message, "server_error"),
                          b"data: [DONE]\n\n" if done else b"", "text/event-stream")
+
+
+async def named_sse(chunks: AsyncIterator[dict[str, Any]], path: str) -> Response:
+    """Anthropic's SSE: each event named by its `type` (`event: message_start`, ...); an error
+    after the first is an `event: error` in the dialect of `path`."""
+    return await _stream(chunks, lambda chunk: b"event: " + chunk["type"].encode() +
+                         b"\ndata: " + _json(chunk) + b"\n\n",
+                         lambda message: error_payload(message, "server_error", path=path),
+                         b"", "text/event-stream")
 
 
 async def ndjson(chunks: AsyncIterator[Any]) -> Response:
     """Ollama's stream: one JSON object per line; an error after the first ends it with one
     `{"error": "..."}` line (the status is 200 by then)."""
-    return await _stream(chunks, lambda line: line + b"\n",
-                         lambda message: json.dumps({"error": message}).encode(), b"",
-                         "application/x-ndjson")
+    return await _stream(chunks, lambda chunk: _json(chunk) + b"\n",
+                         lambda message: {"error": message}, b"", "application/x-ndjson")
 
 
-async def _stream(chunks: AsyncIterator[Any], frame: Callable[[bytes], bytes],
-                  error: Callable[[str], bytes], tail: bytes, media_type: str) -> Response:
+async def _stream(chunks: AsyncIterator[Any], frame: Callable[[Any], bytes],
+                  error: Callable[[str], Any], tail: bytes, media_type: str) -> Response:
     """Errors before the first chunk (a prompt too long, a bad schema) stay 4xx JSON: the
     first chunk is awaited before the response starts."""
     first = await anext(chunks)
 
     async def lines() -> AsyncIterator[bytes]:
-        yield frame(json.dumps(first).encode())
+        yield frame(first)
         try:
             async for chunk in chunks:
-                yield frame(json.dumps(chunk).encode())
+                yield frame(chunk)
         except LlamabundleError as e:
             log.error("generation failed: %s", e)
             yield frame(error(str(e)))
