@@ -37,6 +37,7 @@ from runtime.errors import BusyError, ContextOverflowError, LlamabundleError, Re
 from runtime.generation import Event, Finish, Sampling, TokenLogprob
 from runtime.llama.bindings import llama_cpp
 from runtime.llama.candidates import Candidates, LogprobReader, sample_checked
+from runtime.llama.lazy import LazyGrammar
 from runtime.llama.tool_grammar import ToolGrammar
 from runtime.stops import StopScanner
 
@@ -59,6 +60,7 @@ class _Sequence:
     stops: tuple[str, ...]
     out: queue.SimpleQueue[Event | BaseException] = field(default_factory=queue.SimpleQueue)
     constraint: llama_cpp.llama_sampler_p | None = None  # its grammar, checked on each pick
+    lazy: LazyGrammar | None = None  # a tool grammar waiting for its trigger (then constraint)
     visible: Set[int] = frozenset()  # control tokens whose text is shown (tool markers)
     reader: LogprobReader | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)
@@ -154,9 +156,11 @@ class Decoder:
         budget = self.n_ctx - len(prompt)
         if max_tokens >= 0:
             budget = min(budget, max_tokens)
-        constraint = self._constraint(grammar) if grammar else None
+        lazy = LazyGrammar(self.vocab, grammar) \
+            if isinstance(grammar, ToolGrammar) and grammar.lazy else None
+        constraint = self._constraint(grammar) if grammar and lazy is None else None
         sequence = _Sequence(list(prompt), self._sampler(sampling, prompt), budget, stops,
-                             constraint=constraint, visible=visible)
+                             constraint=constraint, lazy=lazy, visible=visible)
         if logprobs is not None:
             sequence.reader = LogprobReader(logprobs, self._piece)
         self._inbox.put(sequence)
@@ -308,6 +312,10 @@ class Decoder:
         if llama_cpp.llama_vocab_is_eog(self.vocab, token):
             self._end(sequence, "stop")
             return
+        if sequence.lazy is not None:
+            sequence.lazy.accept(token, self._piece(token, True))
+            if sequence.lazy.sampler is not None:  # triggered: from now on it constrains
+                sequence.constraint, sequence.lazy = sequence.lazy.sampler, None
         sequence.produced += 1
         if sequence.reader is not None:
             sequence.logprobs.append(sequence.reader.read(self.candidates(), row, token))
@@ -455,17 +463,8 @@ class Decoder:
         return constraint
 
     def _grammar(self, grammar: str | ToolGrammar) -> llama_cpp.llama_sampler_p:
-        if isinstance(grammar, str):
-            return llama_cpp.llama_sampler_init_grammar(self.vocab, grammar.encode(), b"root")
-        if not grammar.lazy:
-            return llama_cpp.llama_sampler_init_grammar(self.vocab, grammar.gbnf.encode(),
-                                                        b"root")
-        # free text until a pattern matches (at the family's marker, or a bare JSON call at
-        # the start); from there the call must follow the tools' schemas
-        patterns = (ctypes.c_char_p * len(grammar.trigger_patterns))(
-            *[p.encode() for p in grammar.trigger_patterns])
-        return llama_cpp.llama_sampler_init_grammar_lazy_patterns(
-            self.vocab, grammar.gbnf.encode(), b"root", patterns, len(patterns), None, 0)
+        text = grammar if isinstance(grammar, str) else grammar.gbnf  # lazy ones: lazy.py
+        return llama_cpp.llama_sampler_init_grammar(self.vocab, text.encode(), b"root")
 
 
 def _common(a: list[int], b: list[int]) -> int:
