@@ -98,7 +98,8 @@ class Engine:
             prompt, grammar = self.prompt(request), self.grammar(request)
         events = self.observe(self.decoder.generate(
             prompt, request.sampling, request.max_tokens, request.stop + self.extra_stops,
-            grammar, self.markers if request.calls_tools else frozenset(), request.logprobs))
+            grammar, self.markers if request.calls_tools else frozenset(), request.logprobs,
+            request.cancel))
         if not request.calls_tools:
             return events
         return _with_calls(events, ToolStream(self.family, request.tools))
@@ -179,22 +180,17 @@ def _with_calls(events: Iterator[Event], parser: ToolStream) -> Iterator[Event]:
     """The decoder's text parsed into content and tool calls; the markup never shows. An answer
     that ends in calls ends with reason "tool_calls"."""
     called = False
-    try:
-        for event in events:
-            if isinstance(event, str):
-                parsed = parser.feed(event)
-            elif isinstance(event, Finish):
-                parsed = parser.finish()
-            else:  # the decoder yields only text and its Finish
-                continue
-            for item in parsed:
-                called = called or isinstance(item, CallStart)
-                yield item.text if isinstance(item, Content) else item
-            if isinstance(event, Finish):
-                yield replace(event, reason="tool_calls") if called and event.reason == "stop" \
-                    else event
-                return
-    finally:
-        close = getattr(events, "close", None)
-        if close is not None:
-            close()  # the decoder's sequence ends now, not when collected
+    for event in events:
+        if isinstance(event, str):
+            parsed = parser.feed(event)
+        elif isinstance(event, Finish):
+            parsed = parser.finish()
+        else:  # the decoder yields only text and its Finish
+            continue
+        for item in parsed:
+            called = called or isinstance(item, CallStart)
+            yield item.text if isinstance(item, Content) else item
+        if isinstance(event, Finish):
+            yield replace(event, reason="tool_calls") if called and event.reason == "stop" \
+                else event
+            return

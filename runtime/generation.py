@@ -10,6 +10,7 @@ satisfy it (mypy checks), and the web layer never imports llama.cpp.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -55,6 +56,11 @@ class GenerationRequest:
     parallel_tool_calls: bool = True
     logprobs: int | None = None  # None: none; n: each token's, with its n likeliest (0-20)
     knowledge: bool = True  # a chat in a knowledge bundle retrieves passages; False skips it
+    # Set when nobody wants the answer any more (the client went away, Ctrl-C): the one signal
+    # every layer obeys. The worker skips a request still queued, the decoder drops its
+    # sequence (waiting, reading the prompt or generating) and the reader gets Abandoned.
+    cancel: threading.Event = field(default_factory=threading.Event, compare=False,
+                                    repr=False)
 
     @property
     def calls_tools(self) -> bool:

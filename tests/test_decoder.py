@@ -6,7 +6,18 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
+
+import pytest
+
+from runtime.errors import Abandoned, LlamabundleError
+from runtime.generation import Finish, Sampling
+from runtime.llama import cpu
+from runtime.llama.bindings import llama_cpp
+from runtime.llama.decoder import Decoder
+from runtime.llama.model import Tokenizer, load_model, new_context
 
 TESTS = Path(__file__).parent
 
@@ -49,3 +60,119 @@ def test_a_long_answer_under_a_lazy_tool_grammar_does_not_crash(tmp_path):
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
     for line in proc.stdout.split("\n")[:3]:
         assert int(line.split()[1]) > 60_000, proc.stdout
+
+
+# ---- one decoder on the tiny model, shared by the tests below
+
+@pytest.fixture(scope="module")
+def tiny(tiny_gguf):
+    cpu.load()
+    llama_cpp.llama_backend_init()
+    model = load_model(str(tiny_gguf), 0)
+    tokenizer = Tokenizer(model)
+    # its thread keeps the context: never freed before the process ends
+    return Decoder(new_context(model, 512, 1), tokenizer.vocab, 512, 64), tokenizer
+
+
+def counting_decodes(monkeypatch, pause: float = 0.0) -> list[int]:
+    """The token count of every llama_decode from now on (each made `pause` s slower)."""
+    steps: list[int] = []
+    real = llama_cpp.llama_decode
+
+    def decode(ctx, batch):  # noqa: ANN001, ANN202
+        steps.append(batch.n_tokens)
+        time.sleep(pause)
+        return real(ctx, batch)
+
+    monkeypatch.setattr(llama_cpp, "llama_decode", decode)
+    return steps
+
+
+def test_an_unexpected_decode_error_tells_the_client_nothing_of_its_insides(tiny, monkeypatch):
+    dec, tokenizer = tiny
+
+    def broken(*args):  # noqa: ANN002, ANN202
+        raise RuntimeError("secret detail at /home/someone/model.c:42")
+
+    monkeypatch.setattr(llama_cpp, "llama_sampler_sample", broken)
+    with pytest.raises(LlamabundleError) as caught:
+        list(dec.generate(tokenizer.tokenize("the cat"), Sampling(), 4, ()))
+    assert "secret" not in str(caught.value) and "RuntimeError" not in str(caught.value)
+    assert str(caught.value) == "generation failed; the server's log says why"
+    monkeypatch.undo()
+    assert isinstance(list(dec.generate(tokenizer.tokenize("the cat"), Sampling(), 2, ()))[-1],
+                      Finish)  # the decoder lives on
+
+
+def test_cancel_drops_a_request_while_its_long_prompt_is_read(tiny, monkeypatch):
+    """Nothing reads the answer yet (the client left before its first token, or Ctrl-C):
+    the prompt is read a chunk (64 tokens) per step, and the cancel stops it at the next."""
+    dec, tokenizer = tiny
+    steps = counting_decodes(monkeypatch)
+    cancel = threading.Event()
+    real = llama_cpp.llama_decode
+
+    def slow(ctx, batch):  # noqa: ANN001, ANN202
+        if len(steps) == 2:
+            cancel.set()  # while the third chunk is being read
+        return real(ctx, batch)
+
+    monkeypatch.setattr(llama_cpp, "llama_decode", slow)
+    prompt = tokenizer.tokenize("the cat sat on the mat " * 60)[:480]
+    events = dec.generate(prompt, Sampling(), 8, (), cancel=cancel)
+    with pytest.raises(Abandoned):
+        list(events)
+    assert len(steps) <= 4 and sum(steps) < 300, steps  # not the 480 tokens, nor an answer
+    assert isinstance(list(dec.generate(tokenizer.tokenize("the cat"), Sampling(), 2, ()))[-1],
+                      Finish)
+
+
+def test_cancel_drops_a_request_still_waiting_for_a_slot(tiny, monkeypatch):
+    """One slot, busy with another answer: the second request waits; abandoned, it never
+    reads its prompt."""
+    dec, tokenizer = tiny
+    steps = counting_decodes(monkeypatch, pause=0.01)  # the first answer takes seconds
+    first = dec.generate(tokenizer.tokenize("the cat"), Sampling(seed=1), 300, ())
+    next(first)  # it holds the only slot now
+    cancel = threading.Event()
+    second_prompt = tokenizer.tokenize("a dog ran fast and then slept on the mat")
+    second = dec.generate(second_prompt, Sampling(), 8, (), cancel=cancel)
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            list(second)
+        except Abandoned as e:
+            errors.append(e)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    time.sleep(0.05)
+    cancel.set()
+    reader.join(5)
+    assert errors and not reader.is_alive()
+    first.close()
+    time.sleep(0.05)
+    assert all(n == 1 for n in steps[1:]), steps  # the first's tokens only, one a step
+
+
+def test_a_whole_answer_is_abandoned_mid_way(tiny):
+    """A non-streamed answer: its reader is still reading when the client leaves."""
+    dec, tokenizer = tiny
+    cancel = threading.Event()
+    seen: list[object] = []
+
+    def read() -> None:
+        try:
+            for event in dec.generate(tokenizer.tokenize("the cat"), Sampling(seed=3), 400, (),
+                                      cancel=cancel):
+                seen.append(event)
+                if len(seen) == 5:
+                    cancel.set()
+        except Abandoned:
+            seen.append("abandoned")
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    reader.join(10)
+    assert seen[-1] == "abandoned" and len(seen) < 200  # of 400 (the decoder runs ahead)

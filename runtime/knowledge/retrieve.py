@@ -296,16 +296,11 @@ def answer(knowledge: Knowledge, request: GenerationRequest, count: Counter, n_c
 
 
 def _with_sources(grounding: Grounding, events: Iterator[Event]) -> Iterator[Event]:
-    try:
-        yield Sources(grounding.hits)
-        for event in events:
-            if isinstance(event, Finish):
-                event = dataclasses.replace(event, knowledge=grounding.usage)
-            yield event
-    finally:
-        close = getattr(events, "close", None)
-        if close:
-            close()  # the client went away: stop the decoder too
+    yield Sources(grounding.hits)
+    for event in events:
+        if isinstance(event, Finish):
+            event = dataclasses.replace(event, knowledge=grounding.usage)
+        yield event
 
 
 def _log(grounding: Grounding) -> None:

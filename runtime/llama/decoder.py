@@ -33,7 +33,13 @@ import time
 from collections.abc import Iterator, Set
 from dataclasses import dataclass, field
 
-from runtime.errors import BusyError, ContextOverflowError, LlamabundleError, RequestError
+from runtime.errors import (
+    Abandoned,
+    BusyError,
+    ContextOverflowError,
+    LlamabundleError,
+    RequestError,
+)
 from runtime.generation import Event, Finish, Sampling, TokenLogprob
 from runtime.llama.bindings import llama_cpp
 from runtime.llama.candidates import Candidates, LogprobReader, sample_checked
@@ -64,7 +70,8 @@ class _Sequence:
     visible: Set[int] = frozenset()  # control tokens whose text is shown (tool markers)
     reader: LogprobReader | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)
-    cancelled: bool = False  # set by the caller when it stops reading
+    cancel: threading.Event = field(default_factory=threading.Event)  # the request's
+    closed: bool = False  # its reader stopped reading
     # the decode thread's own
     slot: _Slot | None = None
     pending: list[int] = field(default_factory=list)  # prompt tokens still to evaluate
@@ -136,8 +143,8 @@ class Decoder:
 
     def generate(self, prompt: list[int], sampling: Sampling, max_tokens: int,
                  stops: tuple[str, ...], grammar: str | ToolGrammar | None = None,
-                 visible: Set[int] = frozenset(),
-                 logprobs: int | None = None) -> Iterator[Event]:
+                 visible: Set[int] = frozenset(), logprobs: int | None = None,
+                 cancel: threading.Event | None = None) -> Iterator[Event]:
         """Text pieces as they are decoded, then one Finish; closing the iterator stops it
         within a step. Any thread may call it.
 
@@ -146,7 +153,11 @@ class Decoder:
         cannot fit raises here, before anything is generated. grammar: GBNF text, or a tool
         grammar (lazy ones wait for their trigger). visible: control tokens whose text is
         shown (tool-call markers such as [TOOL_CALLS], which the parser must see). logprobs:
-        each token's log-probability, with that many alternatives, in the Finish."""
+        each token's log-probability, with that many alternatives, in the Finish. cancel: set
+        from any thread, the sequence ends within a step (waiting, reading its prompt or
+        generating) and the iterator raises Abandoned."""
+        if cancel is not None and cancel.is_set():
+            raise Abandoned("the request was abandoned")
         if not prompt:
             raise RequestError("the prompt is empty", param="prompt")
         if len(prompt) >= self.n_ctx:
@@ -161,6 +172,8 @@ class Decoder:
         constraint = self._constraint(grammar) if grammar and lazy is None else None
         sequence = _Sequence(list(prompt), self._sampler(sampling, prompt), budget, stops,
                              constraint=constraint, lazy=lazy, visible=visible)
+        if cancel is not None:
+            sequence.cancel = cancel
         if logprobs is not None:
             sequence.reader = LogprobReader(logprobs, self._piece)
         self._inbox.put(sequence)
@@ -177,7 +190,7 @@ class Decoder:
                 if isinstance(item, Finish):
                     return
         finally:
-            sequence.cancelled = True  # after a Finish, a no-op: the sequence is gone
+            sequence.closed = True  # after a Finish, a no-op: the sequence is gone
 
     # ---- the decode thread
 
@@ -186,9 +199,9 @@ class Decoder:
             try:
                 self._step()
             except Exception as e:  # never let the thread die: every waiter would hang
-                log.exception("decode step failed")
+                log.exception("decode step failed")  # the why is for the log, not the client
                 self._fail_all(e if isinstance(e, LlamabundleError)
-                               else DecodeError(f"generation failed: {e}"))
+                               else DecodeError("generation failed; the server's log says why"))
 
     def _step(self) -> None:
         if not self._active and not self._waiting:
@@ -200,8 +213,9 @@ class Decoder:
                 break
         if self._preparing and not any(s.next_token is not None for s in self._active):
             self._gather()
-        for sequence in [s for s in self._waiting + self._active if s.cancelled]:
-            self._end(sequence, None)
+        for sequence in self._waiting + self._active:
+            if sequence.closed or sequence.cancel.is_set():
+                self._end(sequence, None, Abandoned("the request was abandoned"))
         while self._waiting and self._fits(self._waiting[0]) and \
                 (slot := self._free_slot(self._waiting[0])) is not None:
             self._start(self._waiting.pop(0), slot)

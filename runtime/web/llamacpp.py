@@ -9,10 +9,12 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field
+from starlette.requests import Request as HttpRequest
 
 from runtime.generation import Event, Finish, collect
 from runtime.settings import MAX_TOKENS
 from runtime.state import State
+from runtime.web.abandon import answered
 from runtime.web.schemas import Request, SamplingFields, bounded
 from runtime.web.streaming import sse
 
@@ -67,18 +69,23 @@ def add_routes(app: FastAPI, state: State) -> None:
     model_id = state.manifest.model_id
 
     @app.post("/completion")
-    async def completion(body: NativeCompletionRequest) -> Response:
+    async def completion(http: HttpRequest, body: NativeCompletionRequest) -> Response:
         engine = state.ready_engine()
         request = state.defaults.request(prompt=body.prompt, max_tokens=body.n_predict,
                                          stop=body.stop, json_schema=body.json_schema,
                                          **body.sampling())
-        if not body.stream:
-            def run() -> dict[str, Any]:
-                answer = collect(engine.generate(request))
-                return native_result(answer.text, answer.finish, model_id)
-            return JSONResponse(await state.worker.call(run))
-        return await sse(state.worker.stream(
-            lambda: native_chunks(engine.generate(request), model_id)), done=False)
+
+        async def respond() -> Response:
+            if not body.stream:
+                def run() -> dict[str, Any]:
+                    answer = collect(engine.generate(request))
+                    return native_result(answer.text, answer.finish, model_id)
+                return JSONResponse(await state.worker.call(run, cancel=request.cancel))
+            return await sse(state.worker.stream(
+                lambda: native_chunks(engine.generate(request), model_id), request.cancel),
+                done=False)
+
+        return await answered(http, request.cancel, respond)
 
     @app.post("/embedding")
     async def embedding(body: NativeEmbeddingRequest) -> dict[str, Any]:
