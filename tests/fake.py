@@ -16,7 +16,7 @@ from typing import Any
 import uvicorn
 
 from runtime.artifact.manifest import Manifest, Section
-from runtime.errors import NoKnowledgeError
+from runtime.errors import Abandoned, NoKnowledgeError
 from runtime.generation import ChatMessage, Embedding, Event, Finish, GenerationRequest, Model
 from runtime.knowledge import retrieve
 from runtime.knowledge.passage import Hit, Knowledge, Passage
@@ -108,6 +108,8 @@ class FakeEngine:
         try:
             for i in range(n):
                 time.sleep(self.delay)
+                if request.cancel.is_set():  # as the decoder: dropped within a step
+                    raise Abandoned("the request was abandoned")
                 self.produced += 1
                 yield f"w{i} "
             yield Finish("length", 3, n, 0)
