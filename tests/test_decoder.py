@@ -176,3 +176,47 @@ def test_a_whole_answer_is_abandoned_mid_way(tiny):
     reader.start()
     reader.join(10)
     assert seen[-1] == "abandoned" and len(seen) < 200  # of 400 (the decoder runs ahead)
+
+
+@pytest.fixture(scope="module")
+def shared(tiny_gguf):
+    """Two slots sharing a 512-cell cache."""
+    cpu.load()
+    llama_cpp.llama_backend_init()
+    model = load_model(str(tiny_gguf), 0)
+    tokenizer = Tokenizer(model)
+    return Decoder(new_context(model, 512, 1, n_seq=2), tokenizer.vocab, 512, 64, n_seq=2), \
+        tokenizer
+
+
+def test_two_long_max_tokens_run_together_and_a_full_cache_ends_one_with_length(shared,
+                                                                                 monkeypatch):
+    """max_tokens 400 twice in 512 cells: admission counted each whole max_tokens, so the
+    second waited for the first to finish. Now both start at once; when the cache fills, the
+    longest answer ends with "length" (no error) and the other goes on."""
+    dec, tokenizer = shared
+    monkeypatch.setattr(llama_cpp, "llama_vocab_is_eog", lambda vocab, token: False)
+    counting_decodes(monkeypatch, pause=0.002)
+    results: dict[str, list] = {}
+    firsts: dict[str, float] = {}
+
+    def run(name: str, prompt: str) -> None:
+        events = []
+        for event in dec.generate(tokenizer.tokenize(prompt), Sampling(seed=7), 400, ()):
+            firsts.setdefault(name, time.monotonic())
+            events.append(event)
+        results[name] = events
+
+    threads = [threading.Thread(target=run, args=("a", "the cat sat")),
+               threading.Thread(target=run, args=("b", "a dog ran"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    finishes = sorted((results[name][-1] for name in "ab"), key=lambda f: f.completion_tokens)
+    assert abs(firsts["a"] - firsts["b"]) < 0.5  # together, not one after the other
+    assert all(isinstance(f, Finish) and f.reason == "length" for f in finishes), finishes
+    short, long = finishes
+    assert short.completion_tokens < 400 and long.completion_tokens == 400
+    assert short.prompt_tokens + short.completion_tokens + long.prompt_tokens + \
+        long.completion_tokens <= 512 + 400

@@ -9,12 +9,16 @@ step, beside the others' tokens, instead of stalling them for its whole length.
 
 The KV cache is unified: every sequence may use the whole context, and they share its cells.
 A single user keeps the full context (per-sequence slices would give each 1/N of it); several
-users share it: a request starts only when the cache holds it beside the running ones even if
-each writes its whole answer (else it waits its turn), and if the cache still runs out, idle
-sequences' caches go first, then the newest request gets a clear 503. Each slot keeps its
-tokens between requests; a request goes to the idle slot whose conversation it continues (else
-the least recently used one), so interleaved conversations each keep their KV and turn 8 only
-evaluates the new messages.
+users share it: a request starts when the cache has room for its prompt and a little of its
+answer beside what the running ones hold now (not what they might write: max_tokens is a
+ceiling, rarely reached, and Ollama's -1 is the whole context), else it waits its turn. If the
+cache does run out, idle sequences' caches go first, then a request still reading its prompt
+goes back to the queue (nobody has seen a token of it), and last the sequence holding the most
+cells ends with finish_reason "length", as it would at the end of a context of its own (as
+llama-server's slots do). No running answer ever ends in an error for want of room. Each slot
+keeps its tokens between requests; a request goes to the idle slot whose conversation it
+continues (else the least recently used one), so interleaved conversations each keep their KV
+and turn 8 only evaluates the new messages.
 
 Why not `Llama.create_completion`: per token it re-detokenizes the whole answer, scans numpy
 arrays and runs Python stop bookkeeping, and it decodes one sequence. Here each token costs one
@@ -35,7 +39,6 @@ from dataclasses import dataclass, field
 
 from runtime.errors import (
     Abandoned,
-    BusyError,
     ContextOverflowError,
     LlamabundleError,
     RequestError,
@@ -99,6 +102,9 @@ class _Slot:
 # chat template rendered, its prompt tokenized on another thread), so that prompts sent
 # together are read in one llama_decode: otherwise the second waits out the first's.
 GATHER_S = 0.025
+# Cells a request needs beyond its prompt to be started beside others: room for its first
+# tokens. More is found as it goes (or it is stopped, see _recover).
+RESERVE = 64
 
 
 class Decoder:
@@ -233,13 +239,15 @@ class Decoder:
                 return
 
     def _fits(self, sequence: _Sequence) -> bool:
-        """Whether the shared cache holds this request beside the running ones even if every
-        one writes its whole answer; if not, it waits for them (alone it always fits). Idle
-        slots' caches do not count: they are given up when room is needed."""
+        """Whether the shared cache has room now for this prompt and the next few tokens of
+        every answer (RESERVE each, or what is left of its budget); if not, it waits (alone
+        it always fits). Idle slots' caches do not count: they are given up when room is
+        needed."""
         if not self._active:
             return True
-        held = sum(len(s.prompt) + s.budget for s in self._active)
-        return held + len(sequence.prompt) + sequence.budget <= self.n_ctx
+        held = sum(len(s.slot.cached) + len(s.pending) + min(RESERVE, s.budget - s.produced)
+                   for s in self._active if s.slot is not None)
+        return held + len(sequence.prompt) + min(RESERVE, sequence.budget) <= self.n_ctx
 
     def _free_slot(self, sequence: _Sequence) -> _Slot | None:
         """The idle slot whose conversation the prompt continues (it shares at least half of
@@ -401,15 +409,33 @@ class Decoder:
                 self._prefill_cap = max(1, self._prefill_cap // 2)
                 return
             if len(self._active) > 1:
-                newest = self._active[-1]
-                self._drop_cache(newest)
-                self._end(newest, None, BusyError(
-                    "the context is full with other conversations; try again shortly"))
+                self._make_room()
                 return
         for sequence in list(self._active):
             self._drop_cache(sequence)
             self._end(sequence, None, DecodeError(
                 f"llama_decode failed ({code}); the request was dropped"))
+
+    def _make_room(self) -> None:
+        """The cache is full with running sequences: the newest one still reading its prompt
+        goes back to the front of the queue (nothing of it was seen; it starts again when
+        there is room), else the one holding the most cells ends with "length"."""
+        reading = [s for s in self._active if s.produced == 0 and s.next_token is None]
+        if reading:
+            newest = reading[-1]
+            log.info("the KV cache is full: a request reading its prompt waits again")
+            self._drop_cache(newest)
+            self._active.remove(newest)
+            assert newest.slot is not None
+            newest.slot.busy = False
+            newest.slot = None
+            newest.pending = []
+            self._waiting.insert(0, newest)
+            return
+        longest = max(self._active, key=lambda s: len(s.slot.cached) if s.slot else 0)
+        log.info("the KV cache is full: an answer of %d tokens ends (length)", longest.produced)
+        self._drop_cache(longest)
+        self._end(longest, "length")
 
     def _drop_cache(self, sequence: _Sequence) -> None:
         if sequence.slot is not None:
