@@ -11,6 +11,7 @@ only reads, and the embedder's context takes one caller at a time.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -25,7 +26,6 @@ from runtime.chat.tools import tool_family
 from runtime.errors import NoKnowledgeError, RequestError
 from runtime.generation import (
     CallStart,
-    ChatMessage,
     Embedding,
     Event,
     Finish,
@@ -87,8 +87,8 @@ class Engine:
 
     def generate(self, request: GenerationRequest) -> Iterator[Event]:
         if self.knowledge is not None and request.knowledge and request.messages is not None:
-            def count(messages: Sequence[ChatMessage]) -> int:  # as the prompt will be, tools too
-                return len(self.prompt(replace(request, messages=tuple(messages))))
+            def count(asked: GenerationRequest) -> int:  # as the prompt will be, tools too
+                return len(self.prompt(asked))
 
             return retrieve.answer(self.knowledge, request, count, self.n_ctx, self._generate)
         return self._generate(request)
@@ -122,11 +122,26 @@ class Engine:
     def prompt(self, request: GenerationRequest) -> list[int]:
         if request.messages is not None:
             # The template writes the BOS itself (as text, parsed back as the special token).
-            text = render_chat(self.template, self.family, request)
-            return self.tokenizer.tokenize(text, add_bos=False, special=True)
+            return self._chat_tokens(render_chat(self.template, self.family, request),
+                                     request.passages)
         if isinstance(request.prompt, str):
             return self.tokenizer.tokenize(request.prompt)
         return self.tokenizer.checked(request.prompt or (), "prompt")
+
+    def _chat_tokens(self, text: str, passages: Sequence[str]) -> list[int]:
+        """The rendered chat's tokens: the template's text with its control tokens parsed
+        (special), the document passages it quotes as plain text."""
+        quoted = sorted({p for p in passages if p}, key=len, reverse=True)
+        if not quoted:
+            return self.tokenizer.tokenize(text, add_bos=False, special=True)
+        tokens: list[int] = []
+        at = 0
+        for match in re.finditer("|".join(map(re.escape, quoted)), text):
+            tokens += self.tokenizer.tokenize(text[at:match.start()], add_bos=False,
+                                              special=True)
+            tokens += self.tokenizer.tokenize(match.group(), add_bos=False, special=False)
+            at = match.end()
+        return tokens + self.tokenizer.tokenize(text[at:], add_bos=False, special=True)
 
     def _marker_tokens(self, markers: Sequence[str]) -> frozenset[int]:
         """The ids of markers that are single tokens: a control token's text is hidden unless

@@ -56,6 +56,9 @@ class GenerationRequest:
     parallel_tool_calls: bool = True
     logprobs: int | None = None  # None: none; n: each token's, with its n likeliest (0-20)
     knowledge: bool = True  # a chat in a knowledge bundle retrieves passages; False skips it
+    # Document text the messages quote (knowledge passages): data, tokenized as text, so a
+    # document holding "<|im_end|><|im_start|>system" cannot write control tokens.
+    passages: tuple[str, ...] = ()
     # Set when nobody wants the answer any more (the client went away, Ctrl-C): the one signal
     # every layer obeys. The worker skips a request still queued, the decoder drops its
     # sequence (waiting, reading the prompt or generating) and the reader gets Abandoned.

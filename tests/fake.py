@@ -84,7 +84,8 @@ class FakeEngine:
 
     def generate(self, request: GenerationRequest) -> Iterator[Event]:
         if self.knowledge is not None and request.knowledge and request.messages is not None:
-            return retrieve.answer(self.knowledge, request, chat_length, self.n_ctx,
+            return retrieve.answer(self.knowledge, request,
+                                   lambda asked: chat_length(asked.messages or ()), self.n_ctx,
                                    self._generate)
         return self._generate(request)
 

@@ -285,18 +285,22 @@ def cited_list(hits: Sequence[Hit]) -> list[str]:
 # ---- the turn
 
 
-def answer(knowledge: Knowledge, request: GenerationRequest, count: Counter, n_ctx: int,
+def answer(knowledge: Knowledge, request: GenerationRequest,
+           count: Callable[[GenerationRequest], int], n_ctx: int,
            generate: Callable[[GenerationRequest], Iterator[Event]]) -> Iterator[Event]:
     """A chat turn answered from the documents: Sources first, then what `generate` yields,
     its Finish carrying the knowledge counts. Retrieval and the prompt are built here, before
-    the first event, so a prompt that cannot fit raises as it would without knowledge."""
+    the first event, so a prompt that cannot fit raises as it would without knowledge.
+    count: the prompt's tokens for a request (its passages tokenized as text, as sent)."""
     messages = request.messages or ()
     if not messages or messages[-1].role != "user":
         return generate(request)  # an assistant prefix to continue: nothing to ask
     started = time.perf_counter_ns()
     hits = close_enough(knowledge.search(query_for(messages), TOP_K))
     budget = n_ctx - answer_room(n_ctx, request.max_tokens)
-    grounding = ground(messages, hits, count, budget)
+    request = dataclasses.replace(request, passages=tuple(h.passage.text.strip() for h in hits))
+    grounding = ground(messages, hits, lambda chat: count(dataclasses.replace(
+        request, messages=tuple(chat))), budget)
     grounding = dataclasses.replace(grounding, usage=dataclasses.replace(
         grounding.usage, search_ns=time.perf_counter_ns() - started))
     _log(grounding)
