@@ -149,19 +149,21 @@ class Engine:
         ids = [self.tokenizer.tokenize(m, add_bos=False, special=True) for m in markers]
         return frozenset(t[0] for t in ids if len(t) == 1)
 
-    def embed(self, item: str | Sequence[int]) -> Embedding:
+    def embed(self, item: str | Sequence[int], truncate: bool = False) -> Embedding:
         if self.knowledge is not None:
-            return self._embed_with(self.knowledge, item)
+            return self._embed_with(self.knowledge, item, truncate)
         with self._embedding:
-            return self._embed(item)
+            return self._embed(item, truncate)
 
-    def _embed_with(self, knowledge: Knowledge, item: str | Sequence[int]) -> Embedding:
+    def _embed_with(self, knowledge: Knowledge, item: str | Sequence[int],
+                    truncate: bool) -> Embedding:
         """The bundled embedder's vector: the one the documents were indexed with, multilingual,
         unlike the chat model's. Token ids are read as the chat model's (as llama.cpp's server
         does) and embedded as their text."""
         text = item if isinstance(item, str) else self.detokenize(self.tokenizer.checked(
             item, "input"))
-        vector = knowledge.embed([retrieve.embedding_text(text, self._knowledge_info)])[0]
+        vector = knowledge.embed([retrieve.embedding_text(text, self._knowledge_info)],
+                                 truncate)[0]
         return Embedding(vector, len(self.tokenizer.tokenize(text, add_bos=False)))
 
     def knowledge_info(self) -> dict[str, Any] | None:
@@ -173,13 +175,15 @@ class Engine:
                                    "--knowledge)")
         return self.knowledge.search(query, top_k)
 
-    def _embed(self, item: str | Sequence[int]) -> Embedding:
+    def _embed(self, item: str | Sequence[int], truncate: bool) -> Embedding:
         if self.embedder is None:
             self.embedder = Embedder(self.model, self.threads)
         if isinstance(item, str):
             tokens = self.tokenizer.tokenize(item) if item else []
         else:
             tokens = self.tokenizer.checked(item, "input")
+        if truncate:
+            tokens = tokens[:self.embedder.n_batch]
         return Embedding(self.embedder.embed(tokens), len(tokens))
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:

@@ -27,7 +27,9 @@ class Sampling:
     top_k: int = 40
     min_p: float = 0.05
     repeat_penalty: float = 1.0
-    repeat_last_n: int = 64
+    repeat_last_n: int = 64  # the window of the three penalties (llama.cpp's penalty_last_n)
+    presence_penalty: float = 0.0  # OpenAI's and Ollama's: subtracted once from a seen token
+    frequency_penalty: float = 0.0  # ... and this, times how often it was seen
     seed: int | None = None  # None: a random one
 
 
@@ -228,7 +230,10 @@ class Model(Protocol):
         the request cannot be served (too long, bad schema); closing the iterator stops it."""
         ...
 
-    def embed(self, item: str | Sequence[int]) -> Embedding: ...
+    def embed(self, item: str | Sequence[int], truncate: bool = False) -> Embedding:
+        """truncate: an input longer than the embedder takes is cut to fit (Ollama's
+        default), else it is a 400."""
+        ...
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]: ...
 

@@ -39,6 +39,7 @@ class FakeKnowledge:
         self.passages = passages
         self.queries: list[str] = []
         self.embedded: list[str] = []
+        self.truncated: list[bool] = []
 
     def describe(self) -> dict[str, Any]:
         return {"documents": len({p.document for p in self.passages}),
@@ -55,8 +56,9 @@ class FakeKnowledge:
         ranked.sort(key=lambda t: (-t[0], t[1]))
         return [Hit(p, s) for s, _, p in ranked[:top_k]]
 
-    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+    def embed(self, texts: Sequence[str], truncate: bool = False) -> list[list[float]]:
         self.embedded.extend(texts)
+        self.truncated.append(truncate)
         return [[0.6, 0.8, 0.0] for _ in texts]
 
 
@@ -117,10 +119,10 @@ class FakeEngine:
         finally:
             self.closed += 1
 
-    def embed(self, item: str | Sequence[int]) -> Embedding:
+    def embed(self, item: str | Sequence[int], truncate: bool = False) -> Embedding:
         if self.knowledge is not None and isinstance(item, str):
             text = retrieve.embedding_text(item, self.knowledge.describe())
-            return Embedding(self.knowledge.embed([text])[0], 2)
+            return Embedding(self.knowledge.embed([text], truncate)[0], 2)
         return Embedding([1.0, 0.0], 2)
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:

@@ -50,3 +50,4 @@ def test_a_queued_stream_whose_client_left_never_runs():
         first.join()
         time.sleep(0.3)
         assert [r.prompt for r in engine.requests] == ["a"]
+

@@ -264,3 +264,37 @@ def test_document_text_is_tokenized_as_text_never_as_control_tokens(instruct_ggu
     text = engine.tokenizer.detokenize(tokens)
     assert HOSTILE in text  # the words are all there, as text
     llama_cpp.llama_model_free(model)
+
+
+def test_frequency_and_presence_penalties_change_what_is_sampled(tiny):
+    """OpenAI's and Ollama's penalties were parsed and dropped; now llama.cpp's penalties
+    sampler gets them (greedy: the same answer unless they act)."""
+    dec, tokenizer = tiny
+    prompt = tokenizer.tokenize("the cat sat on the mat")
+
+    def answer(**penalties: float) -> str:
+        events = dec.generate(prompt, Sampling(temperature=0, **penalties), 40, ())
+        return "".join(e for e in events if isinstance(e, str))
+
+    plain = answer()
+    assert answer() == plain
+    assert answer(frequency_penalty=2.0) != plain
+    assert answer(presence_penalty=2.0) != plain
+
+
+def test_embedding_truncate_cuts_a_long_input_instead_of_refusing_it(tiny_gguf):
+    """Ollama's /api/embed truncates by default (truncate: true) and refuses with false."""
+    from runtime.engine import Engine
+    from runtime.errors import RequestError
+
+    cpu.load()
+    llama_cpp.llama_backend_init()
+    model = load_model(str(tiny_gguf), 0)
+    engine = Engine.__new__(Engine)  # the parts embed() uses
+    engine.model, engine.threads, engine.embedder, engine.knowledge = model, 1, None, None
+    engine.tokenizer = Tokenizer(model)
+    engine._embedding = threading.Lock()
+    long = "the cat sat on the mat " * 2000
+    with pytest.raises(RequestError):
+        engine.embed(long)
+    assert len(engine.embed(long, truncate=True).vector) == 64

@@ -472,10 +472,11 @@ class Decoder:
         def add(sampler: llama_cpp.llama_sampler_p) -> None:
             llama_cpp.llama_sampler_chain_add(chain, sampler)
 
-        if s.repeat_penalty != 1.0:
+        if s.repeat_penalty != 1.0 or s.frequency_penalty or s.presence_penalty:
             n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
             add(llama_cpp.llama_sampler_init_penalties(n_vocab, s.repeat_last_n,
-                                                       s.repeat_penalty, 0.0, 0.0))
+                                                       s.repeat_penalty, s.frequency_penalty,
+                                                       s.presence_penalty))
             for token in history[-s.repeat_last_n:]:
                 llama_cpp.llama_sampler_accept(chain, token)
         if s.temperature <= 0:

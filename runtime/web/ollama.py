@@ -235,7 +235,7 @@ def add_routes(app: FastAPI, state: State) -> None:
 
         def run() -> list[Any]:
             clock.begin()
-            return [engine.embed(text) for text in body.inputs()]
+            return [engine.embed(text, body.truncate) for text in body.inputs()]
 
         results = await state.worker.call(run)
         return {"model": name,

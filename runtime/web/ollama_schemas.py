@@ -42,8 +42,8 @@ class Options(Request):
     mirostat_eta: float | None = None
     tfs_z: float | None = None
     typical_p: float | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     penalize_newline: bool | None = None
     numa: bool | None = None
     low_vram: bool | None = None
@@ -65,7 +65,8 @@ class Options(Request):
         return {"max_tokens": None if predict is None else (predict if predict > 0 else -1),
                 "stop": self.stop, "temperature": self.temperature, "top_p": self.top_p,
                 "top_k": self.top_k, "min_p": self.min_p, "repeat_penalty": penalty,
-                "repeat_last_n": last_n,
+                "repeat_last_n": last_n, "presence_penalty": self.presence_penalty,
+                "frequency_penalty": self.frequency_penalty,
                 "seed": None if self.seed is None or self.seed < 0 else self.seed}
 
 
