@@ -128,6 +128,13 @@ class Decoder:
         # fragmented for a chunk, doubled back after each step that fits
         self._piece_buf = ctypes.create_string_buffer(256)
         self._candidates: Candidates | None = None  # made on first use: 1.8 MB for Qwen2.5
+        # While a step reads prompt chunks (seconds on a slow CPU), llama.cpp asks between graph
+        # nodes whether to stop: yes once every sequence in the step is abandoned, so Ctrl-C
+        # or a client leaving stops a long prompt now, not at the end of its chunk. Only for
+        # such steps: a call per node would cost a token step a few percent.
+        self._stepping: list[_Sequence] = []
+        self._abort = llama_cpp.ggml_abort_callback(lambda _: self._abandoned())
+        self._no_abort = llama_cpp.ggml_abort_callback()  # NULL
         threading.Thread(target=self._loop, name="decode", daemon=True).start()
 
     @property
@@ -309,7 +316,16 @@ class Decoder:
                 if not sequence.pending:
                     rows.append((sequence, n - 1))
         batch.n_tokens = n
-        code = llama_cpp.llama_decode(self.ctx, batch)
+        reading = any(len(tokens) > 1 for _, tokens in added)
+        if reading:
+            self._stepping = list(self._active)
+            llama_cpp.llama_set_abort_callback(self.ctx, self._abort, None)
+        try:
+            code = llama_cpp.llama_decode(self.ctx, batch)
+        finally:
+            if reading:
+                llama_cpp.llama_set_abort_callback(self.ctx, self._no_abort, None)
+                self._stepping = []
         if code != 0:
             self._recover(code, added)
             return
@@ -321,6 +337,9 @@ class Decoder:
             if sequence.next_token is None:
                 sequence.prefilled = now
             self._sample(sequence, row)
+
+    def _abandoned(self) -> bool:
+        return all(s.closed or s.cancel.is_set() for s in self._stepping)
 
     def _sample(self, sequence: _Sequence, row: int) -> None:
         sequence.next_token = None
@@ -393,6 +412,8 @@ class Decoder:
             for slot, tokens in added:
                 if sequence.slot is slot and sequence.next_token is None:
                     sequence.pending[:0] = tokens
+        if code == 2:  # aborted (_abandoned): the next step ends every sequence in it
+            return
         if code == 1:
             log.info("no room in the KV cache for a batch of %d tokens (%d of %d cells held "
                      "by %d slots)", sum(len(t) for _, t in added), self.cached_tokens,
