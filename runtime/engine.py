@@ -11,6 +11,7 @@ only reads, and the embedder's context takes one caller at a time.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -25,7 +26,6 @@ from runtime.chat.tools import MARKERS, tool_family
 from runtime.errors import NoKnowledgeError, RequestError
 from runtime.generation import (
     CallStart,
-    ChatMessage,
     Embedding,
     Event,
     Finish,
@@ -88,8 +88,8 @@ class Engine:
 
     def generate(self, request: GenerationRequest) -> Iterator[Event]:
         if self.knowledge is not None and request.knowledge and request.messages is not None:
-            def count(messages: Sequence[ChatMessage]) -> int:  # as the prompt will be, tools too
-                return len(self.prompt(replace(request, messages=tuple(messages))))
+            def count(asked: GenerationRequest) -> int:  # as the prompt will be, tools too
+                return len(self.prompt(asked))
 
             return retrieve.answer(self.knowledge, request, count, self.n_ctx, self._generate)
         return self._generate(request)
@@ -99,7 +99,8 @@ class Engine:
             prompt, grammar = self.prompt(request), self.grammar(request)
         events = self.observe(self.decoder.generate(
             prompt, request.sampling, request.max_tokens, request.stop + self.extra_stops,
-            grammar, self.markers if request.calls_tools else frozenset(), request.logprobs))
+            grammar, self.markers if request.calls_tools else frozenset(), request.logprobs,
+            request.cancel))
         if not request.calls_tools:
             return events
         return _with_calls(events, ToolStream(self.family, request.tools))
@@ -135,11 +136,26 @@ class Engine:
                                  self.tokenizer.bos, max(1, self.n_ctx - answer))
         if request.messages is not None:
             # The template writes the BOS itself (as text, parsed back as the special token).
-            text = render_chat(self.template, self.family, request)
-            return self.tokenizer.tokenize(text, add_bos=False, special=True)
+            return self._chat_tokens(render_chat(self.template, self.family, request),
+                                     request.passages)
         if isinstance(request.prompt, str):
             return self.tokenizer.tokenize(request.prompt)
         return self.tokenizer.checked(request.prompt or (), "prompt")
+
+    def _chat_tokens(self, text: str, passages: Sequence[str]) -> list[int]:
+        """The rendered chat's tokens: the template's text with its control tokens parsed
+        (special), the document passages it quotes as plain text."""
+        quoted = sorted({p for p in passages if p}, key=len, reverse=True)
+        if not quoted:
+            return self.tokenizer.tokenize(text, add_bos=False, special=True)
+        tokens: list[int] = []
+        at = 0
+        for match in re.finditer("|".join(map(re.escape, quoted)), text):
+            tokens += self.tokenizer.tokenize(text[at:match.start()], add_bos=False,
+                                              special=True)
+            tokens += self.tokenizer.tokenize(match.group(), add_bos=False, special=False)
+            at = match.end()
+        return tokens + self.tokenizer.tokenize(text[at:], add_bos=False, special=True)
 
     def _marker_tokens(self, markers: Sequence[str]) -> frozenset[int]:
         """The ids of markers that are single tokens: a control token's text is hidden unless
@@ -147,19 +163,21 @@ class Engine:
         ids = [self.tokenizer.tokenize(m, add_bos=False, special=True) for m in markers]
         return frozenset(t[0] for t in ids if len(t) == 1)
 
-    def embed(self, item: str | Sequence[int]) -> Embedding:
+    def embed(self, item: str | Sequence[int], truncate: bool = False) -> Embedding:
         if self.knowledge is not None:
-            return self._embed_with(self.knowledge, item)
+            return self._embed_with(self.knowledge, item, truncate)
         with self._embedding:
-            return self._embed(item)
+            return self._embed(item, truncate)
 
-    def _embed_with(self, knowledge: Knowledge, item: str | Sequence[int]) -> Embedding:
+    def _embed_with(self, knowledge: Knowledge, item: str | Sequence[int],
+                    truncate: bool) -> Embedding:
         """The bundled embedder's vector: the one the documents were indexed with, multilingual,
         unlike the chat model's. Token ids are read as the chat model's (as llama.cpp's server
         does) and embedded as their text."""
         text = item if isinstance(item, str) else self.detokenize(self.tokenizer.checked(
             item, "input"))
-        vector = knowledge.embed([retrieve.embedding_text(text, self._knowledge_info)])[0]
+        vector = knowledge.embed([retrieve.embedding_text(text, self._knowledge_info)],
+                                 truncate)[0]
         return Embedding(vector, len(self.tokenizer.tokenize(text, add_bos=False)))
 
     def knowledge_info(self) -> dict[str, Any] | None:
@@ -171,13 +189,15 @@ class Engine:
                                    "--knowledge)")
         return self.knowledge.search(query, top_k)
 
-    def _embed(self, item: str | Sequence[int]) -> Embedding:
+    def _embed(self, item: str | Sequence[int], truncate: bool) -> Embedding:
         if self.embedder is None:
             self.embedder = Embedder(self.model, self.threads)
         if isinstance(item, str):
             tokens = self.tokenizer.tokenize(item) if item else []
         else:
             tokens = self.tokenizer.checked(item, "input")
+        if truncate:
+            tokens = tokens[:self.embedder.n_batch]
         return Embedding(self.embedder.embed(tokens), len(tokens))
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
@@ -193,22 +213,17 @@ def _with_calls(events: Iterator[Event], parser: ToolStream) -> Iterator[Event]:
     """The decoder's text parsed into content and tool calls; the markup never shows. An answer
     that ends in calls ends with reason "tool_calls"."""
     called = False
-    try:
-        for event in events:
-            if isinstance(event, str):
-                parsed = parser.feed(event)
-            elif isinstance(event, Finish):
-                parsed = parser.finish()
-            else:  # the decoder yields only text and its Finish
-                continue
-            for item in parsed:
-                called = called or isinstance(item, CallStart)
-                yield item.text if isinstance(item, Content) else item
-            if isinstance(event, Finish):
-                yield replace(event, reason="tool_calls") if called and event.reason == "stop" \
-                    else event
-                return
-    finally:
-        close = getattr(events, "close", None)
-        if close is not None:
-            close()  # the decoder's sequence ends now, not when collected
+    for event in events:
+        if isinstance(event, str):
+            parsed = parser.feed(event)
+        elif isinstance(event, Finish):
+            parsed = parser.finish()
+        else:  # the decoder yields only text and its Finish
+            continue
+        for item in parsed:
+            called = called or isinstance(item, CallStart)
+            yield item.text if isinstance(item, Content) else item
+        if isinstance(event, Finish):
+            yield replace(event, reason="tool_calls") if called and event.reason == "stop" \
+                else event
+            return

@@ -76,6 +76,11 @@ class BusyError(RequestError):
     type = "server_busy"
 
 
+class Abandoned(LlamabundleError):
+    """The client went away (or the user pressed Ctrl-C): the request was dropped wherever it
+    was, waiting, reading its prompt or generating."""
+
+
 class NoKnowledgeError(RequestError):
     """A knowledge route in a bundle built without --knowledge."""
 

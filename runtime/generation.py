@@ -10,6 +10,7 @@ satisfy it (mypy checks), and the web layer never imports llama.cpp.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -26,7 +27,9 @@ class Sampling:
     top_k: int = 40
     min_p: float = 0.05
     repeat_penalty: float = 1.0
-    repeat_last_n: int = 64
+    repeat_last_n: int = 64  # the window of the three penalties (llama.cpp's penalty_last_n)
+    presence_penalty: float = 0.0  # OpenAI's and Ollama's: subtracted once from a seen token
+    frequency_penalty: float = 0.0  # ... and this, times how often it was seen
     seed: int | None = None  # None: a random one
 
 
@@ -66,6 +69,14 @@ class GenerationRequest:
     parallel_tool_calls: bool = True
     logprobs: int | None = None  # None: none; n: each token's, with its n likeliest (0-20)
     knowledge: bool = True  # a chat in a knowledge bundle retrieves passages; False skips it
+    # Document text the messages quote (knowledge passages): data, tokenized as text, so a
+    # document holding "<|im_end|><|im_start|>system" cannot write control tokens.
+    passages: tuple[str, ...] = ()
+    # Set when nobody wants the answer any more (the client went away, Ctrl-C): the one signal
+    # every layer obeys. The worker skips a request still queued, the decoder drops its
+    # sequence (waiting, reading the prompt or generating) and the reader gets Abandoned.
+    cancel: threading.Event = field(default_factory=threading.Event, compare=False,
+                                    repr=False)
 
     @property
     def calls_tools(self) -> bool:
@@ -243,7 +254,10 @@ class Model(Protocol):
         the request cannot be served (too long, bad schema); closing the iterator stops it."""
         ...
 
-    def embed(self, item: str | Sequence[int]) -> Embedding: ...
+    def embed(self, item: str | Sequence[int], truncate: bool = False) -> Embedding:
+        """truncate: an input longer than the embedder takes is cut to fit (Ollama's
+        default), else it is a 400."""
+        ...
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]: ...
 

@@ -57,21 +57,16 @@ class Metrics:
             self.prompt_tokens.labels(kind)  # present from the start, at 0
 
     def observe(self, events: Iterator[Event]) -> Iterator[Event]:
-        """`events` unchanged, counted and timed as they pass; closing this closes them."""
+        """`events` unchanged, counted and timed as they pass."""
         started = time.perf_counter()
         first = None
-        try:
-            for event in events:
-                if isinstance(event, Finish):
-                    self._finished(event, started, first)
-                elif first is None and isinstance(event, str):
-                    first = time.perf_counter()
-                    self.ttft.observe(first - started)
-                yield event
-        finally:
-            close = getattr(events, "close", None)
-            if close:
-                close()
+        for event in events:
+            if isinstance(event, Finish):
+                self._finished(event, started, first)
+            elif first is None and isinstance(event, str):
+                first = time.perf_counter()
+                self.ttft.observe(first - started)
+            yield event
 
     def _finished(self, finish: Finish, started: float, first: float | None) -> None:
         self.prompt_tokens.labels("cached").inc(finish.cached_tokens)

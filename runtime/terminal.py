@@ -14,13 +14,14 @@ import logging
 import signal
 import sys
 import termios
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
 from runtime.artifact.manifest import Manifest
-from runtime.errors import ContextOverflowError, RequestError
+from runtime.errors import Abandoned, ContextOverflowError, RequestError
 from runtime.generation import ChatMessage, Defaults, Finish, Model, Sources
 from runtime.knowledge.retrieve import cited_list
 from runtime.load import load_engine
@@ -123,15 +124,15 @@ class Chat:
         return turn
 
     def stream(self) -> Turn:
-        """Writes the answer as it comes; Ctrl-C (SIGINT) stops it at the next piece."""
+        """Writes the answer as it comes; Ctrl-C (SIGINT) stops it within a decoder step, even
+        while a long prompt is being read (no piece has come yet)."""
         messages = ([ChatMessage("system", self.system)] if self.system else []) + self.history
-        events = self.model.generate(self.defaults.request(messages=messages))
+        request = self.defaults.request(messages=messages)
         turn, parts = Turn(), []
-        with _interruptible() as interrupted:
+        with _interruptible(request.cancel):
             try:
-                for event in events:
-                    if interrupted.is_set:
-                        turn.interrupted = True
+                for event in self.model.generate(request):
+                    if request.cancel.is_set():
                         break
                     if isinstance(event, str):
                         parts.append(event)
@@ -141,10 +142,11 @@ class Chat:
                         turn.finish = event
                     else:
                         turn.extras.append(event)
+            except Abandoned:
+                pass  # Ctrl-C while the prompt was read, or between two pieces
             finally:
-                close = getattr(events, "close", None)
-                if close:
-                    close()  # stops the decoding loop and frees its sampler
+                request.cancel.set()  # whatever ended it: the decoder drops the sequence
+            turn.interrupted = turn.finish is None
         turn.text = "".join(parts)
         self.out.write("\n")
         return turn
@@ -179,22 +181,19 @@ def _stats(finish: Finish) -> str:
             f"{finish.completion_tokens} generated in {seconds:.2f} s{speed})")
 
 
-class _Flag:
-    is_set = False
-
-
 class _interruptible:
-    """While an answer is written, Ctrl-C sets a flag instead of raising KeyboardInterrupt
-    somewhere inside the decoding loop; the loop stops cleanly at the next piece."""
+    """While an answer is written, Ctrl-C sets the request's cancel signal instead of raising
+    KeyboardInterrupt somewhere inside the decoding loop: the decoder drops the sequence at its
+    next step and the reader gets Abandoned."""
 
-    def __enter__(self) -> _Flag:
-        self.flag = _Flag()
+    def __init__(self, cancel: threading.Event):
+        self.cancel = cancel
 
+    def __enter__(self) -> None:
         def handler(sig: int, frame: FrameType | None) -> None:
-            self.flag.is_set = True
+            self.cancel.set()
 
         self.previous = signal.signal(signal.SIGINT, handler)
-        return self.flag
 
     def __exit__(self, *exc: object) -> None:
         signal.signal(signal.SIGINT, self.previous)

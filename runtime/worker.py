@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from runtime.errors import BusyError
+from runtime.errors import Abandoned, BusyError
 
 if TYPE_CHECKING:
     from runtime.metrics import Metrics  # imported by the web app, off the launch path
@@ -41,11 +41,15 @@ class Worker:
         self.metrics = metrics
         metrics.queue_depth.set_function(lambda: max(0, self._pending - self._running))
 
-    def _timed(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """fn, counted as busy while it runs, its wait in the queue observed."""
+    def _timed(self, fn: Callable[..., Any],
+               cancel: threading.Event | None = None) -> Callable[..., Any]:
+        """fn, counted as busy while it runs, its wait in the queue observed; not run at all
+        when `cancel` was set while it waited (its client went away)."""
         admitted = time.perf_counter()
 
         def run(*args: Any) -> Any:
+            if cancel is not None and cancel.is_set():
+                raise Abandoned("the request was abandoned before it started")
             with self._lock:
                 self._running += 1
             if self.metrics:
@@ -67,29 +71,34 @@ class Worker:
                             "try again shortly")
         self._pending += 1
 
-    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Runs fn(*args) on a model thread, in arrival order."""
+    async def call(self, fn: Callable[..., Any], *args: Any,
+                   cancel: threading.Event | None = None) -> Any:
+        """Runs fn(*args) on a model thread, in arrival order (skipped if `cancel` is set by
+        then)."""
         self._admit()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor,
-                                                                    self._timed(fn), *args)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._timed(fn, cancel), *args)
         finally:
             self._pending -= 1
 
-    async def stream(self, make: Callable[[], Iterator[Any]]) -> AsyncIterator[Any]:
+    async def stream(self, make: Callable[[], Iterator[Any]],
+                     cancel: threading.Event | None = None) -> AsyncIterator[Any]:
         """Yields the items of make() as the model thread produces them.
 
         When the consumer stops (the client disconnected, so the response task was cancelled),
-        the producer notices before the next item and closes the iterator: generation stops
-        within one token.
+        `cancel` is set: the request's own signal (GenerationRequest.cancel), which the decoder
+        obeys within a step; the producer stops at the next item.
         """
         self._admit()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        cancelled = threading.Event()
+        cancelled = cancel if cancel is not None else threading.Event()
 
         def produce() -> None:
             try:
+                if cancelled.is_set():  # gone while it waited for a model thread
+                    raise Abandoned("the request was abandoned before it started")
                 items = make()
                 try:
                     for item in items:

@@ -16,7 +16,7 @@ from typing import Any
 import uvicorn
 
 from runtime.artifact.manifest import Manifest, Section
-from runtime.errors import NoKnowledgeError
+from runtime.errors import Abandoned, NoKnowledgeError
 from runtime.generation import ChatMessage, Embedding, Event, Finish, GenerationRequest, Model
 from runtime.knowledge import retrieve
 from runtime.knowledge.passage import Hit, Knowledge, Passage
@@ -39,6 +39,7 @@ class FakeKnowledge:
         self.passages = passages
         self.queries: list[str] = []
         self.embedded: list[str] = []
+        self.truncated: list[bool] = []
 
     def describe(self) -> dict[str, Any]:
         return {"documents": len({p.document for p in self.passages}),
@@ -55,8 +56,9 @@ class FakeKnowledge:
         ranked.sort(key=lambda t: (-t[0], t[1]))
         return [Hit(p, s) for s, _, p in ranked[:top_k]]
 
-    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+    def embed(self, texts: Sequence[str], truncate: bool = False) -> list[list[float]]:
         self.embedded.extend(texts)
+        self.truncated.append(truncate)
         return [[0.6, 0.8, 0.0] for _ in texts]
 
 
@@ -85,7 +87,8 @@ class FakeEngine:
 
     def generate(self, request: GenerationRequest) -> Iterator[Event]:
         if self.knowledge is not None and request.knowledge and request.messages is not None:
-            return retrieve.answer(self.knowledge, request, chat_length, self.n_ctx,
+            return retrieve.answer(self.knowledge, request,
+                                   lambda asked: chat_length(asked.messages or ()), self.n_ctx,
                                    self._generate)
         return self._generate(request)
 
@@ -114,16 +117,18 @@ class FakeEngine:
         try:
             for i in range(n):
                 time.sleep(self.delay)
+                if request.cancel.is_set():  # as the decoder: dropped within a step
+                    raise Abandoned("the request was abandoned")
                 self.produced += 1
                 yield f"w{i} "
             yield Finish("length", 3, n, 0)
         finally:
             self.closed += 1
 
-    def embed(self, item: str | Sequence[int]) -> Embedding:
+    def embed(self, item: str | Sequence[int], truncate: bool = False) -> Embedding:
         if self.knowledge is not None and isinstance(item, str):
             text = retrieve.embedding_text(item, self.knowledge.describe())
-            return Embedding(self.knowledge.embed([text])[0], 2)
+            return Embedding(self.knowledge.embed([text], truncate)[0], 2)
         return Embedding([1.0, 0.0], 2)
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:

@@ -93,6 +93,28 @@ def test_older_turns_go_after_every_passage_but_never_the_question_or_the_last_e
     assert [m.role for m in g.messages[1:]] == ["user", "assistant"] * 2 + ["user"]
 
 
+def test_a_history_of_thousands_of_messages_is_fitted_in_few_counts():
+    """Each count renders and tokenizes the whole chat: dropping a turn at a time made 8,000
+    messages cost thousands of counts (77 s with the real tokenizer). Bisected: a few dozen,
+    and the same messages as dropping one turn at a time would keep."""
+    contents = [f"message {i} " + " ".join(["old"] * 10) for i in range(7999)] + ["and now?"]
+    messages = chat(*contents)
+    calls = []
+
+    def counting(ms):
+        calls.append(len(ms))
+        return chat_length(ms)
+
+    budget = chat_length(messages) // 3
+    g = ground(messages, hits(2), counting, budget)
+    assert len(calls) < 40, len(calls)
+    assert chat_length(g.messages) <= budget
+    kept = g.messages[1:]
+    assert kept[0].role == "user" and g.usage.turns_left_out == 8000 - len(kept)
+    one_more = [*g.messages[:1], *messages[len(messages) - len(kept) - 2:]]
+    assert chat_length(one_more) > budget  # the turn before it would not have fitted
+
+
 def test_question_too_long_for_any_budget_is_kept_whole():
     question = " ".join(["why"] * 300)
     g = ground(chat(question), hits(2), chat_length, budget=100)

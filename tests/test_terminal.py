@@ -8,6 +8,8 @@ import os
 import re
 import signal
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -15,7 +17,7 @@ import pytest
 from fake import FakeEngine
 from tmux import Terminal
 
-from runtime.errors import ContextOverflowError
+from runtime.errors import Abandoned, ContextOverflowError
 from runtime.generation import Defaults, Event, GenerationRequest, Sampling
 from runtime.terminal import HELP, Chat, piped_lines
 
@@ -104,6 +106,31 @@ def test_ctrl_c_stops_the_answer_at_the_next_piece_and_keeps_the_chat():
     assert not chat.interrupted
     messages = engine.requests[-1].messages
     assert messages is not None and messages[-2].content == "w0 w1 "  # what the user saw
+
+
+def test_ctrl_c_stops_a_long_prompt_evaluation_before_the_first_piece():
+    """No piece comes while a long prompt is read, so a flag checked at each piece was never
+    looked at: Ctrl-C sets the request's cancel signal, which the decoder obeys within a step
+    (this engine reads its "prompt" for 5 s, obeying it as the decoder does)."""
+    class SlowPrompt(FakeEngine):
+        def _words(self, request: GenerationRequest) -> Iterator[Event]:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                if request.cancel.is_set():
+                    raise Abandoned("the request was abandoned")
+                time.sleep(0.01)
+            yield from super()._words(request)
+
+    engine = SlowPrompt(delay=0.01)
+    chat, out = chat_with(engine)
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    started = time.monotonic()
+    turn = chat.ask("a question after a long document")
+    assert time.monotonic() - started < 2
+    assert turn.interrupted and turn.text == "" and engine.produced == 0
+    assert out.getvalue() == "\n(stopped)\n"
+    chat.handle("go on")  # the chat goes on
+    assert not chat.interrupted
 
 
 def test_a_conversation_too_long_for_the_context_forgets_its_oldest_exchange():
@@ -258,6 +285,26 @@ def test_a_real_instruct_model_answers_in_english_and_chinese_and_stops_on_ctrl_
     t.type("What is the capital of Germany? Answer with one word.")
     t.send("Enter")
     t.wait_for(r"(?m)^Berlin", timeout=120)  # the chat went on
+    leave_with_ctrl_d(t)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_long_prompt_evaluation_in_a_real_terminal(demo_artifact, terminal,
+                                                                   monkeypatch):
+    """The demo model reads a system prompt of some 5,500 tokens for many seconds before its
+    first piece; Ctrl-C stops it within a decoder step (a 512-token chunk), not after."""
+    system = " ".join(f"Rule {i}: answer politely and keep to the point." for i in range(400))
+    monkeypatch.setenv("LLAMABUNDLE_SYSTEM_PROMPT", system)  # too long for tmux's command line
+    t = terminal([str(demo_artifact), "--chat", "-c", "8192"])
+    t.wait_for(READY, timeout=120)
+    t.type("Summarise the rules.")
+    t.send("Enter")
+    time.sleep(1.5)  # well inside the prompt's evaluation
+    assert "(stopped)" not in t.screen()
+    sent = time.monotonic()
+    t.send("C-c")
+    t.wait_for(r"\(stopped\)", timeout=60)
+    assert time.monotonic() - sent < 4, time.monotonic() - sent
     leave_with_ctrl_d(t)
 
 

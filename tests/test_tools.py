@@ -28,6 +28,7 @@ from runtime.chat.tools import (
 from runtime.errors import RequestError
 from runtime.llama import cpu
 from runtime.llama.bindings import llama_cpp
+from runtime.llama.lazy import LazyGrammar
 from runtime.llama.tool_grammar import tool_grammar
 
 TEMPLATES = Path(__file__).parent / "data" / "chat_templates"
@@ -292,37 +293,48 @@ def vocab(tmp_path_factory: pytest.TempPathFactory):
 
 
 def sampler(vocab, grammar):
-    if not grammar.lazy:
-        return llama_cpp.llama_sampler_init_grammar(vocab, grammar.gbnf.encode(), b"root")
-    patterns = (ctypes.c_char_p * len(grammar.trigger_patterns))(
-        *[p.encode() for p in grammar.trigger_patterns])
-    return llama_cpp.llama_sampler_init_grammar_lazy_patterns(
-        vocab, grammar.gbnf.encode(), b"root", patterns, len(patterns), None, 0)
+    return llama_cpp.llama_sampler_init_grammar(vocab, grammar.gbnf.encode(), b"root")
 
 
 SPACE_PREFIX = 259  # tiny_model's "\u2581" piece
 
 
+def piece(vocab, token: int) -> bytes:
+    buf = ctypes.create_string_buffer(64)
+    n = llama_cpp.llama_token_to_piece(vocab, token, buf, len(buf), 0, True)
+    return buf.raw[:n]
+
+
 def admits(vocab, grammar, text: str) -> bool:
-    """Whether the grammar lets the model write `text` (token by token) and then stop."""
-    smpl = sampler(vocab, grammar)
-    assert smpl
+    """Whether the grammar lets the model write `text` (token by token) and then stop: a lazy
+    one as the decoder drives it (LazyGrammar watches for the trigger)."""
+    lazy = LazyGrammar(vocab, grammar) if grammar.lazy else None
+    smpl = None if lazy else sampler(vocab, grammar)
     data = text.encode()
     tokens = (llama_cpp.llama_token * (len(data) + 8))()
     n = llama_cpp.llama_tokenize(vocab, data, len(data), tokens, len(tokens), False, False)
     first = 1 if n and tokens[0] == SPACE_PREFIX else 0  # SentencePiece prefixes a space
     try:
         for token in [*tokens[first:n], llama_cpp.llama_vocab_eos(vocab)]:
-            candidate = llama_cpp.llama_token_data(token, 0.0, 0.0)
-            array = llama_cpp.llama_token_data_array(ctypes.pointer(candidate), 1, -1, False)
-            llama_cpp.llama_sampler_apply(smpl, ctypes.byref(array))
-            if candidate.logit == float("-inf"):
-                return False
-            if token != llama_cpp.llama_vocab_eos(vocab):
+            if smpl is not None:
+                candidate = llama_cpp.llama_token_data(token, 0.0, 0.0)
+                array = llama_cpp.llama_token_data_array(ctypes.pointer(candidate), 1, -1,
+                                                         False)
+                llama_cpp.llama_sampler_apply(smpl, ctypes.byref(array))
+                if candidate.logit == float("-inf"):
+                    return False
+            if token == llama_cpp.llama_vocab_eos(vocab):
+                continue
+            if smpl is not None:
                 llama_cpp.llama_sampler_accept(smpl, token)
+            else:
+                assert lazy is not None
+                lazy.accept(token, piece(vocab, token))
+                smpl = lazy.sampler
         return True
     finally:
-        llama_cpp.llama_sampler_free(smpl)
+        if smpl is not None:
+            llama_cpp.llama_sampler_free(smpl)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -333,9 +345,12 @@ def test_every_grammar_compiles_in_llama_cpp(vocab, family, choice, parallel):
     assert grammar is not None and grammar.lazy == (choice == "auto")
     for pattern in grammar.trigger_patterns:
         re.compile(pattern)
-    smpl = sampler(vocab, grammar)
-    assert smpl
-    llama_cpp.llama_sampler_free(smpl)
+    if grammar.lazy:
+        LazyGrammar(vocab, grammar)  # compiles it with its patterns, or raises
+    else:
+        smpl = sampler(vocab, grammar)
+        assert smpl
+        llama_cpp.llama_sampler_free(smpl)
 
 
 EXACT = {
@@ -370,6 +385,18 @@ def test_auto_grammar_leaves_prose_free_and_constrains_from_the_marker(vocab):
     assert admits(vocab, grammar, "Let me check. " + EXACT["hermes"])
     assert not admits(vocab, grammar, "Let me check. " + EXACT["hermes"].replace(
         "get_weather", "get_wether"))
+    long = "the cat sat on the mat and then slept. " * 40  # far past lazy.WINDOW
+    assert admits(vocab, grammar, long + EXACT["hermes"])
+    assert not admits(vocab, grammar, long + EXACT["hermes"].replace("get_weather", "get_wether"))
+
+
+@pytest.mark.parametrize("family", ["mistral", "generic"])
+def test_auto_grammar_triggers_on_a_bare_call_only_at_the_start(vocab, family):
+    grammar = tool_grammar(TOOLS, family, "auto", parallel=False)
+    bad = EXACT["generic"].replace("get_weather", "get_wether")
+    assert admits(vocab, grammar, EXACT["generic"])
+    assert not admits(vocab, grammar, "  " + bad)
+    assert admits(vocab, grammar, "the cat sat on the mat. " * 20 + bad)  # prose, not a call
 
 
 def test_choice_none_and_unknown_names():

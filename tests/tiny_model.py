@@ -13,7 +13,7 @@ WORDS = ["hello", "world", "the", "cat", "sat", "on", "mat", "a", "dog", "ran", 
          "and", "then", "slept", "is", "good", "yes", "no", "maybe", "sun", "moon"]
 
 
-def vocab() -> tuple[list[bytes], list[float], list[int]]:
+def vocab(long_pieces: int = 0) -> tuple[list[bytes], list[float], list[int]]:
     tokens = [b"<unk>", b"<s>", b"</s>"]
     types = [TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL]
     for b in range(256):
@@ -25,6 +25,9 @@ def vocab() -> tuple[list[bytes], list[float], list[int]]:
         for end in range(2, len(word) + 2):
             if ("\u2581" + word)[:end] not in pieces:
                 pieces.append(("\u2581" + word)[:end])
+    # pieces of 500 characters: a model that writes tens of thousands of characters in a few
+    # hundred tokens (what a long answer does to code that keeps the answer's text)
+    pieces += [f"\u2581{i:03d}" + "x" * 496 for i in range(long_pieces)]
     for piece in pieces:
         tokens.append(piece.encode())
         types.append(TokenType.NORMAL)
@@ -34,9 +37,9 @@ def vocab() -> tuple[list[bytes], list[float], list[int]]:
 
 
 def make_tiny_gguf(path: Path, *, name: str = "Tiny Test", chat_template: str | None = None,
-                   seed: int = 0) -> Path:
+                   seed: int = 0, long_pieces: int = 0) -> Path:
     rng = np.random.default_rng(seed)
-    tokens, scores, types = vocab()
+    tokens, scores, types = vocab(long_pieces)
     writer = GGUFWriter(str(path), "llama")
     writer.add_name(name)
     writer.add_context_length(N_CTX)

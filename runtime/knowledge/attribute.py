@@ -153,23 +153,18 @@ def attributed(events: Iterator[Event], question: str, hits: Sequence[Hit]) -> I
     """`events` with citations added to the supported sentences of its text (tool calls and
     the Finish pass through unchanged, after the text before them)."""
     attributor = Attributor(question, hits)
-    try:
-        for event in events:
-            if isinstance(event, str):
-                text = attributor.feed(event)
-                if text:
-                    yield text
-                continue
-            rest = attributor.finish()  # the text ends here (a tool call, or the end)
-            if rest:
-                yield rest
-            if isinstance(event, Finish):
-                for sentence, found in attributor.added:
-                    log.info("knowledge: cited [%d], which holds %d of the %d terms of a "
-                             "sentence the model did not cite it for: %.80s", found.number,
-                             found.found, found.claim, sentence)
-            yield event
-    finally:
-        close = getattr(events, "close", None)
-        if close:
-            close()  # the client went away: stop the decoder too
+    for event in events:
+        if isinstance(event, str):
+            text = attributor.feed(event)
+            if text:
+                yield text
+            continue
+        rest = attributor.finish()  # the text ends here (a tool call, or the end)
+        if rest:
+            yield rest
+        if isinstance(event, Finish):
+            for sentence, found in attributor.added:
+                log.info("knowledge: cited [%d], which holds %d of the %d terms of a "
+                         "sentence the model did not cite it for: %.80s", found.number,
+                         found.found, found.claim, sentence)
+        yield event

@@ -49,12 +49,12 @@ class BundledKnowledge:
         with self._lock:
             return self.index.search(query, self.embedder.embed(tokens), top_k)
 
-    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+    def embed(self, texts: Sequence[str], truncate: bool = False) -> list[list[float]]:
         sequences = []
         for text in texts:
             if not text.strip():
                 raise RequestError("cannot embed an empty input", param="input")
-            sequences.append(self._tokens(text.strip(), truncate=False))
+            sequences.append(self._tokens(text.strip(), truncate))
         with self._lock:
             return self.embedder.embed_many(sequences)
 

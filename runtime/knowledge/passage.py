@@ -45,6 +45,7 @@ class Knowledge(Protocol):
         documents do not cover the question."""
         ...
 
-    def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        """The bundled embedder's vectors (pooled, L2-normalised), for /v1/embeddings."""
+    def embed(self, texts: Sequence[str], truncate: bool = False) -> list[list[float]]:
+        """The bundled embedder's vectors (pooled, L2-normalised), for /v1/embeddings; a text
+        longer than the embedder takes is cut (truncate) or refused."""
         ...

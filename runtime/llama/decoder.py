@@ -9,12 +9,16 @@ step, beside the others' tokens, instead of stalling them for its whole length.
 
 The KV cache is unified: every sequence may use the whole context, and they share its cells.
 A single user keeps the full context (per-sequence slices would give each 1/N of it); several
-users share it: a request starts only when the cache holds it beside the running ones even if
-each writes its whole answer (else it waits its turn), and if the cache still runs out, idle
-sequences' caches go first, then the newest request gets a clear 503. Each slot keeps its
-tokens between requests; a request goes to the idle slot whose conversation it continues (else
-the least recently used one), so interleaved conversations each keep their KV and turn 8 only
-evaluates the new messages.
+users share it: a request starts when the cache has room for its prompt and a little of its
+answer beside what the running ones hold now (not what they might write: max_tokens is a
+ceiling, rarely reached, and Ollama's -1 is the whole context), else it waits its turn. If the
+cache does run out, idle sequences' caches go first, then a request still reading its prompt
+goes back to the queue (nobody has seen a token of it), and last the sequence holding the most
+cells ends with finish_reason "length", as it would at the end of a context of its own (as
+llama-server's slots do). No running answer ever ends in an error for want of room. Each slot
+keeps its tokens between requests; a request goes to the idle slot whose conversation it
+continues (else the least recently used one), so interleaved conversations each keep their KV
+and turn 8 only evaluates the new messages.
 
 Why not `Llama.create_completion`: per token it re-detokenizes the whole answer, scans numpy
 arrays and runs Python stop bookkeeping, and it decodes one sequence. Here each token costs one
@@ -33,10 +37,16 @@ import time
 from collections.abc import Iterator, Set
 from dataclasses import dataclass, field
 
-from runtime.errors import BusyError, ContextOverflowError, LlamabundleError, RequestError
+from runtime.errors import (
+    Abandoned,
+    ContextOverflowError,
+    LlamabundleError,
+    RequestError,
+)
 from runtime.generation import Event, Finish, Sampling, TokenLogprob
 from runtime.llama.bindings import llama_cpp
 from runtime.llama.candidates import Candidates, LogprobReader, sample_checked
+from runtime.llama.lazy import LazyGrammar
 from runtime.llama.tool_grammar import ToolGrammar
 from runtime.stops import StopScanner
 
@@ -59,10 +69,12 @@ class _Sequence:
     stops: tuple[str, ...]
     out: queue.SimpleQueue[Event | BaseException] = field(default_factory=queue.SimpleQueue)
     constraint: llama_cpp.llama_sampler_p | None = None  # its grammar, checked on each pick
+    lazy: LazyGrammar | None = None  # a tool grammar waiting for its trigger (then constraint)
     visible: Set[int] = frozenset()  # control tokens whose text is shown (tool markers)
     reader: LogprobReader | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)
-    cancelled: bool = False  # set by the caller when it stops reading
+    cancel: threading.Event = field(default_factory=threading.Event)  # the request's
+    closed: bool = False  # its reader stopped reading
     # the decode thread's own
     slot: _Slot | None = None
     pending: list[int] = field(default_factory=list)  # prompt tokens still to evaluate
@@ -90,6 +102,9 @@ class _Slot:
 # chat template rendered, its prompt tokenized on another thread), so that prompts sent
 # together are read in one llama_decode: otherwise the second waits out the first's.
 GATHER_S = 0.025
+# Cells a request needs beyond its prompt to be started beside others: room for its first
+# tokens. More is found as it goes (or it is stopped, see _recover).
+RESERVE = 64
 
 
 class Decoder:
@@ -113,6 +128,13 @@ class Decoder:
         # fragmented for a chunk, doubled back after each step that fits
         self._piece_buf = ctypes.create_string_buffer(256)
         self._candidates: Candidates | None = None  # made on first use: 1.8 MB for Qwen2.5
+        # While a step reads prompt chunks (seconds on a slow CPU), llama.cpp asks between graph
+        # nodes whether to stop: yes once every sequence in the step is abandoned, so Ctrl-C
+        # or a client leaving stops a long prompt now, not at the end of its chunk. Only for
+        # such steps: a call per node would cost a token step a few percent.
+        self._stepping: list[_Sequence] = []
+        self._abort = llama_cpp.ggml_abort_callback(lambda _: self._abandoned())
+        self._no_abort = llama_cpp.ggml_abort_callback()  # NULL
         threading.Thread(target=self._loop, name="decode", daemon=True).start()
 
     @property
@@ -134,8 +156,8 @@ class Decoder:
 
     def generate(self, prompt: list[int], sampling: Sampling, max_tokens: int,
                  stops: tuple[str, ...], grammar: str | ToolGrammar | None = None,
-                 visible: Set[int] = frozenset(),
-                 logprobs: int | None = None) -> Iterator[Event]:
+                 visible: Set[int] = frozenset(), logprobs: int | None = None,
+                 cancel: threading.Event | None = None) -> Iterator[Event]:
         """Text pieces as they are decoded, then one Finish; closing the iterator stops it
         within a step. Any thread may call it.
 
@@ -144,7 +166,11 @@ class Decoder:
         cannot fit raises here, before anything is generated. grammar: GBNF text, or a tool
         grammar (lazy ones wait for their trigger). visible: control tokens whose text is
         shown (tool-call markers such as [TOOL_CALLS], which the parser must see). logprobs:
-        each token's log-probability, with that many alternatives, in the Finish."""
+        each token's log-probability, with that many alternatives, in the Finish. cancel: set
+        from any thread, the sequence ends within a step (waiting, reading its prompt or
+        generating) and the iterator raises Abandoned."""
+        if cancel is not None and cancel.is_set():
+            raise Abandoned("the request was abandoned")
         if not prompt:
             raise RequestError("the prompt is empty", param="prompt")
         if len(prompt) >= self.n_ctx:
@@ -154,9 +180,13 @@ class Decoder:
         budget = self.n_ctx - len(prompt)
         if max_tokens >= 0:
             budget = min(budget, max_tokens)
-        constraint = self._constraint(grammar) if grammar else None
+        lazy = LazyGrammar(self.vocab, grammar) \
+            if isinstance(grammar, ToolGrammar) and grammar.lazy else None
+        constraint = self._constraint(grammar) if grammar and lazy is None else None
         sequence = _Sequence(list(prompt), self._sampler(sampling, prompt), budget, stops,
-                             constraint=constraint, visible=visible)
+                             constraint=constraint, lazy=lazy, visible=visible)
+        if cancel is not None:
+            sequence.cancel = cancel
         if logprobs is not None:
             sequence.reader = LogprobReader(logprobs, self._piece)
         self._inbox.put(sequence)
@@ -173,7 +203,7 @@ class Decoder:
                 if isinstance(item, Finish):
                     return
         finally:
-            sequence.cancelled = True  # after a Finish, a no-op: the sequence is gone
+            sequence.closed = True  # after a Finish, a no-op: the sequence is gone
 
     # ---- the decode thread
 
@@ -182,9 +212,9 @@ class Decoder:
             try:
                 self._step()
             except Exception as e:  # never let the thread die: every waiter would hang
-                log.exception("decode step failed")
+                log.exception("decode step failed")  # the why is for the log, not the client
                 self._fail_all(e if isinstance(e, LlamabundleError)
-                               else DecodeError(f"generation failed: {e}"))
+                               else DecodeError("generation failed; the server's log says why"))
 
     def _step(self) -> None:
         if not self._active and not self._waiting:
@@ -196,8 +226,9 @@ class Decoder:
                 break
         if self._preparing and not any(s.next_token is not None for s in self._active):
             self._gather()
-        for sequence in [s for s in self._waiting + self._active if s.cancelled]:
-            self._end(sequence, None)
+        for sequence in self._waiting + self._active:
+            if sequence.closed or sequence.cancel.is_set():
+                self._end(sequence, None, Abandoned("the request was abandoned"))
         while self._waiting and self._fits(self._waiting[0]) and \
                 (slot := self._free_slot(self._waiting[0])) is not None:
             self._start(self._waiting.pop(0), slot)
@@ -215,13 +246,15 @@ class Decoder:
                 return
 
     def _fits(self, sequence: _Sequence) -> bool:
-        """Whether the shared cache holds this request beside the running ones even if every
-        one writes its whole answer; if not, it waits for them (alone it always fits). Idle
-        slots' caches do not count: they are given up when room is needed."""
+        """Whether the shared cache has room now for this prompt and the next few tokens of
+        every answer (RESERVE each, or what is left of its budget); if not, it waits (alone
+        it always fits). Idle slots' caches do not count: they are given up when room is
+        needed."""
         if not self._active:
             return True
-        held = sum(len(s.prompt) + s.budget for s in self._active)
-        return held + len(sequence.prompt) + sequence.budget <= self.n_ctx
+        held = sum(len(s.slot.cached) + len(s.pending) + min(RESERVE, s.budget - s.produced)
+                   for s in self._active if s.slot is not None)
+        return held + len(sequence.prompt) + min(RESERVE, sequence.budget) <= self.n_ctx
 
     def _free_slot(self, sequence: _Sequence) -> _Slot | None:
         """The idle slot whose conversation the prompt continues (it shares at least half of
@@ -283,7 +316,16 @@ class Decoder:
                 if not sequence.pending:
                     rows.append((sequence, n - 1))
         batch.n_tokens = n
-        code = llama_cpp.llama_decode(self.ctx, batch)
+        reading = any(len(tokens) > 1 for _, tokens in added)
+        if reading:
+            self._stepping = list(self._active)
+            llama_cpp.llama_set_abort_callback(self.ctx, self._abort, None)
+        try:
+            code = llama_cpp.llama_decode(self.ctx, batch)
+        finally:
+            if reading:
+                llama_cpp.llama_set_abort_callback(self.ctx, self._no_abort, None)
+                self._stepping = []
         if code != 0:
             self._recover(code, added)
             return
@@ -295,6 +337,9 @@ class Decoder:
             if sequence.next_token is None:
                 sequence.prefilled = now
             self._sample(sequence, row)
+
+    def _abandoned(self) -> bool:
+        return all(s.closed or s.cancel.is_set() for s in self._stepping)
 
     def _sample(self, sequence: _Sequence, row: int) -> None:
         sequence.next_token = None
@@ -308,6 +353,10 @@ class Decoder:
         if llama_cpp.llama_vocab_is_eog(self.vocab, token):
             self._end(sequence, "stop")
             return
+        if sequence.lazy is not None:
+            sequence.lazy.accept(token, self._piece(token, True))
+            if sequence.lazy.sampler is not None:  # triggered: from now on it constrains
+                sequence.constraint, sequence.lazy = sequence.lazy.sampler, None
         sequence.produced += 1
         if sequence.reader is not None:
             sequence.logprobs.append(sequence.reader.read(self.candidates(), row, token))
@@ -364,6 +413,8 @@ class Decoder:
             for slot, tokens in added:
                 if sequence.slot is slot and sequence.next_token is None:
                     sequence.pending[:0] = tokens
+        if code == 2:  # aborted (_abandoned): the next step ends every sequence in it
+            return
         if code == 1:
             log.info("no room in the KV cache for a batch of %d tokens (%d of %d cells held "
                      "by %d slots)", sum(len(t) for _, t in added), self.cached_tokens,
@@ -380,15 +431,33 @@ class Decoder:
                 self._prefill_cap = max(1, self._prefill_cap // 2)
                 return
             if len(self._active) > 1:
-                newest = self._active[-1]
-                self._drop_cache(newest)
-                self._end(newest, None, BusyError(
-                    "the context is full with other conversations; try again shortly"))
+                self._make_room()
                 return
         for sequence in list(self._active):
             self._drop_cache(sequence)
             self._end(sequence, None, DecodeError(
                 f"llama_decode failed ({code}); the request was dropped"))
+
+    def _make_room(self) -> None:
+        """The cache is full with running sequences: the newest one still reading its prompt
+        goes back to the front of the queue (nothing of it was seen; it starts again when
+        there is room), else the one holding the most cells ends with "length"."""
+        reading = [s for s in self._active if s.produced == 0 and s.next_token is None]
+        if reading:
+            newest = reading[-1]
+            log.info("the KV cache is full: a request reading its prompt waits again")
+            self._drop_cache(newest)
+            self._active.remove(newest)
+            assert newest.slot is not None
+            newest.slot.busy = False
+            newest.slot = None
+            newest.pending = []
+            self._waiting.insert(0, newest)
+            return
+        longest = max(self._active, key=lambda s: len(s.slot.cached) if s.slot else 0)
+        log.info("the KV cache is full: an answer of %d tokens ends (length)", longest.produced)
+        self._drop_cache(longest)
+        self._end(longest, "length")
 
     def _drop_cache(self, sequence: _Sequence) -> None:
         if sequence.slot is not None:
@@ -425,10 +494,11 @@ class Decoder:
         def add(sampler: llama_cpp.llama_sampler_p) -> None:
             llama_cpp.llama_sampler_chain_add(chain, sampler)
 
-        if s.repeat_penalty != 1.0:
+        if s.repeat_penalty != 1.0 or s.frequency_penalty or s.presence_penalty:
             n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
             add(llama_cpp.llama_sampler_init_penalties(n_vocab, s.repeat_last_n,
-                                                       s.repeat_penalty, 0.0, 0.0))
+                                                       s.repeat_penalty, s.frequency_penalty,
+                                                       s.presence_penalty))
             for token in history[-s.repeat_last_n:]:
                 llama_cpp.llama_sampler_accept(chain, token)
         if s.temperature <= 0:
@@ -456,17 +526,8 @@ class Decoder:
         return constraint
 
     def _grammar(self, grammar: str | ToolGrammar) -> llama_cpp.llama_sampler_p:
-        if isinstance(grammar, str):
-            return llama_cpp.llama_sampler_init_grammar(self.vocab, grammar.encode(), b"root")
-        if not grammar.lazy:
-            return llama_cpp.llama_sampler_init_grammar(self.vocab, grammar.gbnf.encode(),
-                                                        b"root")
-        # free text until a pattern matches (at the family's marker, or a bare JSON call at
-        # the start); from there the call must follow the tools' schemas
-        patterns = (ctypes.c_char_p * len(grammar.trigger_patterns))(
-            *[p.encode() for p in grammar.trigger_patterns])
-        return llama_cpp.llama_sampler_init_grammar_lazy_patterns(
-            self.vocab, grammar.gbnf.encode(), b"root", patterns, len(patterns), None, 0)
+        text = grammar if isinstance(grammar, str) else grammar.gbnf  # lazy ones: lazy.py
+        return llama_cpp.llama_sampler_init_grammar(self.vocab, text.encode(), b"root")
 
 
 def _common(a: list[int], b: list[int]) -> int:

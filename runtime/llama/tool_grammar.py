@@ -2,11 +2,13 @@
 each tool's arguments held to its JSON schema.
 
 `required` or a named tool: strict from the first token, so the answer is a call. `auto`: the
-same grammar, lazy: llama.cpp samples freely until a trigger pattern matches, then applies the
-grammar from the match (from its first capturing group when it has one; llama-grammar.cpp,
-llama_grammar_trigger_pattern::find), replaying the tokens already written. A pattern that
-starts with ^ matches only at the start of the answer: llama.cpp keeps the text since the
-start until the grammar triggers.
+same grammar, lazy: the answer is free until a trigger pattern matches its end, then the
+grammar applies from the match (from its first capturing group; llama-grammar.cpp,
+llama_grammar_trigger_pattern::find), replaying the tokens already written. The patterns are
+watched on a bounded window of the answer's end (runtime/llama/lazy.py), never on the whole
+answer: llama.cpp matches a `^...$` pattern with std::regex_match against all the text it was
+given, and libstdc++'s regex recurses once per character (a 40k-character answer overflowed the
+stack and ended the server).
 """
 
 from __future__ import annotations
@@ -22,19 +24,22 @@ from runtime.llama.grammar import json_gbnf
 
 # Where a lazy grammar starts. llama.cpp replays the text from a pattern's first capturing group
 # to the end of what was written (the whole last token), and a replayed text the grammar
-# refuses makes it throw, which ends the process. So every pattern is ^...$ (llama.cpp then
-# matches it against all the text so far) and admits only text the grammar admits too: the
-# marker or the bare call's opening, then at most a valid start of `{"name":`. A token that
-# runs past that matches nothing, the grammar never starts, and the parser reads the text.
+# refuses makes it throw, which ends the process. So every pattern ends in $ and admits only
+# text the grammar admits too: the marker or the bare call's opening, then at most a valid start
+# of `{"name":`. A token that runs past that matches nothing, the grammar never starts, and the
+# parser reads the text. Every pattern's match is short (bounded quantifiers only): it is
+# looked for in the last WINDOW bytes of the answer (lazy.py).
 WS = r"[ \t\n]{0,8}"  # the grammar's ws
 # `{`, then any start of `"name": "` (the call's first key: the grammar puts it first)
 OPENING = r'\{' + WS + r'(?:"(?:n(?:a(?:m(?:e(?:"' + WS + r'(?::' + WS + r'"?)?)?)?)?)?)?)?'
 # the answer is a bare JSON call (some models, Qwen2.5-Coder among them, write that, fenced or
 # not, even when their template asks for tags): the grammar applies from its `{"name"` (or the
-# `[` of several calls)
+# `[` of several calls). Anchored at the answer's start (^), so it is only looked for while the
+# answer is shorter than the window.
 _CALL_OPENED = r'\{' + WS + r'"name"' + WS + r'(?::' + WS + r'"?)?'
-BARE_TRIGGER = r'^\s*(?:```(?:json)?\s*)?(' + _CALL_OPENED + r')$'
-BARE_TRIGGER_PARALLEL = r'^\s*(?:```(?:json)?\s*)?((?:\[' + WS + r')?' + _CALL_OPENED + r')$'
+_LEAD = r'^\s{0,32}(?:```(?:json)?\s{0,8})?'
+BARE_TRIGGER = _LEAD + r'(' + _CALL_OPENED + r')$'
+BARE_TRIGGER_PARALLEL = _LEAD + r'((?:\[' + WS + r')?' + _CALL_OPENED + r')$'
 _RULE = re.compile(r"^([A-Za-z0-9-]+) ::= (.*)$")
 _TOKEN = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|[A-Za-z0-9-]+|.', re.S)
 
@@ -43,7 +48,8 @@ _TOKEN = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|[A-Za-z0-9-]+|.', r
 class ToolGrammar:
     gbnf: str  # root rule: "root"
     lazy: bool  # llama_sampler_init_grammar_lazy_patterns rather than _init_grammar
-    trigger_patterns: list[str]  # regexes (std::regex ECMAScript), empty unless lazy
+    trigger_patterns: list[str]  # regexes (std::regex ECMAScript), empty unless lazy; each
+    # ends in $, and one that starts with ^ matches only at the answer's start
 
 
 def literal(text: str) -> str:
@@ -105,9 +111,10 @@ def _bare_rule(parallel: bool) -> str:
 
 def marker_trigger(marker: str, bracket: bool = False) -> str:
     """The marker anywhere in the answer, then at most a valid start of the call (after
-    Mistral's `[`)."""
+    Mistral's `[`), at its end. No ^: llama.cpp searches for it (std::regex_search), so no
+    part of the pattern spans the text before the marker."""
     after = OPENING if not bracket else r"(?:\[" + WS + "(?:" + OPENING + ")?)?"
-    return r"^[\s\S]*?(" + re.escape(marker) + WS + "(?:" + after + ")?)$"
+    return "(" + re.escape(marker) + WS + "(?:" + after + ")?)$"
 
 
 def tool_grammar(tools: Sequence[Tool], family: str, choice: str,

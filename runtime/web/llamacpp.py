@@ -10,10 +10,12 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field
+from starlette.requests import Request as HttpRequest
 
 from runtime.generation import Event, Finish, GenerationRequest, Infill, collect
 from runtime.settings import MAX_TOKENS
 from runtime.state import State
+from runtime.web.abandon import answered
 from runtime.web.schemas import Request, SamplingFields, bounded
 from runtime.web.streaming import sse
 
@@ -84,25 +86,30 @@ def native_chunks(events: Iterable[Event], model: str) -> Iterator[dict[str, Any
 def add_routes(app: FastAPI, state: State) -> None:
     model_id = state.manifest.model_id
 
-    async def native(request: GenerationRequest, stream: bool) -> Response:
+    async def native(http: HttpRequest, request: GenerationRequest, stream: bool) -> Response:
         engine = state.ready_engine()
-        if not stream:
-            def run() -> dict[str, Any]:
-                answer = collect(engine.generate(request))
-                return native_result(answer.text, answer.finish, model_id)
-            return JSONResponse(await state.worker.call(run))
-        return await sse(state.worker.stream(
-            lambda: native_chunks(engine.generate(request), model_id)), done=False)
+
+        async def respond() -> Response:
+            if not stream:
+                def run() -> dict[str, Any]:
+                    answer = collect(engine.generate(request))
+                    return native_result(answer.text, answer.finish, model_id)
+                return JSONResponse(await state.worker.call(run, cancel=request.cancel))
+            return await sse(state.worker.stream(
+                lambda: native_chunks(engine.generate(request), model_id), request.cancel),
+                done=False)
+
+        return await answered(http, request.cancel, respond)
 
     @app.post("/completion")
-    async def completion(body: NativeCompletionRequest) -> Response:
-        return await native(state.defaults.request(
+    async def completion(http: HttpRequest, body: NativeCompletionRequest) -> Response:
+        return await native(http, state.defaults.request(
             prompt=body.prompt, max_tokens=body.n_predict, stop=body.stop,
             json_schema=body.json_schema, **body.sampling()), body.stream)
 
     @app.post("/infill")
-    async def infill(body: InfillRequest) -> Response:
-        return await native(state.defaults.request(
+    async def infill(http: HttpRequest, body: InfillRequest) -> Response:
+        return await native(http, state.defaults.request(
             infill=body.infill(), max_tokens=body.n_predict, stop=body.stop,
             **body.sampling()), body.stream)
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import Request as HttpRequest
 
 from runtime import __version__
 from runtime.chat.tools import ToolCall
@@ -40,6 +41,7 @@ from runtime.generation import (
     collect,
 )
 from runtime.state import State
+from runtime.web.abandon import answered
 from runtime.web.knowledge import sources_json
 from runtime.web.ollama_info import OLLAMA_VERSION, ModelInfo, rfc3339
 from runtime.web.ollama_schemas import (
@@ -185,36 +187,40 @@ def add_routes(app: FastAPI, state: State) -> None:
         state.ready_engine()
         return JSONResponse(loaded(name, shape, unload))
 
-    async def generation(body: Generation, request: GenerationRequest, name: str,
-                         shape: Shape, clock: Clock) -> Response:
+    async def generation(http: HttpRequest, body: Generation, request: GenerationRequest,
+                         name: str, shape: Shape, clock: Clock) -> Response:
         engine = state.ready_engine()
 
         def events() -> Iterator[Event]:
             clock.begin()
             return engine.generate(request)
 
-        if body.stream is False:
-            return JSONResponse(await state.worker.call(
-                lambda: whole(events(), shape, name, clock)))
-        return await ndjson(state.worker.stream(lambda: chunks(events(), shape, name, clock)))
+        async def respond() -> Response:
+            if body.stream is False:
+                return JSONResponse(await state.worker.call(
+                    lambda: whole(events(), shape, name, clock), cancel=request.cancel))
+            return await ndjson(state.worker.stream(
+                lambda: chunks(events(), shape, name, clock), request.cancel))
+
+        return await answered(http, request.cancel, respond)
 
     @app.post("/api/chat")
-    async def chat(body: ChatRequest) -> Response:
+    async def chat(http: HttpRequest, body: ChatRequest) -> Response:
         clock, name = Clock(), info.check(body.model)
         messages = body.chat()
         if not messages:
             return await load(name, chat_shape, body.unloads)
         request = state.defaults.request(messages=messages, **body.keywords(info.n_ctx),
                                          **body.tool_fields())
-        return await generation(body, request, name, chat_shape, clock)
+        return await generation(http, body, request, name, chat_shape, clock)
 
     @app.post("/api/generate")
-    async def generate(body: GenerateRequest) -> Response:
+    async def generate(http: HttpRequest, body: GenerateRequest) -> Response:
         clock, name = Clock(), info.check(body.model)
         if not body.prompt and not body.suffix:
             return await load(name, generate_shape, body.unloads)
         request = state.defaults.request(**body.generation(), **body.keywords(info.n_ctx))
-        return await generation(body, request, name, generate_shape, clock)
+        return await generation(http, body, request, name, generate_shape, clock)
 
     @app.post("/api/embed")
     async def embed(body: EmbedRequest) -> dict[str, Any]:
@@ -223,7 +229,7 @@ def add_routes(app: FastAPI, state: State) -> None:
 
         def run() -> list[Any]:
             clock.begin()
-            return [engine.embed(text) for text in body.inputs()]
+            return [engine.embed(text, body.truncate) for text in body.inputs()]
 
         results = await state.worker.call(run)
         return {"model": name,

@@ -42,8 +42,8 @@ class Options(Request):
     mirostat_eta: float | None = None
     tfs_z: float | None = None
     typical_p: float | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     penalize_newline: bool | None = None
     numa: bool | None = None
     low_vram: bool | None = None
@@ -57,15 +57,17 @@ class Options(Request):
     def request_keywords(self, n_ctx: int) -> dict[str, Any]:
         """The keywords of `Defaults.request` (None: the bundle's default)."""
         penalty, last_n = self.repeat_penalty, self.repeat_last_n
+        presence, frequency = self.presence_penalty, self.frequency_penalty
         if last_n == 0:  # Ollama's "no penalty window": no penalty at all
-            penalty, last_n = 1.0, None
+            penalty, last_n, presence, frequency = 1.0, None, 0.0, 0.0
         elif last_n == -1:
             last_n = n_ctx
         predict = self.num_predict
         return {"max_tokens": None if predict is None else (predict if predict > 0 else -1),
                 "stop": self.stop, "temperature": self.temperature, "top_p": self.top_p,
                 "top_k": self.top_k, "min_p": self.min_p, "repeat_penalty": penalty,
-                "repeat_last_n": last_n,
+                "repeat_last_n": last_n, "presence_penalty": presence,
+                "frequency_penalty": frequency,
                 "seed": None if self.seed is None or self.seed < 0 else self.seed}
 
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field, field_validator, model_validator
+from starlette.requests import Request as HttpRequest
 
 from runtime.chat.tools import ToolCall, tool_choice_from_openai, tools_from_openai
 from runtime.errors import RequestError
@@ -33,6 +34,7 @@ from runtime.generation import (
 )
 from runtime.settings import MAX_TOKENS
 from runtime.state import State
+from runtime.web.abandon import answered
 from runtime.web.knowledge import knowledge_usage, sources_json
 from runtime.web.schemas import Request, SamplingFields
 from runtime.web.streaming import sse
@@ -385,29 +387,35 @@ def add_routes(app: FastAPI, state: State) -> None:
         return {"object": "list", "data": [{
             "id": model_id, "object": "model", "created": created, "owned_by": "llamabundle"}]}
 
-    async def generation(body: Generation, request: GenerationRequest,
+    async def generation(http: HttpRequest, body: Generation, request: GenerationRequest,
                          whole: Callable[[list[Completion], str], dict[str, Any]],
                          chunks: Callable[..., Iterator[dict[str, Any]]]) -> Response:
         """One answer object (n choices), or its SSE chunks: shared by chat and completions."""
         engine = state.ready_engine()
-        if not body.stream:
-            return JSONResponse(await state.worker.call(lambda: whole(
-                [collect(engine.generate(r)) for r in choices(request, body.n)], model_id)))
-        extra = {"tools": True} if request.calls_tools else {}
-        return await sse(state.worker.stream(
-            lambda: chunks(engine.generate(request), model_id, body.include_usage, **extra)))
+
+        async def respond() -> Response:
+            if not body.stream:
+                return JSONResponse(await state.worker.call(lambda: whole(
+                    [collect(engine.generate(r)) for r in choices(request, body.n)],
+                    model_id), cancel=request.cancel))
+            extra = {"tools": True} if request.calls_tools else {}
+            return await sse(state.worker.stream(
+                lambda: chunks(engine.generate(request), model_id, body.include_usage,
+                               **extra), request.cancel))
+
+        return await answered(http, request.cancel, respond)
 
     @app.post("/v1/chat/completions")
-    async def chat(body: ChatRequest) -> Response:
+    async def chat(http: HttpRequest, body: ChatRequest) -> Response:
         request = state.defaults.request(
             messages=[m.chat_message() for m in body.messages], **body.common(),
             **body.tool_fields())
-        return await generation(body, request, chat_completion, chat_chunks)
+        return await generation(http, body, request, chat_completion, chat_chunks)
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest) -> Response:
+    async def completions(http: HttpRequest, body: CompletionRequest) -> Response:
         request = state.defaults.request(**body.text(), **body.common())
-        return await generation(body, request, text_completion, text_chunks)
+        return await generation(http, body, request, text_completion, text_chunks)
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest) -> Response:

@@ -42,6 +42,8 @@ class SamplingFields(Request):
     top_p: float | None = bounded("top_p")
     top_k: int | None = bounded("top_k")
     repeat_penalty: float | None = bounded("repeat_penalty")
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)  # OpenAI's bounds
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     seed: int | None = Field(None, ge=-(1 << 63), le=(1 << 64) - 1)
     stop: Stops = None
     stream: bool = False
@@ -50,4 +52,6 @@ class SamplingFields(Request):
     def sampling(self) -> dict[str, Any]:
         """The sampling keywords of `Defaults.request` (None: the bundle's default)."""
         return {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k,
-                "repeat_penalty": self.repeat_penalty, "seed": self.seed}
+                "repeat_penalty": self.repeat_penalty, "seed": self.seed,
+                "presence_penalty": self.presence_penalty,
+                "frequency_penalty": self.frequency_penalty}
