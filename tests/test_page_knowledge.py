@@ -145,3 +145,32 @@ def test_no_starters_and_no_sources_without_knowledge(browser):
         page.wait_idle()
         assert page.all(".sources, .cite") == []
         assert page.answer() == "Plain answer [1]."
+
+
+def test_the_first_screen_lists_the_documents_and_opens_one_as_text(site, browser):
+    page = browser().open(site.url)
+    wait_for(page.driver, lambda: len(page.all("#library-list .doc-chip")) == 3, 10,
+             "the documents' titles")
+    assert page.el("#library-line").text == "Answers from 3 documents"
+    assert [c.text for c in page.all("#library-list .doc-chip")] == \
+        ["Install", "<b>Toner</b>", "网络设置"]
+    assert not page.el("#welcome-text").is_displayed()
+    page.all("#library-list .doc-chip")[1].click()
+    dialog = page.el("#document-dialog")
+    wait_for(page.driver, lambda: "front" in page.el("#document-body").text, 5, "its text")
+    assert page.el("#document-title").text == "<b>Toner</b>"
+    assert page.el("#document-body p").text.startswith("<script>window.__pwned=1</script>")
+    assert page.all("#document-dialog b, #document-dialog script, #document-dialog img") == []
+    assert page.js("return window.__pwned") is None
+    page.el("#document-close").click()
+    assert not dialog.is_displayed()
+    assert not [e for e in console(page.driver) if e["level"] == "SEVERE"]
+
+
+def test_the_system_prompt_waits_behind_the_settings_button(site, browser):
+    page = browser(lang="zh-CN").open(site.url)
+    assert page.el("#library-line").text == "根据 3 份文档回答"
+    assert not page.el("#system-prompt").is_displayed()
+    page.el("#settings-toggle").click()
+    assert page.el("#system-prompt").is_displayed()
+    assert page.el("label[for=system-prompt]").text == "系统提示词"

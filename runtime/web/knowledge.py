@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 from pydantic import Field, field_validator
 
+from runtime.errors import NoDocumentError
 from runtime.generation import Finish, Sources
 from runtime.knowledge.passage import Hit
 from runtime.state import State
@@ -56,3 +58,23 @@ def add_routes(app: FastAPI, state: State) -> None:
         engine = state.ready_engine()
         hits = await state.worker.call(engine.search, body.query, body.top_k)
         return {"results": [hit_json(hit) for hit in hits]}
+
+    # The chat page's first screen lists the documents and opens one's text. Not on the model
+    # thread: a listing must not wait behind someone's long answer (the index has its own lock).
+    @app.get("/knowledge/documents")
+    async def documents() -> dict[str, Any]:
+        engine = state.ready_engine()
+        found = await run_in_threadpool(engine.documents)
+        return {"documents": [{"id": d.number, "document": d.document, "title": d.title,
+                               "passages": d.passages} for d in found]}
+
+    @app.get("/knowledge/documents/{number}")
+    async def document(number: int) -> dict[str, Any]:
+        engine = state.ready_engine()
+        passages = await run_in_threadpool(engine.document, number)
+        if not passages:
+            raise NoDocumentError(f"no document {number} in this bundle (GET "
+                                  "/knowledge/documents lists them)")
+        first = passages[0]
+        return {"id": number, "document": first.document, "title": first.title,
+                "passages": [{"location": p.location, "text": p.text} for p in passages]}
