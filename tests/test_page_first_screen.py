@@ -35,7 +35,8 @@ LANGS = {"en": "en-US", "zh": "zh-CN"}
 def knowledge_build(instruct_gguf: Path, tmp_path_factory: pytest.TempPathFactory,
                     shared_cache: Path) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("first-screen") / "assistant.llamabundle"
-    proc = build_cli(instruct_gguf, "--knowledge", PLAIN, "-o", out, "-c", "4096",
+    # -n 60: a cited first sentence, not a page of text per starter on a shared CPU
+    proc = build_cli(instruct_gguf, "--knowledge", PLAIN, "-o", out, "-c", "4096", "-n", "60",
                      "--title", "Office helper", cache=shared_cache)
     return out, proc.stdout
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 pytest.importorskip("selenium")
@@ -174,3 +175,16 @@ def test_the_system_prompt_waits_behind_the_settings_button(site, browser):
     page.el("#settings-toggle").click()
     assert page.el("#system-prompt").is_displayed()
     assert page.el("label[for=system-prompt]").text == "系统提示词"
+
+
+def test_the_documents_routes(site):
+    listed = httpx.get(site.url + "/knowledge/documents").json()["documents"]
+    assert [(d["id"], d["title"], d["passages"]) for d in listed] == \
+        [(0, "Install", 1), (1, "<b>Toner</b>", 1), (2, "网络设置", 1)]
+    one = httpx.get(site.url + "/knowledge/documents/2").json()
+    assert one["document"] == "手册/网络.txt"
+    assert one["passages"] == [{"location": "连接 › Wi-Fi", "text": PASSAGES[2].text}]
+    missing = httpx.get(site.url + "/knowledge/documents/9")
+    assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found_error"
+    with FakeServer(CitingEngine("x", None), free_port()) as plain:
+        assert httpx.get(plain.url + "/knowledge/documents").status_code == 404

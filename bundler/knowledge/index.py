@@ -81,8 +81,11 @@ def build_knowledge(options: KnowledgeOptions, progress: Progress | None = None)
     gguf = options.embedding_model or default_embedder()
     wanted = options.starters
     headed = suggest_starters(documents) if wanted else []
-    ask_model = wanted is not None and len(headed) < MIN_STARTERS and wanted.chat is not None
-    embedder = LoadedEmbedder(gguf, options.threads, wanted.chat if ask_model else None)
+    # The chat model loads only when it will be asked (in the service, on the first question)
+    chat = wanted.chat if wanted and len(headed) < MIN_STARTERS else None
+    embedder = LoadedEmbedder(gguf, options.threads, chat)
+    starters: list[str] = []
+    note = ""
     try:
         count = embedder.counter()
         chunks = by_script([c for doc in documents for c in chunk_document(
@@ -114,8 +117,6 @@ def build_knowledge(options: KnowledgeOptions, progress: Progress | None = None)
         "self_test": calibration.report(),
         "index_bytes": len(section),
     }
-    if wanted is None:
-        starters, note = [], ""
     return KnowledgeBuild(section, gguf, info, skipped, time.monotonic() - started,
                           starters, note)
 
