@@ -1188,6 +1188,7 @@ async function submitKey() {
   }
   $("api-key-dialog").close();
   if (statusKind() === "key") hideStatus();
+  if (state.ready && state.props && state.props.knowledge && !state.documents) listDocuments();
   const next = state.afterKey;
   state.afterKey = null;
   $("input").focus();
