@@ -201,3 +201,20 @@ def test_the_documents_are_listed_once_the_access_key_is_given(browser):
         page.el("#api-key-submit").click()
         wait_for(page.driver, lambda: len(page.all("#library-list .doc-chip")) == 3, 10,
                  "the titles after the key")
+
+
+def test_a_document_reads_without_the_chunks_overlap():
+    from runtime.web.knowledge import reading_text
+
+    def p(location: str, text: str) -> Passage:
+        return Passage("a.md", "A", location, text)
+
+    passages = [p("Setup", "Plug it in. Press the red button. Wait."),
+                p("Setup", "Wait. Then the light turns green."),  # shares "Wait." with the first
+                p("Use", "Wait. Start again."),  # a new section: no overlap, even if it reads so
+                p("Use", "Start again. 打开电源。按下按钮。"),
+                p("Use", "按下按钮。等待绿灯。"),
+                p("Use", "Nothing shared here.")]
+    assert reading_text(passages) == [
+        "Plug it in. Press the red button. Wait.", "Then the light turns green.",
+        "Wait. Start again.", "打开电源。按下按钮。", "等待绿灯。", "Nothing shared here."]

@@ -11,7 +11,7 @@ from pydantic import Field, field_validator
 
 from runtime.errors import NoDocumentError
 from runtime.generation import Finish, Sources
-from runtime.knowledge.passage import Hit
+from runtime.knowledge.passage import Hit, Passage
 from runtime.state import State
 from runtime.web.schemas import Request
 
@@ -39,6 +39,32 @@ def hit_json(hit: Hit) -> dict[str, Any]:
 def sources_json(sources: Sources) -> list[dict[str, Any]]:
     """The passages an answer's prompt held, numbered as the model was asked to cite them."""
     return [{"id": i} | hit_json(hit) for i, hit in enumerate(sources.hits, 1)]
+
+
+def reading_text(passages: list[Passage]) -> list[str]:
+    """The passages' texts as a document is read: consecutive passages of one section share
+    their boundary sentence (the chunker's overlap, for retrieval), shown once here."""
+    out = []
+    for before, passage in zip([None, *passages], passages, strict=False):
+        text = passage.text
+        if before is not None and before.location == passage.location:
+            text = text[_overlap(before.text, text):].lstrip()
+        out.append(text)
+    return out
+
+
+def _overlap(before: str, text: str) -> int:
+    """The length of the longest start of `text` that ends `before` as whole sentences: it
+    ends where a sentence of `text` ends and starts where one of `before`'s starts (0: none)."""
+    for k in range(min(len(before), len(text)) - 1, 1, -1):
+        start = before[-k - 1]
+        if (text[k - 1] in _SENTENCE_END and (start in _SENTENCE_END or start.isspace())
+                and before.endswith(text[:k])):
+            return k
+    return 0
+
+
+_SENTENCE_END = set(".!?;。！？；…\"'”’」）)")
 
 
 def knowledge_usage(finish: Finish) -> dict[str, Any]:
@@ -77,4 +103,5 @@ def add_routes(app: FastAPI, state: State) -> None:
                                   "/knowledge/documents lists them)")
         first = passages[0]
         return {"id": number, "document": first.document, "title": first.title,
-                "passages": [{"location": p.location, "text": p.text} for p in passages]}
+                "passages": [{"location": p.location, "text": text}
+                             for p, text in zip(passages, reading_text(passages), strict=True)]}
