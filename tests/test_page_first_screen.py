@@ -86,6 +86,18 @@ def shoot(page: Chat, name: str) -> None:
     page.driver.save_screenshot(str(SHOTS / f"{name}.png"))
 
 
+def read_a_document(page: Chat) -> None:
+    """A title opens the document's text, every sentence once (chunks overlap by one)."""
+    chip = next(c for c in page.all("#library-list .doc-chip") if c.text == "heat_pump.txt")
+    chip.click()
+    wait_for(page.driver, lambda: "E7" in page.el("#document-body").text, 30, "its text")
+    shown = " ".join(page.el("#document-body").text.split())
+    sentences = re.split(r"(?<=\.)\s+", " ".join((PLAIN / "heat_pump.txt").read_text().split()))
+    assert [s for s in sentences if shown.count(s) != 1] == []
+    page.el("#document-close").click()
+    wait_for(page.driver, lambda: not page.el("#document-dialog").is_displayed(), 5, "closed")
+
+
 def test_the_build_says_the_model_wrote_the_starters(knowledge_build):
     said = knowledge_build[1]
     assert re.search(r"^Starters: [34] written by the model from the documents", said, re.M), said
@@ -106,6 +118,8 @@ def test_the_first_screen_names_the_documents_and_hides_the_system_prompt(
         assert not page.el("#system-prompt").is_displayed()
         assert page.el("#input").is_displayed()
         shoot(page, f"knowledge-{size}-{lang}")
+        if size == "desktop":
+            read_a_document(page)
         page.el("#settings-toggle").click()
         assert page.el("#system-prompt").is_displayed()
         assert not [e for e in console(page.driver) if e["level"] == "SEVERE"]
