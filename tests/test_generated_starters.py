@@ -89,3 +89,16 @@ def test_a_base_model_gets_questions_about_titles_and_the_build_says_why(built):
 def test_builder_starters_mean_nothing_is_written(built):
     result = build_knowledge(KnowledgeOptions([PLAIN / "heat_pump.txt"], starters=None))
     assert result.starters == [] and result.starters_note == ""
+
+
+def test_a_chat_model_that_does_not_load_leaves_the_titles_and_says_so(built, tmp_path):
+    from fake import manifest
+
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + bytes(64))
+    result = build_knowledge(KnowledgeOptions(
+        [PLAIN], starters=StarterOptions(ChatModel(broken, manifest()))))
+    assert len(result.starters) == 3 and "documents say about" in result.starters[0]
+    assert result.starters_note.startswith(
+        f"Starters: not written by the model ({broken}: the chat model did not load"), \
+        result.starters_note
