@@ -7,12 +7,18 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from bundler.gguf_split import copy_range
-from bundler.knowledge.index import KnowledgeBuild, KnowledgeOptions, build_knowledge
+from bundler.knowledge.index import (
+    KnowledgeBuild,
+    KnowledgeOptions,
+    StarterOptions,
+    build_knowledge,
+)
+from bundler.knowledge.service import ChatModel
 from bundler.model_source import ModelSource, plan_merge, resolve_model, write_merged
 from bundler.runtime_package import Runtime, ensure_runtime
 from bundler.writer import check_output, runtime_parts, write_atomically, write_tail
@@ -70,9 +76,10 @@ def build(options: BuildOptions, progress: ProgressFactory | None = None) -> Bui
     file_name = source.model_id.replace("/", "-").replace(":", "-")
     output = options.output or Path.cwd() / f"{file_name}.llamabundle"
     check_output(output, options.force)
-    knowledge = (build_knowledge(options.knowledge, progress) if options.knowledge else None)
-    runtime = ensure_runtime()
     manifest = _manifest(source, options)
+    knowledge = (build_knowledge(_with_starters(options.knowledge, source, manifest), progress)
+                 if options.knowledge else None)
+    runtime = ensure_runtime()
     manifest.runtime_key = runtime.key
     manifest.knowledge = knowledge.info if knowledge else None
     if knowledge and not manifest.starters:  # the builder's --starter lines win
@@ -81,6 +88,21 @@ def build(options: BuildOptions, progress: ProgressFactory | None = None) -> Bui
     write_atomically(output, lambda f: _write(f, runtime, source, manifest, advance, knowledge))
     return BuildResult(output, output.stat().st_size, time.monotonic() - started, manifest,
                        knowledge)
+
+
+def _with_starters(knowledge: KnowledgeOptions, model: ModelSource,
+                   manifest: Manifest) -> KnowledgeOptions:
+    """The builder's --starter lines win; without them the knowledge build writes starters,
+    with the chat model when it is an instruct model in one GGUF file."""
+    if manifest.starters:
+        return replace(knowledge, starters=None)
+    if manifest.chat_template_source.startswith("fallback"):
+        why = "the model has no chat template, so it is taken for a base model"
+    elif len(model.parts) > 1:
+        why = "the model is a split GGUF"
+    else:
+        return replace(knowledge, starters=StarterOptions(ChatModel(model.parts[0], manifest)))
+    return replace(knowledge, starters=StarterOptions(None, why))
 
 
 def chat_template_text(value: str) -> str:

@@ -103,6 +103,8 @@ def build_command(model: Path, output: Path | None, force: bool, name: str | Non
         raise click.ClickException(str(e)) from None
     if result.knowledge is not None:
         click.echo(_knowledge_summary(result))
+        if result.knowledge.starters_note:
+            click.echo(result.knowledge.starters_note)
     click.echo(f"Wrote {result.path} ({result.size / 1e6:.1f} MB) in {result.seconds:.1f} s")
 
 

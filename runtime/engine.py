@@ -33,7 +33,7 @@ from runtime.generation import (
 )
 from runtime.knowledge import retrieve
 from runtime.knowledge.index import open_knowledge
-from runtime.knowledge.passage import Hit, Knowledge
+from runtime.knowledge.passage import DocumentInfo, Hit, Knowledge, Passage
 from runtime.llama import cpu
 from runtime.llama.bindings import llama_cpp
 from runtime.llama.decoder import Decoder
@@ -184,10 +184,19 @@ class Engine:
         return self._knowledge_info
 
     def search(self, query: str, top_k: int) -> list[Hit]:
+        return self._library().search(query, top_k)
+
+    def documents(self) -> list[DocumentInfo]:
+        return self._library().documents()
+
+    def document(self, number: int) -> list[Passage]:
+        return self._library().document(number)
+
+    def _library(self) -> Knowledge:
         if self.knowledge is None:
             raise NoKnowledgeError("this bundle has no documents (it was built without "
                                    "--knowledge)")
-        return self.knowledge.search(query, top_k)
+        return self.knowledge
 
     def _embed(self, item: str | Sequence[int], truncate: bool) -> Embedding:
         if self.embedder is None:

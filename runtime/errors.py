@@ -88,6 +88,13 @@ class NoKnowledgeError(RequestError):
     type = "not_found_error"
 
 
+class NoDocumentError(RequestError):
+    """A knowledge route naming a document the bundle does not hold."""
+
+    status = 404
+    type = "not_found_error"
+
+
 class NotReadyError(RequestError):
     status = 503
     type = "model_loading"

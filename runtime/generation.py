@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from runtime.chat.tools import Tool, ToolCall
-from runtime.knowledge.passage import Hit
+from runtime.knowledge.passage import DocumentInfo, Hit, Passage
 from runtime.settings import Settings
 
 
@@ -273,4 +273,12 @@ class Model(Protocol):
 
     def search(self, query: str, top_k: int) -> list[Hit]:
         """The bundle's retrieval itself; raises NoKnowledgeError in a bundle without one."""
+        ...
+
+    def documents(self) -> list[DocumentInfo]:
+        """The bundled documents (any thread); raises NoKnowledgeError without knowledge."""
+        ...
+
+    def document(self, number: int) -> list[Passage]:
+        """One document's passages in order (any thread); [] for no such document."""
         ...

@@ -44,6 +44,9 @@ const I18N = {
     modelBy: "{name}", version: "llamabundle {version}",
     sources: "Sources", sourcesLabel: "Sources of this answer", cite: "Source {n}",
     tryAsking: "Try asking", notCovered: "Nothing in the documents covers this question.",
+    libraryOne: "Answers from 1 document", libraryMany: "Answers from {n} documents",
+    moreDocuments: "+{n} more", openDocument: "Open {title}", close: "Close",
+    documentLoading: "Loading…", documentFailed: "This document could not be opened: {message}",
   },
   zh: {
     chats: "对话", pastChats: "历史对话", newChat: "新对话", openMenu: "打开菜单",
@@ -80,6 +83,9 @@ const I18N = {
     modelBy: "{name}", version: "llamabundle {version}",
     sources: "来源", sourcesLabel: "这条回答的来源", cite: "来源 {n}",
     tryAsking: "可以这样问", notCovered: "文档中没有涉及这个问题的内容。",
+    libraryOne: "根据 1 份文档回答", libraryMany: "根据 {n} 份文档回答",
+    moreDocuments: "还有 {n} 份", openDocument: "打开 {title}", close: "关闭",
+    documentLoading: "正在打开…", documentFailed: "无法打开这份文档：{message}",
   },
 };
 
@@ -118,7 +124,7 @@ const state = {
   conn: "unknown",        // unknown | loading | ready | offline | failed
   chats: [],              // saved chats
   chat: null,             // the chat on screen; a draft until its first message
-  systemOpen: true,
+  documents: null,        // a knowledge bundle's documents, once listed
   settings: {},           // only what the user changed: {temperature, max_tokens}
   gen: null,              // {controller, chat, msg, el} while an answer streams
   apiKey: "",
@@ -283,6 +289,7 @@ function setConn(conn, message) {
   state.ready = conn === "ready";
   if (conn === "ready") {
     if (["loading", "offline", "failed"].includes(statusKind())) hideStatus();
+    if (state.props && state.props.knowledge && !state.documents) listDocuments();
     for (const resolve of state.readyWaiters.splice(0)) resolve();
   } else if (conn === "loading") {
     showStatus("loading", t(state.gen ? "waiting" : "loading"));
@@ -312,6 +319,7 @@ function applyProps(props) {
   $("version").textContent = props.version ? t("version", { version: props.version }) : "";
   if (props.n_ctx) $("settings-max-tokens").max = String(props.n_ctx);
   showStarters(props.starters);
+  showLibrary();
   showSettings();
   showSystem();
 }
@@ -371,6 +379,7 @@ function toggleSettings(open) {
   const panel = $("settings-panel");
   const show = open ?? panel.hidden;
   panel.hidden = !show;
+  if (show) showSystem();
   $("settings-toggle").setAttribute("aria-expanded", String(show));
   if (show) $("settings-temperature").focus();
 }
@@ -693,20 +702,110 @@ function ask(text) {
   send();
 }
 
+// ---- the documents: what a knowledge bundle answers from, each opening its text --------------
+
+const SHOWN_TITLES = 6;
+
+async function listDocuments() {
+  try {
+    const res = await apiFetch("/knowledge/documents");
+    if (!res.ok) return;  // an older server, or a key still to enter: the count still shows
+    const body = await res.json();
+    if (Array.isArray(body.documents)) state.documents = body.documents;
+  } catch {
+    return;
+  }
+  showLibrary();
+}
+
+// "Answers from 5 documents" (the count from /props at once, the titles once listed).
+function showLibrary(all) {
+  const k = state.props && state.props.knowledge;
+  const count = k && Number(k.documents);
+  $("library").hidden = !count;
+  $("welcome-text").hidden = Boolean(count);
+  if (!count) return;
+  $("library-line").textContent = count === 1 ? t("libraryOne") : t("libraryMany", { n: count });
+  const list = $("library-list");
+  list.replaceChildren();
+  const docs = state.documents || [];
+  const shown = all ? docs : docs.slice(0, SHOWN_TITLES);
+  for (const doc of shown) {
+    const title = String(doc.title || doc.document || "");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "doc-chip";
+    button.textContent = title;  // a document's title is untrusted text, like its passages
+    button.title = String(doc.document || title);
+    button.setAttribute("aria-label", t("openDocument", { title }));
+    button.addEventListener("click", () => openDocument(doc));
+    const item = document.createElement("li");
+    item.appendChild(button);
+    list.appendChild(item);
+  }
+  if (shown.length < docs.length) {
+    const more = document.createElement("button");
+    more.type = "button";
+    more.className = "doc-chip doc-more";
+    more.textContent = t("moreDocuments", { n: docs.length - shown.length });
+    more.addEventListener("click", () => {
+      showLibrary(true);
+      const chips = $("library-list").querySelectorAll(".doc-chip");
+      if (chips[shown.length]) chips[shown.length].focus();
+    });
+    const item = document.createElement("li");
+    item.appendChild(more);
+    list.appendChild(item);
+  }
+}
+
+async function openDocument(doc) {
+  const dialog = $("document-dialog");
+  const body = $("document-body");
+  $("document-title").textContent = String(doc.title || doc.document || "");
+  $("document-path").textContent = String(doc.document || "");
+  body.replaceChildren(paragraph(t("documentLoading")));
+  if (!dialog.open) dialog.showModal();
+  $("document-close").focus();
+  try {
+    const res = await apiFetch("/knowledge/documents/" + encodeURIComponent(doc.id));
+    if (!res.ok) throw await apiError(res);
+    const passages = (await res.json()).passages || [];
+    body.replaceChildren();
+    let place = null;
+    for (const p of passages) {
+      // Passages of one section share its heading path: say it once, above the first.
+      if (p.location && p.location !== place) {
+        const head = document.createElement("h3");
+        head.textContent = String(p.location);
+        body.appendChild(head);
+      }
+      place = p.location;
+      body.appendChild(paragraph(String(p.text || "")));
+    }
+    body.scrollTop = 0;
+  } catch (err) {
+    body.replaceChildren(paragraph(t("documentFailed", { message: sentence(err.message) })));
+  }
+}
+
+function paragraph(text) {
+  const p = document.createElement("p");
+  p.textContent = text;
+  return p;
+}
+
 // ---- system prompt ---------------------------------------------------------------------------
 
+// The chat's system prompt lives in the settings panel: a first-time user sees the documents
+// and the questions, not the machinery; the bundle's baked prompt applies all the same.
 function showSystem() {
   if (!state.chat) return;
   const text = systemOf(state.chat);
   const area = $("system-prompt");
   if (document.activeElement !== area) area.value = text;
-  const open = state.systemOpen;
-  $("system-box").classList.toggle("open", open);
-  $("system-body").hidden = !open;
-  $("system-toggle").setAttribute("aria-expanded", String(open));
-  $("system-preview").textContent = open ? "" : text.split("\n")[0] || t("systemNone");
   $("system-reset").hidden = text === defaultSystem();
-  autosize(area, 240);
+  if (!$("settings-panel").hidden) autosize(area, 240);
 }
 
 function editSystem() {
@@ -799,7 +898,6 @@ function deleteChat(chat) {
 function openChat(chat, opts) {
   if (state.gen && state.gen.chat !== chat) stop();
   state.chat = chat;
-  state.systemOpen = chat.messages.length === 0;
   if (["busy", "error"].includes(statusKind())) hideStatus();  // they were about the other chat
   renderMessages();
   renderChatList();
@@ -811,7 +909,6 @@ function openChat(chat, opts) {
 
 function newChat() {
   if (state.chat && state.chat.messages.length === 0 && !isSaved(state.chat)) {
-    state.systemOpen = true;
     showSystem();
     toggleSidebar(false);
     $("input").focus();
@@ -835,7 +932,6 @@ function send() {
   saveChats();
   input.value = "";
   autosize(input, 200);
-  state.systemOpen = false;
   showSystem();
   renderChatList();
   $("messages").appendChild(messageElement(chat.messages[chat.messages.length - 1]));
@@ -1097,6 +1193,7 @@ async function submitKey() {
   }
   $("api-key-dialog").close();
   if (statusKind() === "key") hideStatus();
+  if (state.ready && state.props && state.props.knowledge && !state.documents) listDocuments();
   const next = state.afterKey;
   state.afterKey = null;
   $("input").focus();
@@ -1130,11 +1227,6 @@ function bindEvents() {
   });
   $("scrim").addEventListener("click", () => toggleSidebar(false));
 
-  $("system-toggle").addEventListener("click", () => {
-    state.systemOpen = !state.systemOpen;
-    showSystem();
-    if (state.systemOpen) $("system-prompt").focus();
-  });
   $("system-prompt").addEventListener("input", editSystem);
   $("system-reset").addEventListener("click", () => {
     state.chat.system = null;
@@ -1175,6 +1267,11 @@ function bindEvents() {
     }
   });
   $("api-key-cancel").addEventListener("click", () => $("api-key-dialog").close());
+  $("document-close").addEventListener("click", () => $("document-dialog").close());
+  // A click on the backdrop (outside the dialog's box) closes it too.
+  $("document-dialog").addEventListener("click", (e) => {
+    if (e.target === $("document-dialog")) $("document-dialog").close();
+  });
   // Chromium can restore focus to the input without routing keys to it; focus it afresh.
   $("api-key-dialog").addEventListener("close", () => setTimeout(() => {
     $("input").blur();
@@ -1182,7 +1279,8 @@ function bindEvents() {
   }));
 
   document.addEventListener("keydown", (e) => {
-    if (e.key !== "Escape") return;
+    // A dialog closes itself on Escape; that Escape must not also stop an answer.
+    if (e.key !== "Escape" || document.querySelector("dialog[open]")) return;
     if (!$("settings-panel").hidden) toggleSettings(false);
     else if (document.body.classList.contains("sidebar-open")) toggleSidebar(false);
     else if (state.gen) stop();

@@ -19,7 +19,7 @@ from runtime.artifact.manifest import Manifest, Section
 from runtime.errors import Abandoned, NoKnowledgeError
 from runtime.generation import ChatMessage, Embedding, Event, Finish, GenerationRequest, Model
 from runtime.knowledge import retrieve
-from runtime.knowledge.passage import Hit, Knowledge, Passage
+from runtime.knowledge.passage import DocumentInfo, Hit, Knowledge, Passage
 from runtime.settings import resolve
 from runtime.state import State
 from runtime.web.app import create_app
@@ -60,6 +60,18 @@ class FakeKnowledge:
         self.embedded.extend(texts)
         self.truncated.append(truncate)
         return [[0.6, 0.8, 0.0] for _ in texts]
+
+    def documents(self) -> list[DocumentInfo]:
+        paths = list(dict.fromkeys(p.document for p in self.passages))
+        return [DocumentInfo(i, path, next(p.title for p in self.passages if p.document == path),
+                             sum(p.document == path for p in self.passages))
+                for i, path in enumerate(paths)]
+
+    def document(self, number: int) -> list[Passage]:
+        paths = list(dict.fromkeys(p.document for p in self.passages))
+        if not 0 <= number < len(paths):
+            return []
+        return [p for p in self.passages if p.document == paths[number]]
 
 
 _k: type[Knowledge] = FakeKnowledge  # mypy: the fake has the real interface
@@ -105,9 +117,18 @@ class FakeEngine:
         return len(request.prompt or ())
 
     def search(self, query: str, top_k: int) -> list[Hit]:
+        return self._library().search(query, top_k)
+
+    def documents(self) -> list[DocumentInfo]:
+        return self._library().documents()
+
+    def document(self, number: int) -> list[Passage]:
+        return self._library().document(number)
+
+    def _library(self) -> FakeKnowledge:
         if self.knowledge is None:
             raise NoKnowledgeError("this bundle has no documents")
-        return self.knowledge.search(query, top_k)
+        return self.knowledge
 
     def _words(self, request: GenerationRequest) -> Iterator[Event]:
         if self.script:

@@ -194,7 +194,7 @@ def test_no_request_leaves_the_origin(site, browser):
     page.wait_idle()
     page.el("#regenerate").click()
     page.wait_idle()
-    page.el("#system-toggle").click()
+    page.el("#settings-toggle").click()
     page.el("#new-chat").click()
     page.reload()
 

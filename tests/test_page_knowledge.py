@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 pytest.importorskip("selenium")
@@ -145,3 +146,75 @@ def test_no_starters_and_no_sources_without_knowledge(browser):
         page.wait_idle()
         assert page.all(".sources, .cite") == []
         assert page.answer() == "Plain answer [1]."
+
+
+def test_the_first_screen_lists_the_documents_and_opens_one_as_text(site, browser):
+    page = browser().open(site.url)
+    wait_for(page.driver, lambda: len(page.all("#library-list .doc-chip")) == 3, 10,
+             "the documents' titles")
+    assert page.el("#library-line").text == "Answers from 3 documents"
+    assert [c.text for c in page.all("#library-list .doc-chip")] == \
+        ["Install", "<b>Toner</b>", "网络设置"]
+    assert not page.el("#welcome-text").is_displayed()
+    page.all("#library-list .doc-chip")[1].click()
+    dialog = page.el("#document-dialog")
+    wait_for(page.driver, lambda: "front" in page.el("#document-body").text, 5, "its text")
+    assert page.el("#document-title").text == "<b>Toner</b>"
+    assert page.el("#document-body p").text.startswith("<script>window.__pwned=1</script>")
+    assert page.all("#document-dialog b, #document-dialog script, #document-dialog img") == []
+    assert page.js("return window.__pwned") is None
+    page.el("#document-close").click()
+    assert not dialog.is_displayed()
+    assert not [e for e in console(page.driver) if e["level"] == "SEVERE"]
+
+
+def test_the_system_prompt_waits_behind_the_settings_button(site, browser):
+    page = browser(lang="zh-CN").open(site.url)
+    assert page.el("#library-line").text == "根据 3 份文档回答"
+    assert not page.el("#system-prompt").is_displayed()
+    page.el("#settings-toggle").click()
+    assert page.el("#system-prompt").is_displayed()
+    assert page.el("label[for=system-prompt]").text == "系统提示词"
+
+
+def test_the_documents_routes(site):
+    listed = httpx.get(site.url + "/knowledge/documents").json()["documents"]
+    assert [(d["id"], d["title"], d["passages"]) for d in listed] == \
+        [(0, "Install", 1), (1, "<b>Toner</b>", 1), (2, "网络设置", 1)]
+    one = httpx.get(site.url + "/knowledge/documents/2").json()
+    assert one["document"] == "手册/网络.txt"
+    assert one["passages"] == [{"location": "连接 › Wi-Fi", "text": PASSAGES[2].text}]
+    missing = httpx.get(site.url + "/knowledge/documents/9")
+    assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found_error"
+    with FakeServer(CitingEngine("x", None), free_port()) as plain:
+        assert httpx.get(plain.url + "/knowledge/documents").status_code == 404
+
+
+def test_the_documents_are_listed_once_the_access_key_is_given(browser):
+    engine = CitingEngine("x", FakeKnowledge(PASSAGES))
+    with FakeServer(engine, free_port(), api_key="K3y") as server:
+        page = browser().open(server.url)
+        assert page.el("#library-line").text == "Answers from 3 documents"  # /props is open
+        wait_for(page.driver, lambda: page.el("#api-key-dialog").is_displayed(), 10, "the key")
+        assert page.all("#library-list .doc-chip") == []
+        page.el("#api-key-input").send_keys("K3y")
+        page.el("#api-key-submit").click()
+        wait_for(page.driver, lambda: len(page.all("#library-list .doc-chip")) == 3, 10,
+                 "the titles after the key")
+
+
+def test_a_document_reads_without_the_chunks_overlap():
+    from runtime.web.knowledge import reading_text
+
+    def p(location: str, text: str) -> Passage:
+        return Passage("a.md", "A", location, text)
+
+    passages = [p("Setup", "Plug it in. Press the red button. Wait."),
+                p("Setup", "Wait. Then the light turns green."),  # shares "Wait." with the first
+                p("Use", "Wait. Start again."),  # a new section: no overlap, even if it reads so
+                p("Use", "Start again. 打开电源。按下按钮。"),
+                p("Use", "按下按钮。等待绿灯。"),
+                p("Use", "Nothing shared here.")]
+    assert reading_text(passages) == [
+        "Plug it in. Press the red button. Wait.", "Then the light turns green.",
+        "Wait. Start again.", "打开电源。按下按钮。", "等待绿灯。", "Nothing shared here."]

@@ -20,9 +20,15 @@ from bundler.knowledge import calibrate
 from bundler.knowledge.chunk import Chunk, chunk_document
 from bundler.knowledge.document import Document, Skipped, is_cjk
 from bundler.knowledge.embedder import default_embedder
-from bundler.knowledge.service import LoadedEmbedder
+from bundler.knowledge.questions import Written, write_questions
+from bundler.knowledge.service import ChatModel, LoadedEmbedder
 from bundler.knowledge.sources import find_documents, read_document
-from bundler.knowledge.starters import suggest_starters
+from bundler.knowledge.starters import (
+    MAX_STARTERS,
+    MIN_STARTERS,
+    suggest_starters,
+    title_questions,
+)
 from runtime.errors import BuildError, DocumentError
 from runtime.knowledge.format import FORMAT_VERSION, Group, IndexMeta, pack, write_database
 from runtime.knowledge.search import Index
@@ -41,6 +47,16 @@ class KnowledgeOptions:
     max_tokens: int = 256  # per chunk, in the embedder's tokens
     overlap: int = 1  # sentences shared by consecutive chunks of one section
     threads: int | None = None
+    # Starter questions: None when the builder gave --starter lines (nothing to write); else
+    # the chat model to write them with when headings give too few (None in `chat`: it cannot,
+    # `no_chat` says why).
+    starters: StarterOptions | None = None
+
+
+@dataclass
+class StarterOptions:
+    chat: ChatModel | None = None
+    no_chat: str = ""  # why there is no model to ask ("it has no chat template")
 
 
 @dataclass
@@ -50,7 +66,8 @@ class KnowledgeBuild:
     info: dict[str, Any]  # the manifest's `knowledge`
     skipped: list[Skipped] = field(default_factory=list)
     seconds: float = 0.0
-    starters: list[str] = field(default_factory=list)  # questions about the documents' headings
+    starters: list[str] = field(default_factory=list)  # for the page, when --starter gave none
+    starters_note: str = ""  # how they were made, for the build's output
 
 
 def build_knowledge(options: KnowledgeOptions, progress: Progress | None = None) -> KnowledgeBuild:
@@ -62,7 +79,13 @@ def build_knowledge(options: KnowledgeOptions, progress: Progress | None = None)
         raise BuildError(f"no usable document in {where} ({len(skipped)} file(s) skipped); "
                          "give .txt .md .html .pdf or .docx files with text")
     gguf = options.embedding_model or default_embedder()
-    embedder = LoadedEmbedder(gguf, options.threads)
+    wanted = options.starters
+    headed = suggest_starters(documents) if wanted else []
+    # The chat model loads only when it will be asked (in the service, on the first question)
+    chat = wanted.chat if wanted and len(headed) < MIN_STARTERS else None
+    embedder = LoadedEmbedder(gguf, options.threads, chat)
+    starters: list[str] = []
+    note = ""
     try:
         count = embedder.counter()
         chunks = by_script([c for doc in documents for c in chunk_document(
@@ -77,6 +100,8 @@ def build_knowledge(options: KnowledgeOptions, progress: Progress | None = None)
                       for g, levels in zip(index.groups, calibration.groups, strict=True)]
         db.execute("UPDATE meta SET value = ? WHERE key = 'groups'", (json.dumps(calibrated),))
         db.commit()
+        if wanted is not None:
+            starters, note = _starters(documents, chunks, index, embedder, headed, wanted)
         section = pack(db)
     finally:
         embedder.close()
@@ -93,7 +118,34 @@ def build_knowledge(options: KnowledgeOptions, progress: Progress | None = None)
         "index_bytes": len(section),
     }
     return KnowledgeBuild(section, gguf, info, skipped, time.monotonic() - started,
-                          suggest_starters(documents))
+                          starters, note)
+
+
+def _starters(documents: list[Document], chunks: list[Chunk], index: Index,
+              embedder: LoadedEmbedder, headed: list[str],
+              wanted: StarterOptions) -> tuple[list[str], str]:
+    """The page's starter questions and a line saying how they were made: the headings' when
+    they give enough; else the model's (checked by retrieval), topped up with the headings'
+    and then with questions about the documents' titles."""
+    if len(headed) >= MIN_STARTERS:
+        return headed, f"Starters: {len(headed)} asked about the documents' headings"
+    if wanted.chat is None:
+        written, why = Written([], 0), wanted.no_chat
+    else:
+        written = write_questions(chunks, index, embedder.chat, embedder.embed_queries,
+                                  MAX_STARTERS)
+        why = written.error or ""
+    starters = list(dict.fromkeys(written.questions + headed + title_questions(documents)))
+    starters = starters[:MAX_STARTERS]
+    made = (f"Starters: {len(written.questions)} written by the model from the documents "
+            f"({written.asked} passages asked about; kept those retrieval answers from "
+            "their own passage)")
+    if why:
+        made = f"Starters: not written by the model ({why})"
+    rest = len(starters) - len(written.questions)
+    if rest:
+        made += f"; {rest} asked about headings or titles"
+    return starters, made
 
 
 def read_all(paths: list[Path], bar: Progress) -> tuple[list[Document], list[Skipped]]:

@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import numpy as np
 
 from bundler.runtime_package import ensure_runtime
 from runtime.artifact.format import checksum_text, new_checksum
+from runtime.artifact.manifest import Manifest, Section
 from runtime.embed_service import FLAG
 from runtime.errors import BuildError
 
@@ -40,12 +42,21 @@ PREFIXES = {"e5": ("query: ", "passage: "),
             "nomic-embed": ("search_query: ", "search_document: ")}
 
 
+@dataclass
+class ChatModel:
+    """The chat model the bundle will carry, for the service to write starter questions with."""
+
+    gguf: Path  # one GGUF file (a split one is not offered)
+    manifest: Manifest  # what the build will write; its weights section is the whole file
+
+
 class LoadedEmbedder:
-    """The embedding GGUF loaded in the runtime's llama.cpp, with its tokenizer."""
+    """The embedding GGUF loaded in the runtime's llama.cpp, with its tokenizer; and, when the
+    build offers one, the chat model (loaded by the service on the first `chat`)."""
 
     reply_timeout = REPLY_TIMEOUT_S
 
-    def __init__(self, gguf: Path, threads: int | None):
+    def __init__(self, gguf: Path, threads: int | None, chat: ChatModel | None = None):
         self.gguf = gguf
         self._silent = False  # the watchdog ended it
         self._waiting_since: float | None = None  # when the write or read now waiting began
@@ -54,6 +65,14 @@ class LoadedEmbedder:
         command = [str(ensure_runtime().path), FLAG, str(gguf)]
         if threads:
             command += ["--threads", str(threads)]
+        self._chat_manifest: Any = None
+        if chat is not None:
+            self._chat_manifest = tempfile.NamedTemporaryFile(suffix=".json")
+            whole = replace(chat.manifest, sections=[Section(
+                "weights", 1, 0, chat.gguf.stat().st_size, "")], knowledge=None)
+            self._chat_manifest.write(whole.to_json())
+            self._chat_manifest.flush()
+            command += ["--chat", str(chat.gguf), "--chat-manifest", self._chat_manifest.name]
         self._stderr = tempfile.TemporaryFile()  # a file, not a pipe: the child never blocks on it
         try:
             # Its own process group: the watchdog ends the frozen runtime under PyInstaller's
@@ -101,6 +120,11 @@ class LoadedEmbedder:
             return []
         return self._embed([self.query_prefix + t for t in texts]).tolist()
 
+    def chat(self, messages: list[dict[str, str]], max_tokens: int) -> str:
+        """The chat model's greedy answer; BuildError when there is none or it did not load."""
+        return str(self._send({"op": "chat", "messages": messages,
+                               "max_tokens": max_tokens})["text"])
+
     def close(self) -> None:
         """Ends the subprocess: the end of its stdin ends an idle one at once; one still
         embedding (the build was interrupted) is terminated, its bootloader cleaning up."""
@@ -118,6 +142,8 @@ class LoadedEmbedder:
             if process.stdout is not None:
                 process.stdout.close()
         self._stderr.close()
+        if self._chat_manifest is not None:
+            self._chat_manifest.close()
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         header = self._ask("embed", texts)
@@ -126,13 +152,15 @@ class LoadedEmbedder:
         return np.frombuffer(data, dtype="<f4").reshape(rows, dims)
 
     def _ask(self, op: str, texts: list[str]) -> dict[str, Any]:
+        return self._send({"op": op, "texts": texts})
+
+    def _send(self, request: dict[str, Any]) -> dict[str, Any]:
         assert self._process.stdin is not None
         try:
             # watched too: a request larger than the pipe's buffer (64 KiB) blocks until the
             # child reads it, forever if it hangs
             with self._watchdog():
-                self._process.stdin.write(json.dumps({"op": op, "texts": texts}).encode()
-                                          + b"\n")
+                self._process.stdin.write(json.dumps(request).encode() + b"\n")
                 self._process.stdin.flush()
         except OSError:  # a broken pipe: it died (or the watchdog ended it); _died says how
             raise self._died() from None

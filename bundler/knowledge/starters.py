@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
+from pathlib import PurePosixPath
 
-from bundler.knowledge.document import Document
+from bundler.knowledge.document import Document, is_cjk
 from runtime.knowledge.retrieve import chinese
 
 MAX_STARTERS = 4
+MIN_STARTERS = 3  # fewer, and the build asks the model for more (bundler/knowledge/questions.py)
 MAX_LENGTH = 60  # longer is a sentence, not a topic
 _NOT_A_TOPIC = re.compile(r"^[\d\W_]+$|^(contents|table of contents|index|目录|索引)$",
                           re.IGNORECASE)
@@ -38,10 +40,24 @@ def suggest_starters(documents: Sequence[Document], limit: int = MAX_STARTERS) -
     return starters
 
 
-def question_about(topic: str) -> str:
+def title_questions(documents: Sequence[Document]) -> list[str]:
+    """One question per document about its title (a file name read as words: "user_guide.txt"
+    asks about "user guide"), in the language of the document's text: the last resort."""
+    out = []
+    for doc in documents:
+        topic = doc.title
+        if topic == PurePosixPath(doc.relpath).name:
+            topic = " ".join(re.sub(r"[_\-.]+", " ", PurePosixPath(topic).stem).split())
+        if _usable(topic):
+            text = " ".join(block.text for block in doc.blocks[:5])
+            out.append(question_about(topic, chinese(topic) or mostly_cjk(text)))
+    return out
+
+
+def question_about(topic: str, cjk: bool | None = None) -> str:
     if topic.endswith(("?", "？")):
         return topic
-    if chinese(topic):
+    if chinese(topic) if cjk is None else cjk:
         return f"文档中关于“{topic}”是怎么说的？"
     return f"What do the documents say about “{topic}”?"
 
@@ -63,3 +79,9 @@ def _usable(topic: str) -> bool:
     """Two Chinese characters make a topic (保修); shorter Latin text is noise ("A", "1.")."""
     shortest = 2 if chinese(topic) else 3
     return shortest <= len(topic) <= MAX_LENGTH and not _NOT_A_TOPIC.match(topic)
+
+
+def mostly_cjk(text: str) -> bool:
+    """Whether most of a text's letters are Chinese, Japanese or Korean."""
+    letters = [c for c in text if c.isalpha()]
+    return bool(letters) and sum(is_cjk(c) for c in letters) * 2 >= len(letters)

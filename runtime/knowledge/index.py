@@ -17,7 +17,7 @@ from typing import Any
 from runtime.artifact.manifest import Manifest
 from runtime.errors import RequestError
 from runtime.knowledge.format import EMBEDDER_SECTION, SECTION, read_section, unpack
-from runtime.knowledge.passage import MAX_TOP_K, Hit
+from runtime.knowledge.passage import MAX_TOP_K, DocumentInfo, Hit, Passage
 from runtime.knowledge.search import Index
 from runtime.llama.bindings import llama_cpp
 from runtime.llama.embedder import N_EMBED_CTX, Embedder
@@ -57,6 +57,14 @@ class BundledKnowledge:
             sequences.append(self._tokens(text.strip(), truncate))
         with self._lock:
             return self.embedder.embed_many(sequences)
+
+    def documents(self) -> list[DocumentInfo]:
+        with self._lock:
+            return [DocumentInfo(*row) for row in self.index.titles()]
+
+    def document(self, number: int) -> list[Passage]:
+        with self._lock:
+            return self.index.passages_of(number)
 
     def _tokens(self, text: str, truncate: bool) -> list[int]:
         # special=False: a document or question that contains "</s>" is text, not a control token

@@ -23,6 +23,16 @@ class Passage:
 
 
 @dataclass(frozen=True)
+class DocumentInfo:
+    """One bundled document, as the chat page lists it."""
+
+    number: int  # its id in the index, for Knowledge.document
+    document: str  # the file's path, as Passage.document
+    title: str  # as Passage.title
+    passages: int
+
+
+@dataclass(frozen=True)
 class Hit:
     passage: Passage
     score: float  # the fused relevance; higher is better, comparable within one index
@@ -48,4 +58,13 @@ class Knowledge(Protocol):
     def embed(self, texts: Sequence[str], truncate: bool = False) -> list[list[float]]:
         """The bundled embedder's vectors (pooled, L2-normalised), for /v1/embeddings; a text
         longer than the embedder takes is cut (truncate) or refused."""
+        ...
+
+    def documents(self) -> list[DocumentInfo]:
+        """Every bundled document, in the order they were read; any thread may call it."""
+        ...
+
+    def document(self, number: int) -> list[Passage]:
+        """A document's passages in order (overlaps between them left in); [] for no such
+        document. Any thread may call it."""
         ...

@@ -132,6 +132,18 @@ class Index:
     def documents(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM documents").fetchone()[0])
 
+    def titles(self) -> list[tuple[int, str, str, int]]:
+        """(id, path, title, passages) of every document, in the order they were read."""
+        return [tuple(row) for row in self.db.execute(
+            "SELECT d.id, d.path, d.title, count(c.id) FROM documents d "
+            "LEFT JOIN chunks c ON c.document = d.id GROUP BY d.id ORDER BY d.id")]
+
+    def passages_of(self, document: int) -> list[Passage]:
+        """A document's chunks in index order: its reading order within each script group."""
+        return [Passage(*row) for row in self.db.execute(
+            "SELECT d.path, d.title, c.location, c.text FROM chunks c "
+            "JOIN documents d ON d.id = c.document WHERE d.id = ? ORDER BY c.id", (document,))]
+
     def group(self, chunk: int) -> Group:
         return self.groups[bisect.bisect_right(self.starts, chunk) - 1]
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 from pydantic import Field, field_validator
 
+from runtime.errors import NoDocumentError
 from runtime.generation import Finish, Sources
-from runtime.knowledge.passage import MAX_TOP_K, Hit
+from runtime.knowledge.passage import MAX_TOP_K, Hit, Passage
 from runtime.state import State
 from runtime.web.schemas import Request
 
@@ -37,6 +39,32 @@ def sources_json(sources: Sources) -> list[dict[str, Any]]:
     return [{"id": i} | hit_json(hit) for i, hit in enumerate(sources.hits, 1)]
 
 
+def reading_text(passages: list[Passage]) -> list[str]:
+    """The passages' texts as a document is read: consecutive passages of one section share
+    their boundary sentence (the chunker's overlap, for retrieval), shown once here."""
+    out = []
+    for before, passage in zip([None, *passages], passages, strict=False):
+        text = passage.text
+        if before is not None and before.location == passage.location:
+            text = text[_overlap(before.text, text):].lstrip()
+        out.append(text)
+    return out
+
+
+def _overlap(before: str, text: str) -> int:
+    """The length of the longest start of `text` that ends `before` as whole sentences: it
+    ends where a sentence of `text` ends and starts where one of `before`'s starts (0: none)."""
+    for k in range(min(len(before), len(text)) - 1, 1, -1):
+        start = before[-k - 1]
+        if (text[k - 1] in _SENTENCE_END and (start in _SENTENCE_END or start.isspace())
+                and before.endswith(text[:k])):
+            return k
+    return 0
+
+
+_SENTENCE_END = set(".!?;。！？；…\"'”’」）)")
+
+
 def knowledge_usage(finish: Finish) -> dict[str, Any]:
     """The `usage` fields of a chat that retrieval ran for: the passages in the prompt, the
     tokens they took, and what the context budget left out (never silently)."""
@@ -54,3 +82,24 @@ def add_routes(app: FastAPI, state: State) -> None:
         engine = state.ready_engine()
         hits = await state.worker.call(engine.search, body.query, body.top_k)
         return {"results": [hit_json(hit) for hit in hits]}
+
+    # The chat page's first screen lists the documents and opens one's text. Not on the model
+    # thread: a listing must not wait behind someone's long answer (the index has its own lock).
+    @app.get("/knowledge/documents")
+    async def documents() -> dict[str, Any]:
+        engine = state.ready_engine()
+        found = await run_in_threadpool(engine.documents)
+        return {"documents": [{"id": d.number, "document": d.document, "title": d.title,
+                               "passages": d.passages} for d in found]}
+
+    @app.get("/knowledge/documents/{number}")
+    async def document(number: int) -> dict[str, Any]:
+        engine = state.ready_engine()
+        passages = await run_in_threadpool(engine.document, number)
+        if not passages:
+            raise NoDocumentError(f"no document {number} in this bundle (GET "
+                                  "/knowledge/documents lists them)")
+        first = passages[0]
+        return {"id": number, "document": first.document, "title": first.title,
+                "passages": [{"location": p.location, "text": text}
+                             for p, text in zip(passages, reading_text(passages), strict=True)]}
