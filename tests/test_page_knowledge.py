@@ -193,12 +193,14 @@ def test_the_documents_routes(site):
 def test_the_documents_are_listed_once_the_access_key_is_given(browser):
     engine = CitingEngine("x", FakeKnowledge(PASSAGES))
     with FakeServer(engine, free_port(), api_key="K3y") as server:
-        page = browser().open(server.url)
-        assert page.el("#library-line").text == "Answers from 3 documents"  # /props is open
+        page = browser()
+        page.driver.get(server.url)  # not open(): /props is behind the key too
         wait_for(page.driver, lambda: page.el("#api-key-dialog").is_displayed(), 10, "the key")
         assert page.all("#library-list .doc-chip") == []
         page.el("#api-key-input").send_keys("K3y")
         page.el("#api-key-submit").click()
+        page.wait_loaded()
+        assert page.el("#library-line").text == "Answers from 3 documents"
         wait_for(page.driver, lambda: len(page.all("#library-list .doc-chip")) == 3, 10,
                  "the titles after the key")
 
