@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from runtime.artifact.manifest import Manifest
+from runtime.chat import agent_loop
 from runtime.chat.fallbacks import stop_strings
 from runtime.chat.template import ChatTemplate
 from runtime.chat.tool_parse import MARKERS, Content, ToolStream
@@ -40,7 +41,7 @@ from runtime.llama.decoder import Decoder
 from runtime.llama.embedder import Embedder
 from runtime.llama.grammar import schema_grammar
 from runtime.llama.model import N_BATCH, Tokenizer, load_model, new_context, physical_cores
-from runtime.llama.tool_grammar import ToolGrammar, tool_grammar
+from runtime.llama.tool_grammar import TEXT_ANSWER, ToolGrammar, tool_grammar
 from runtime.settings import Settings
 
 
@@ -90,8 +91,11 @@ class Engine:
             def count(messages: Sequence[ChatMessage]) -> int:  # as the prompt will be, tools too
                 return len(self.prompt(replace(request, messages=tuple(messages))))
 
-            return retrieve.answer(self.knowledge, request, count, self.n_ctx, self._generate)
-        return self._generate(request)
+            return retrieve.answer(self.knowledge, request, count, self.n_ctx, self._guarded)
+        return self._guarded(request)
+
+    def _guarded(self, request: GenerationRequest) -> Iterator[Event]:
+        return agent_loop.guard(request, self._generate)
 
     def _generate(self, request: GenerationRequest) -> Iterator[Event]:
         with self.decoder.arriving():  # requests sent together have their prompts read together
@@ -101,7 +105,7 @@ class Engine:
             grammar, self.markers if request.calls_tools else frozenset(), request.logprobs))
         if not request.calls_tools:
             return events
-        return _with_calls(events, ToolStream(self.family, request.tools))
+        return _with_calls(events, ToolStream(self.family, request.tools), request.text_only)
 
     def grammar(self, request: GenerationRequest) -> str | ToolGrammar | None:
         """The request's constraint: a forced tool call, a lazy one for tool_choice auto, or
@@ -109,6 +113,8 @@ class Engine:
         schema = None if request.json_schema is None else schema_grammar(request.json_schema)
         if not request.calls_tools:
             return schema
+        if request.text_only:
+            return schema or TEXT_ANSWER
         if schema is not None:
             if request.tool_choice != "auto":
                 raise RequestError("response_format cannot be combined with a forced "
@@ -175,9 +181,10 @@ class Engine:
     def kv_cache(self) -> tuple[int, int]:
         return self.decoder.cached_tokens, self.n_ctx
 
-def _with_calls(events: Iterator[Event], parser: ToolStream) -> Iterator[Event]:
+def _with_calls(events: Iterator[Event], parser: ToolStream,
+                text_only: bool = False) -> Iterator[Event]:
     """The decoder's text parsed into content and tool calls; the markup never shows. An answer
-    that ends in calls ends with reason "tool_calls"."""
+    that ends in calls ends with reason "tool_calls"; text_only drops the calls."""
     called = False
     try:
         for event in events:
@@ -188,6 +195,8 @@ def _with_calls(events: Iterator[Event], parser: ToolStream) -> Iterator[Event]:
             else:  # the decoder yields only text and its Finish
                 continue
             for item in parsed:
+                if text_only and not isinstance(item, Content):
+                    continue
                 called = called or isinstance(item, CallStart)
                 yield item.text if isinstance(item, Content) else item
             if isinstance(event, Finish):

@@ -55,6 +55,9 @@ class GenerationRequest:
     parallel_tool_calls: bool = True
     logprobs: int | None = None  # None: none; n: each token's, with its n likeliest (0-20)
     knowledge: bool = True  # a chat in a knowledge bundle retrieves passages; False skips it
+    # The tools stay in the prompt but the answer is text, any call in it dropped: the agent-loop
+    # guard's second try after a repeated call (runtime/chat/agent_loop.py)
+    text_only: bool = False
 
     @property
     def calls_tools(self) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi.responses import Response, StreamingResponse
 
 from runtime.errors import LlamabundleError
-from runtime.web.errors import INTERNAL, error_body
+from runtime.web.errors import INTERNAL, error_payload
 
 log = logging.getLogger(__name__)
 
@@ -20,30 +20,43 @@ async def sse(chunks: AsyncIterator[Any], done: bool = True) -> Response:
     """An SSE response (OpenAI's ends in `data: [DONE]`, llama.cpp's native one does not).
     An error after the first chunk is reported in the stream, as OpenAI does:
     `data: {"error": {...}}`."""
-    return await _stream(chunks, lambda line: b"data: " + line + b"\n\n",
-                         lambda message: error_body(message, "server_error"),
+    return await _stream(chunks, lambda chunk: b"data: " + _json(chunk) + b"\n\n",
+                         lambda message: error_payload(message, "server_error"),
                          b"data: [DONE]\n\n" if done else b"", "text/event-stream")
+
+
+async def typed_sse(chunks: AsyncIterator[dict[str, Any]],
+                    error: Callable[[str], dict[str, Any]]) -> Response:
+    """OpenAI's Responses stream: each event named by its `type` (`event: <type>` then its
+    data) and no [DONE]; an error after the first event is `error(message)`'s event."""
+    def frame(event: dict[str, Any]) -> bytes:
+        return b"event: " + str(event["type"]).encode() + b"\ndata: " + _json(event) + b"\n\n"
+
+    return await _stream(chunks, frame, error, b"", "text/event-stream")
 
 
 async def ndjson(chunks: AsyncIterator[Any]) -> Response:
     """Ollama's stream: one JSON object per line; an error after the first ends it with one
     `{"error": "..."}` line (the status is 200 by then)."""
-    return await _stream(chunks, lambda line: line + b"\n",
-                         lambda message: json.dumps({"error": message}).encode(), b"",
-                         "application/x-ndjson")
+    return await _stream(chunks, lambda chunk: _json(chunk) + b"\n",
+                         lambda message: {"error": message}, b"", "application/x-ndjson")
 
 
-async def _stream(chunks: AsyncIterator[Any], frame: Callable[[bytes], bytes],
-                  error: Callable[[str], bytes], tail: bytes, media_type: str) -> Response:
+def _json(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+async def _stream(chunks: AsyncIterator[Any], frame: Callable[[Any], bytes],
+                  error: Callable[[str], Any], tail: bytes, media_type: str) -> Response:
     """Errors before the first chunk (a prompt too long, a bad schema) stay 4xx JSON: the
     first chunk is awaited before the response starts."""
     first = await anext(chunks)
 
     async def lines() -> AsyncIterator[bytes]:
-        yield frame(json.dumps(first).encode())
+        yield frame(first)
         try:
             async for chunk in chunks:
-                yield frame(json.dumps(chunk).encode())
+                yield frame(chunk)
         except LlamabundleError as e:
             log.error("generation failed: %s", e)
             yield frame(error(str(e)))
