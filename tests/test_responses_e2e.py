@@ -76,8 +76,7 @@ def test_a_json_schema_answer(qwen):
 
 
 def test_openai_agents_sdk_runs_one_tool(qwen):
-    from agents import Agent, OpenAIResponsesModel, Runner, function_tool, \
-        set_tracing_disabled
+    from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
 
     set_tracing_disabled(True)
     asked: list[str] = []

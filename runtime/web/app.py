@@ -1,9 +1,9 @@
 """The web app: the chat page and the HTTP API by dialect, made by `create_app(state)`.
 
 One file of routes and shapes per dialect (page.py, openai.py, responses.py, llamacpp.py,
-ollama.py; knowledge.py for a bundle's documents); each builds the same `GenerationRequest` and formats the
-same events (runtime/generation.py). Nothing here imports llama.cpp: the model is reached
-through `state`, as a `runtime.generation.Model`.
+ollama.py; knowledge.py for a bundle's documents); each builds the same `GenerationRequest`
+and formats the same events (runtime/generation.py). Nothing here imports llama.cpp: the model
+is reached through `state`, as a `runtime.generation.Model`.
 """
 
 from __future__ import annotations
