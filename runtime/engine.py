@@ -41,7 +41,7 @@ from runtime.llama.decoder import Decoder
 from runtime.llama.embedder import Embedder
 from runtime.llama.grammar import schema_grammar
 from runtime.llama.model import N_BATCH, Tokenizer, load_model, new_context, physical_cores
-from runtime.llama.tool_grammar import TEXT_ANSWER, ToolGrammar, tool_grammar
+from runtime.llama.tool_grammar import ToolGrammar, tool_grammar
 from runtime.settings import Settings
 
 
@@ -100,10 +100,11 @@ class Engine:
     def _generate(self, request: GenerationRequest) -> Iterator[Event]:
         with self.decoder.arriving():  # requests sent together have their prompts read together
             prompt, grammar = self.prompt(request), self.grammar(request)
+        parse = request.calls_tools or request.text_only
         events = self.observe(self.decoder.generate(
             prompt, request.sampling, request.max_tokens, request.stop + self.extra_stops,
-            grammar, self.markers if request.calls_tools else frozenset(), request.logprobs))
-        if not request.calls_tools:
+            grammar, self.markers if parse else frozenset(), request.logprobs))
+        if not parse:
             return events
         return _with_calls(events, ToolStream(self.family, request.tools), request.text_only)
 
@@ -113,8 +114,6 @@ class Engine:
         schema = None if request.json_schema is None else schema_grammar(request.json_schema)
         if not request.calls_tools:
             return schema
-        if request.text_only:
-            return schema or TEXT_ANSWER
         if schema is not None:
             if request.tool_choice != "auto":
                 raise RequestError("response_format cannot be combined with a forced "

@@ -55,8 +55,8 @@ class GenerationRequest:
     parallel_tool_calls: bool = True
     logprobs: int | None = None  # None: none; n: each token's, with its n likeliest (0-20)
     knowledge: bool = True  # a chat in a knowledge bundle retrieves passages; False skips it
-    # The tools stay in the prompt but the answer is text, any call in it dropped: the agent-loop
-    # guard's second try after a repeated call (runtime/chat/agent_loop.py)
+    # With tool_choice "none": the answer is still read for calls, and any call in it dropped
+    # rather than shown as text (the agent-loop guard's second try; runtime/chat/agent_loop.py)
     text_only: bool = False
 
     @property

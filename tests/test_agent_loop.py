@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from runtime.chat.agent_loop import answered_calls, guard
+from runtime.chat.agent_loop import ANSWER_FROM_RESULT, answered_calls, guard
 from runtime.chat.tool_parse import parse_tool_calls
 from runtime.chat.tools import Tool, ToolCall
 from runtime.generation import (
@@ -60,8 +60,17 @@ def test_a_repeat_is_sampled_again_as_text_and_the_counts_add_up():
     answer = run(script)
     assert answer.text == "It is 18 C in Paris." and answer.tool_calls == ()
     assert answer.finish.reason == "stop" and answer.finish.completion_tokens == 20
-    assert [r.text_only for r in script.requests] == [False, True]
-    assert script.requests[1].tools == (WEATHER,)  # the prompt is the one the model saw
+    again = script.requests[1]
+    assert again.text_only and again.tool_choice == "none" and not again.calls_tools
+    assert again.messages == (ChatMessage("system", ANSWER_FROM_RESULT), *AFTER_RESULT)
+
+
+def test_the_second_try_adds_its_line_to_the_system_message():
+    script = Script([*call("get_weather", '{"city": "Paris"}'), Finish("tool_calls", 5, 9, 0)],
+                    ["18 C.", Finish("stop", 5, 3, 0)])
+    run(script, messages=(ChatMessage("system", "Be brief."), *AFTER_RESULT))
+    first = (script.requests[1].messages or ())[0]
+    assert first == ChatMessage("system", f"Be brief.\n\n{ANSWER_FROM_RESULT}")
 
 
 def test_a_new_call_goes_out_and_a_repeat_beside_it_is_dropped():

@@ -36,9 +36,6 @@ _CALL_OPENED = r'\{' + WS + r'"name"' + WS + r'(?::' + WS + r'"?)?'
 BARE_TRIGGER = r'^\s*(?:```(?:json)?\s*)?(' + _CALL_OPENED + r')$'
 BARE_TRIGGER_PARALLEL = r'^\s*(?:```(?:json)?\s*)?((?:\[' + WS + r')?' + _CALL_OPENED + r')$'
 MARKERS = {"hermes": "<tool_call>", "mistral": "[TOOL_CALLS]", "llama3": "<|python_tag|>"}
-# An answer that cannot open with a call: its first visible character is none of the ways calls
-# start (`{`, `[`, `<tool_call>`, a ``` fence), so the model writes words (agent_loop.py)
-TEXT_ANSWER = 'root ::= [ \\t\\n]* [^{<\\[`\\x20\\t\\n\\r] [^\\x00]*'
 _RULE = re.compile(r"^([A-Za-z0-9-]+) ::= (.*)$")
 _TOKEN = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|[A-Za-z0-9-]+|.', re.S)
 
