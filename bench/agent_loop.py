@@ -111,6 +111,8 @@ def chat_round_trip(client: openai.OpenAI, case: Case, **sampling: Any) -> Outco
 
 
 def responses_round_trip(client: openai.OpenAI, case: Case, **sampling: Any) -> Outcome:
+    if "seed" in sampling:  # not a Responses field: the SDK sends it as an extra
+        sampling = {**sampling, "extra_body": {"seed": sampling.pop("seed")}}
     function = tool_schema(case)["function"]
     tools: list[Any] = [{"type": "function", **function, "strict": False}]
     items: list[Any] = [{"role": "user", "content": case.question}]

@@ -102,3 +102,10 @@ def test_a_call_in_doubled_braces_is_read_as_the_call_it_means():
     assert content == "" and [(c.name, c.arguments) for c in calls] == [
         ("get_weather", '{"city": "Paris"}')]
     assert parse_tool_calls("{{ not a call }}", "hermes", [WEATHER]) == ("{{ not a call }}", [])
+
+
+def test_a_bare_call_closing_a_fence_it_never_opened_is_a_call():
+    # the lazy grammar's bare call allows a closing ``` (for a fenced call); Qwen 0.5B writes it
+    # after a tool result even without the opening one
+    text = '{"name": "get_weather", "arguments": {"city": "Paris"}}\n```'
+    assert parse_tool_calls(text, "hermes", [WEATHER])[1][0].arguments == '{"city": "Paris"}'

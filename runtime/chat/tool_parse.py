@@ -44,6 +44,8 @@ def bare_calls(text: str, names: set[str]) -> list[tuple[str, str]] | None:
     body = text.strip()
     if (fence := _FENCE.fullmatch(body)) is not None:
         body = fence.group(1).strip()
+    elif body.endswith("```"):  # the lazy grammar's bare call may close a fence it never opened
+        body = body[:-3].rstrip()
     items = _json_items(body)
     if items is None and body.startswith("{{"):
         items = _doubled_braces(body)
