@@ -78,7 +78,7 @@ def tool_schema(case: Case) -> dict[str, Any]:
 class Outcome:
     question: str
     called: str | None  # the tool the first answer called
-    answer: str  # the second answer's text
+    answer: str  # the second answer's text (the first's when it called nothing)
     called_again: bool  # the second answer called a tool
     ok: bool
 
@@ -100,7 +100,7 @@ def chat_round_trip(client: openai.OpenAI, case: Case, **sampling: Any) -> Outco
                                            max_tokens=120, **sampling)
     calls = first.choices[0].message.tool_calls or []
     if not calls:
-        return judge(case, None, "", False)
+        return judge(case, None, first.choices[0].message.content or "", False)
     history.append(first.choices[0].message.model_dump(exclude_none=True))
     history += [{"role": "tool", "tool_call_id": c.id, "content": json.dumps(case.result)}
                 for c in calls]
@@ -111,8 +111,9 @@ def chat_round_trip(client: openai.OpenAI, case: Case, **sampling: Any) -> Outco
 
 
 def responses_round_trip(client: openai.OpenAI, case: Case, **sampling: Any) -> Outcome:
+    sampling = dict(sampling)
     if "seed" in sampling:  # not a Responses field: the SDK sends it as an extra
-        sampling = {**sampling, "extra_body": {"seed": sampling.pop("seed")}}
+        sampling["extra_body"] = {"seed": sampling.pop("seed")}
     function = tool_schema(case)["function"]
     tools: list[Any] = [{"type": "function", **function, "strict": False}]
     items: list[Any] = [{"role": "user", "content": case.question}]
@@ -120,7 +121,7 @@ def responses_round_trip(client: openai.OpenAI, case: Case, **sampling: Any) -> 
                                     max_output_tokens=120, **sampling)
     calls = [item for item in first.output if item.type == "function_call"]
     if not calls:
-        return judge(case, None, "", False)
+        return judge(case, None, first.output_text, False)
     items += [item.model_dump(exclude_none=True) for item in first.output]
     items += [{"type": "function_call_output", "call_id": c.call_id,
                "output": json.dumps(case.result)} for c in calls]
