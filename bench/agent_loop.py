@@ -8,7 +8,7 @@ auto (what an agent framework sends; no extra instruction), answer in text that 
 result's fact (second request). A case fails if the first answer calls nothing, or the second
 calls a tool again, writes a call as text, or misses the fact. Without --artifact an artifact of
 Qwen2.5-Coder-0.5B-Instruct is built into build/ (tests/instruct_model.py fetches the GGUF).
-Prints one line per case and writes bench/results/agent-loop-<date>.json.
+Prints one line per case and writes bench/results/agent-loop-<date>.json (or --out).
 """
 
 from __future__ import annotations
@@ -163,6 +163,8 @@ def main() -> None:
     parser.add_argument("--api", default="chat,responses")
     parser.add_argument("--temp", type=float, default=0.0)
     parser.add_argument("--threads", type=int, default=machine.physical_cores())
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" /
+                        f"agent-loop-{datetime.date.today()}.json")
     args = parser.parse_args()
     artifact = args.artifact or qwen_artifact(REPO / "build" / "agent-loop.llamabundle")
     results: dict[str, Any] = {}
@@ -175,7 +177,7 @@ def main() -> None:
             passed = sum(o.ok for o in outcomes)
             print(f"{api}: {passed}/{len(outcomes)} round trips answered from the result")
             results[api] = {"passed": passed, "cases": [asdict(o) for o in outcomes]}
-    out = REPO / "bench" / "results" / f"agent-loop-{datetime.date.today()}.json"
+    out = args.out
     out.write_text(json.dumps({"artifact": str(artifact), "temperature": args.temp,
                                "cpu": machine.cpu_model(), "results": results}, indent=1))
     print(f"wrote {out}")

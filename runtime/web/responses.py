@@ -119,7 +119,8 @@ def chat_messages(items: list[Any]) -> list[ChatMessage]:
             raise RequestError(f"{where}: expected an object", param="input")
         kind = item.get("type", "message")
         if kind == "message":
-            role = ROLES.get(item.get("role"))  # type: ignore[arg-type]
+            role = item.get("role")
+            role = ROLES.get(role) if isinstance(role, str) else None
             if role is None:
                 raise RequestError(f"{where}.role: expected user, system, developer or "
                                    "assistant", param="input")
@@ -163,7 +164,7 @@ def _text(content: object, where: str) -> str:
     texts = []
     for j, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
-        key = TEXT_PARTS.get(kind)  # type: ignore[arg-type]
+        key = TEXT_PARTS.get(kind) if isinstance(kind, str) else None
         if key is None or not isinstance(part.get(key), str):  # type: ignore[union-attr]
             raise RequestError(f"{where}[{j}]: only text parts are served (input_text, "
                                f"output_text), not {str(kind)[:40]!r}", param="input")
