@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from runtime.artifact.manifest import Manifest
+from runtime.chat import agent_loop
 from runtime.chat.fallbacks import stop_strings
 from runtime.chat.template import ChatTemplate
 from runtime.chat.tool_parse import Content, ToolStream
@@ -91,19 +92,23 @@ class Engine:
             def count(asked: GenerationRequest) -> int:  # as the prompt will be, tools too
                 return len(self.prompt(asked))
 
-            return retrieve.answer(self.knowledge, request, count, self.n_ctx, self._generate)
-        return self._generate(request)
+            return retrieve.answer(self.knowledge, request, count, self.n_ctx, self._guarded)
+        return self._guarded(request)
+
+    def _guarded(self, request: GenerationRequest) -> Iterator[Event]:
+        return agent_loop.guard(request, self._generate)
 
     def _generate(self, request: GenerationRequest) -> Iterator[Event]:
         with self.decoder.arriving():  # requests sent together have their prompts read together
             prompt, grammar = self.prompt(request), self.grammar(request)
+        parse = request.calls_tools or request.text_only
         events = self.observe(self.decoder.generate(
             prompt, request.sampling, request.max_tokens, request.stop + self.extra_stops,
-            grammar, self.markers if request.calls_tools else frozenset(), request.logprobs,
+            grammar, self.markers if parse else frozenset(), request.logprobs,
             request.cancel))
-        if not request.calls_tools:
+        if not parse:
             return events
-        return _with_calls(events, ToolStream(self.family, request.tools))
+        return _with_calls(events, ToolStream(self.family, request.tools), request.text_only)
 
     def grammar(self, request: GenerationRequest) -> str | ToolGrammar | None:
         """The request's constraint: a forced tool call, a lazy one for tool_choice auto, or
@@ -218,9 +223,10 @@ class Engine:
     def kv_cache(self) -> tuple[int, int]:
         return self.decoder.cached_tokens, self.n_ctx
 
-def _with_calls(events: Iterator[Event], parser: ToolStream) -> Iterator[Event]:
+def _with_calls(events: Iterator[Event], parser: ToolStream,
+                text_only: bool = False) -> Iterator[Event]:
     """The decoder's text parsed into content and tool calls; the markup never shows. An answer
-    that ends in calls ends with reason "tool_calls"."""
+    that ends in calls ends with reason "tool_calls"; text_only drops the calls."""
     called = False
     for event in events:
         if isinstance(event, str):
@@ -230,6 +236,8 @@ def _with_calls(events: Iterator[Event], parser: ToolStream) -> Iterator[Event]:
         else:  # the decoder yields only text and its Finish
             continue
         for item in parsed:
+            if text_only and not isinstance(item, Content):
+                continue
             called = called or isinstance(item, CallStart)
             yield item.text if isinstance(item, Content) else item
         if isinstance(event, Finish):

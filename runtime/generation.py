@@ -77,6 +77,9 @@ class GenerationRequest:
     # sequence (waiting, reading the prompt or generating) and the reader gets Abandoned.
     cancel: threading.Event = field(default_factory=threading.Event, compare=False,
                                     repr=False)
+    # With tool_choice "none": the answer is still read for calls, and any call in it dropped
+    # rather than shown as text (the agent-loop guard's second try; runtime/chat/agent_loop.py)
+    text_only: bool = False
 
     @property
     def calls_tools(self) -> bool:

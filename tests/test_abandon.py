@@ -16,7 +16,10 @@ ROUTES = [("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi
                                     "max_tokens": 100}),
           ("/api/chat", {"messages": [{"role": "user", "content": "hi"}], "stream": False,
                          "options": {"num_predict": 100}}),
-          ("/completion", {"prompt": "hi", "n_predict": 100})]
+          ("/completion", {"prompt": "hi", "n_predict": 100}),
+          ("/v1/responses", {"input": "hi", "max_output_tokens": 100}),
+          ("/v1/messages", {"messages": [{"role": "user", "content": "hi"}],
+                            "max_tokens": 100})]
 
 
 def leave_after(url: str, body: dict, seconds: float) -> None:

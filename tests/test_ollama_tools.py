@@ -91,12 +91,11 @@ def test_instruct_model_calls_a_tool_and_uses_its_result(instruct_ollama):
     (call,) = first.message.tool_calls
     assert call.function.name == "get_weather" and "Paris" in call.function.arguments["city"]
     assert "<tool_call>" not in first.message.content
-    # Ollama has no tool_choice, and with the tool still offered this 0.5B model calls it
-    # again: the round trip drops the tools and asks for an answer, as a system message
-    system = {"role": "system", "content": "When a tool result is given, answer the user's "
-              "question from it in one sentence."}
+    # the tool still offered, as an agent loop sends it: this 0.5B model calls it again, and
+    # the server's agent-loop guard (runtime/chat/agent_loop.py) gets the answer instead
     second = client.chat(model=name, options={"temperature": 0, "num_predict": 60},
-                         messages=[system, *ask, first.message.model_dump(exclude_none=True),
+                         tools=[WEATHER],
+                         messages=[*ask, first.message.model_dump(exclude_none=True),
                                    {"role": "tool", "content": "sunny, 21 C",
                                     "tool_name": "get_weather"}])
     assert "21" in second.message.content and not second.message.tool_calls

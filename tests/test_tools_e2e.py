@@ -175,8 +175,9 @@ def test_qwen_round_trip_answers_from_the_tool_result(qwen):
                *ASK_WEATHER, first.choices[0].message.model_dump(exclude_none=True),
                {"role": "tool", "tool_call_id": call.id,
                 "content": json.dumps({"temperature_c": 18, "sky": "cloudy"})}]
-    # tool_choice none and a system message: otherwise this 0.5B model calls the same tool
-    # again (with auto) or writes the call as text (with none alone)
+    # tool_choice none and a system message, as a client can ask: left to itself this 0.5B
+    # model calls the same tool again (with auto; the server's agent-loop guard then steps
+    # in, test_responses_e2e.py) or writes the call as text (with none alone)
     answer = client.chat.completions.create(model="qwen", messages=history,  # type: ignore
                                             tools=[WEATHER], tool_choice="none",
                                             max_tokens=60)

@@ -41,25 +41,48 @@ def bare_calls(text: str, names: set[str]) -> list[tuple[str, str]] | None:
     body = text.strip()
     if (fence := _FENCE.fullmatch(body)) is not None:
         body = fence.group(1).strip()
-    decoder = json.JSONDecoder()
-    items: list[object] = []
-    try:
-        if body.startswith("["):
-            value = json.loads(body)
-            items = value if isinstance(value, list) else []
-        else:
-            at = 0
-            while at < len(body):
-                item, at = decoder.raw_decode(body, at)
-                items.append(item)
-                while at < len(body) and (body[at].isspace() or body[at] == ";"):
-                    at += 1
-    except ValueError:
+    elif body.endswith("```"):  # the lazy grammar's bare call may close a fence it never opened
+        body = body[:-3].rstrip()
+    items = _json_items(body)
+    if items is None and body.startswith("{{"):
+        items = _doubled_braces(body)
+    if items is None:
         return None
     calls = [_bare_call(item, names) for item in items]
     if not calls or any(call is None for call in calls):
         return None
     return [call for call in calls if call is not None]
+
+
+def _json_items(body: str) -> list[object] | None:
+    """One JSON array's items, or the JSON values written one after another; None if not."""
+    decoder = json.JSONDecoder()
+    items: list[object] = []
+    try:
+        if body.startswith("["):
+            value = json.loads(body)
+            return value if isinstance(value, list) else []
+        at = 0
+        while at < len(body):
+            item, at = decoder.raw_decode(body, at)
+            items.append(item)
+            while at < len(body) and (body[at].isspace() or body[at] == ";"):
+                at += 1
+    except ValueError:
+        return None
+    return items
+
+
+def _doubled_braces(body: str) -> list[object] | None:
+    """A call written in doubled braces, `{{"name": ..., "arguments": {...}}}` (small models
+    write that after a tool result, copying a template's escaped braces): the object inside."""
+    inner = body.lstrip("{")
+    try:
+        item, at = json.JSONDecoder().raw_decode("{" + inner)
+    except ValueError:
+        return None
+    rest = inner[at - 1:].strip()
+    return [item] if set(rest) <= {"}"} else None
 
 
 def _bare_call(item: object, names: set[str]) -> tuple[str, str] | None:

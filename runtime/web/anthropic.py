@@ -43,8 +43,10 @@ from runtime.generation import (
 )
 from runtime.settings import MAX_TOKENS
 from runtime.state import State
+from runtime.web.abandon import answered
+from runtime.web.errors import error_payload
 from runtime.web.schemas import MAX_STOPS, Request, bounded
-from runtime.web.streaming import named_sse
+from runtime.web.streaming import typed_sse
 
 # ---- requests
 
@@ -303,11 +305,18 @@ def add_routes(app: FastAPI, state: State) -> None:
         request = request_of(body)
         engine = state.ready_engine()
         stops = request.stop
-        if not body.stream:
-            return JSONResponse(await state.worker.call(
-                lambda: message(collect(engine.generate(request)), model_id, stops)))
-        return await named_sse(state.worker.stream(
-            lambda: message_events(engine.generate(request), model_id, stops)), http.url.path)
+
+        async def respond() -> Response:
+            if not body.stream:
+                return JSONResponse(await state.worker.call(
+                    lambda: message(collect(engine.generate(request)), model_id, stops),
+                    cancel=request.cancel))
+            return await typed_sse(state.worker.stream(
+                lambda: message_events(engine.generate(request), model_id, stops),
+                request.cancel), lambda text: error_payload(text, "server_error", path=path))
+
+        path = http.url.path
+        return await answered(http, request.cancel, respond)
 
     @app.post("/v1/messages/count_tokens")
     async def count_tokens(body: MessagesRequest) -> dict[str, Any]:

@@ -1,10 +1,9 @@
 """The web app: the chat page and the HTTP API by dialect, made by `create_app(state)`.
 
-One file of routes and shapes per dialect (page.py, openai.py, llamacpp.py, ollama.py,
-anthropic.py;
-knowledge.py for a bundle's documents); each builds the same `GenerationRequest` and formats the
-same events (runtime/generation.py). Nothing here imports llama.cpp: the model is reached
-through `state`, as a `runtime.generation.Model`.
+One file of routes and shapes per dialect (page.py, openai.py, responses.py, llamacpp.py,
+ollama.py, anthropic.py; knowledge.py for a bundle's documents); each builds the same
+`GenerationRequest` and formats the same events (runtime/generation.py). Nothing here imports
+llama.cpp: the model is reached through `state`, as a `runtime.generation.Model`.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from runtime import __version__
 from runtime.metrics import CONTENT_TYPE, Metrics
 from runtime.state import State
-from runtime.web import anthropic, knowledge, llamacpp, ollama, openai, page
+from runtime.web import anthropic, knowledge, llamacpp, ollama, openai, page, responses
 from runtime.web.bodies import JsonBodies
 from runtime.web.errors import CatchAll, add_error_handlers
 from runtime.web.guard import Guard
@@ -35,6 +34,7 @@ def create_app(state: State) -> ASGIApp:
     add_error_handlers(app)
     page.add_routes(app, state)
     openai.add_routes(app, state)
+    responses.add_routes(app, state)
     llamacpp.add_routes(app, state)
     ollama.add_routes(app, state)
     anthropic.add_routes(app, state)

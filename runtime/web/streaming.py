@@ -29,13 +29,15 @@ async def sse(chunks: AsyncIterator[Any], done: bool = True) -> Response:
                          b"data: [DONE]\n\n" if done else b"", "text/event-stream")
 
 
-async def named_sse(chunks: AsyncIterator[dict[str, Any]], path: str) -> Response:
-    """Anthropic's SSE: each event named by its `type` (`event: message_start`, ...); an error
-    after the first is an `event: error` in the dialect of `path`."""
-    return await _stream(chunks, lambda chunk: b"event: " + chunk["type"].encode() +
-                         b"\ndata: " + _json(chunk) + b"\n\n",
-                         lambda message: error_payload(message, "server_error", path=path),
-                         b"", "text/event-stream")
+async def typed_sse(chunks: AsyncIterator[dict[str, Any]],
+                    error: Callable[[str], dict[str, Any]]) -> Response:
+    """SSE with each event named by its `type` (`event: <type>` then its data) and no [DONE],
+    as Anthropic's Messages and OpenAI's Responses stream; an error after the first event is
+    `error(message)`'s event."""
+    def frame(event: dict[str, Any]) -> bytes:
+        return b"event: " + str(event["type"]).encode() + b"\ndata: " + _json(event) + b"\n\n"
+
+    return await _stream(chunks, frame, error, b"", "text/event-stream")
 
 
 async def ndjson(chunks: AsyncIterator[Any]) -> Response:
