@@ -155,7 +155,7 @@ class Engine:
         if self.knowledge is None:
             raise NoKnowledgeError("this bundle has no documents (it was built without "
                                    "--knowledge)")
-        return self.knowledge.search(query, top_k)
+        return retrieve.find(self.knowledge, query, top_k)  # what a chat turn's prompt gets
 
     def _embed(self, item: str | Sequence[int]) -> Embedding:
         if self.embedder is None:

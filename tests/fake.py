@@ -98,7 +98,7 @@ class FakeEngine:
     def search(self, query: str, top_k: int) -> list[Hit]:
         if self.knowledge is None:
             raise NoKnowledgeError("this bundle has no documents")
-        return self.knowledge.search(query, top_k)
+        return retrieve.find(self.knowledge, query, top_k)
 
     def _words(self, request: GenerationRequest) -> Iterator[Event]:
         if self.script:
