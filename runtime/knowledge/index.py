@@ -29,12 +29,13 @@ MAX_TOP_K = 50
 class BundledKnowledge:
     """Satisfies runtime.knowledge.passage.Knowledge."""
 
-    def __init__(self, index: Index, model: Any, threads: int, info: dict[str, Any]):
+    def __init__(self, index: Index, model: Any, threads: int, info: dict[str, Any],
+                 query_threads: int | None = None):
         self.index = index
         self.model = model
         self.tokenizer = Tokenizer(model)
-        self.embedder = Embedder(model, threads, n_batch=N_EMBED_CTX, n_seq_max=8,
-                                 own_pooling=True)
+        self.embedder = Embedder(model, query_threads or threads, n_batch=N_EMBED_CTX,
+                                 n_seq_max=8, own_pooling=True)
         self.info = info
         self._lock = threading.Lock()  # llama.cpp contexts and SQLite connections: one caller
 
