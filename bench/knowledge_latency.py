@@ -129,7 +129,7 @@ def run(size: int, n_queries: int, n_busy: int, embed_threads: list[int | None]
 
     from bundler.knowledge.embedder import default_embedder
     from runtime.knowledge.format import unpack
-    from runtime.knowledge.index import BundledKnowledge
+    from runtime.knowledge.index import QUERY_THREADS, BundledKnowledge
     from runtime.knowledge.search import Index
     from runtime.llama import cpu
     from runtime.llama.bindings import llama_cpp
@@ -149,8 +149,8 @@ def run(size: int, n_queries: int, n_busy: int, embed_threads: list[int | None]
     out: dict[str, Any] = {"chunks": size, "busy_processes": n_busy,
                            "cpus": os.cpu_count(), "load_average_before": os.getloadavg()}
     for threads in embed_threads:
-        knowledge = BundledKnowledge(Index(unpack(section, "bench")), model, 2, {},
-                                     **({} if threads is None else {"query_threads": threads}))
+        knowledge = BundledKnowledge(Index(unpack(section, "bench")), model,
+                                     QUERY_THREADS if threads is None else threads, {})
         label = "default" if threads is None else f"{threads}_thread"
         knowledge.search(queries[0], 4)  # the context's first-use allocations
         out[label] = {"quiet": measure(knowledge, queries, vectors)}

