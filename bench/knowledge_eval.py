@@ -149,6 +149,13 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
                                                if r["search_ms"] is not None)}
 
 
+def public(name: str, figures: dict[str, Any], result: dict[str, Any], final: bool
+           ) -> dict[str, Any]:
+    """What is written out for a split: its figures, and its per-question answers unless it is
+    the held-out split and this is not the --final run."""
+    return {"summary": figures} | (result if name != "held-out" or final else {})
+
+
 def ttft(url: str, questions: list[str]) -> dict[str, Any]:
     runs: dict[bool, list[float]] = {True: [], False: []}
     for i, question in enumerate(questions):
@@ -198,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                 figures["ttft"] = ttft(url, [q["question"] for q in
                                              split["questions"][:args.ttft]])
             shown = name != "held-out" or args.final
-            out["splits"][name] = {"summary": figures} | (result if shown else {})
+            out["splits"][name] = public(name, figures, result, args.final)
             print(f"== {name}: {json.dumps(figures, ensure_ascii=False)}", file=sys.stderr)
             if shown:
                 for r in result["rows"]:

@@ -247,3 +247,15 @@ def test_a_question_of_common_words_alone_is_never_verbatim() -> None:
     (match,) = [m for m in index.matches("blinking amber light", 5) if m.chunk == 2]
     assert match.share == pytest.approx(1.0) and match.verbatim  # three distinctive words
     assert not any(m.verbatim for m in index.matches("the light", 5))
+
+
+def test_nearest_is_the_exhaustive_order_of_lift() -> None:
+    index = _index()
+    for vector in (_unit(1, 0.1), _unit(0.3, 0.3, 0.3), _unit(0, 0, 0.1, 1)):
+        q = index.prepare(vector)
+        every = sorted(((c, index.lift(q, c)) for c in range(1, 5)), key=lambda t: -t[1])
+        for limit in (1, 2, 50):
+            got = index.nearest(q, limit)
+            assert [c for c, _ in got] == [c for c, _ in every[:limit]]
+            assert [lift for _, lift in got] == pytest.approx([v for _, v in every[:limit]],
+                                                              abs=1e-6)
