@@ -47,10 +47,6 @@ TOP_K = 4  # passages retrieved per turn at most: what peers use (3-4); more con
 # covered questions; at 0.5 the prompt holds 1.6 passages on average instead of 3.5, and a
 # passage of another document 0.3 times instead of 1.1.
 CLOSE_ENOUGH = 0.5
-# The passages are listed best last, next to the question, still numbered best first ([1] is
-# the best, and the sources list shows it first): a small model copies from what is nearest the
-# question. Chosen on bench.knowledge_eval's tune split (see the README's figures).
-BEST_LAST = False
 RECENT = 2  # messages before the question never dropped: the last exchange it follows up
 FOLLOW_UP_CONTEXT = 200  # characters of the previous question added to a follow-up's query
 FOLLOW_UP_ADDS = 2  # passages a follow-up's search with the previous question may add
@@ -211,8 +207,7 @@ def grounded_question(question: str, hits: Sequence[Hit]) -> str:
     if not hits:
         return f"问题：{question}\n\n（{NOT_COVERED_NOTE_ZH}）" if zh else \
             f"Question: {question}\n\n({NOT_COVERED_NOTE_EN})"
-    lines = [passage_line(i, hit) for i, hit in enumerate(hits, 1)]
-    passages = "\n\n".join(reversed(lines) if BEST_LAST else lines)
+    passages = "\n\n".join(passage_line(i, hit) for i, hit in enumerate(hits, 1))
     if zh:
         return f"资料：\n\n{passages}\n\n{REMINDER_ZH}\n\n问题：{question}"
     return f"Sources:\n\n{passages}\n\n{REMINDER_EN}\n\nQuestion: {question}"
