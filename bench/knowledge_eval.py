@@ -127,6 +127,36 @@ def evaluate(url: str, split: dict[str, Any], doc_kinds: dict[str, str]) -> dict
     return {"rows": rows, "off_topic": off}
 
 
+def retrieval(url: str, split: dict[str, Any], doc_kinds: dict[str, str]) -> dict[str, Any]:
+    """/knowledge/search alone (no chat model; seconds, for tuning): the right document first,
+    among the results, near-verbatim questions refused, off-topic questions given nothing."""
+    rows = []
+    for q in split["questions"]:
+        found = httpx.post(url + "/knowledge/search", json={"query": q["question"]},
+                           timeout=60).json()["results"]
+        documents = [r["document"] for r in found]
+        rows.append({"question": q["question"], "kind": q["kind"], "type": q["type"],
+                     "doc_kind": doc_kinds[q["document"]],
+                     "first": documents[:1] == [q["document"]],
+                     "sourced": q["document"] in documents, "refused": not found,
+                     "documents": documents})
+
+    def rates(part: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"n": len(part)} | {k: round(statistics.mean(float(r[k]) for r in part), 3)
+                                   for k in ("first", "sourced")} if part else {}
+
+    off = [not httpx.post(url + "/knowledge/search", json={"query": q}, timeout=60)
+           .json()["results"] for q in split["off_topic"]]
+    return {"all": rates(rows),
+            "by_language_pair": {k: rates([r for r in rows if r["kind"] == k])
+                                 for k in sorted({r["kind"] for r in rows})},
+            "by_document_kind": {k: rates([r for r in rows if r["doc_kind"] == k])
+                                 for k in sorted({r["doc_kind"] for r in rows})},
+            "near_verbatim_refused": sum(r["refused"] for r in rows
+                                         if r["type"] == "near-verbatim"),
+            "off_topic_given_nothing": f"{sum(off)}/{len(off)}", "rows": rows}
+
+
 def summary(result: dict[str, Any]) -> dict[str, Any]:
     rows, off = result["rows"], result["off_topic"]
 
@@ -178,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", action="store_true",
                    help="serve with this checkout's runtime (python -m runtime ARTIFACT)")
     p.add_argument("--ttft", type=int, default=4, help="questions per split timed (0: none)")
+    p.add_argument("--retrieval-only", action="store_true",
+                   help="/knowledge/search alone, no chat (seconds)")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     docs = fetch()
@@ -199,6 +231,14 @@ def main(argv: list[str] | None = None) -> int:
         _wait_healthy(url, proc)
         for name in splits:
             split = json.loads(SPLITS[name].read_text())
+            if args.retrieval_only:
+                found = retrieval(url, split, kinds())
+                rows = found.pop("rows")
+                out["splits"][name] = {"retrieval": found} | (
+                    {"rows": rows} if name != "held-out" or args.final else {})
+                print(f"== {name} retrieval: {json.dumps(found, ensure_ascii=False)}",
+                      file=sys.stderr)
+                continue
             result = evaluate(url, split, kinds())
             figures = summary(result)
             if args.ttft:

@@ -259,3 +259,14 @@ def test_nearest_is_the_exhaustive_order_of_lift() -> None:
             assert [c for c, _ in got] == [c for c, _ in every[:limit]]
             assert [lift for _, lift in got] == pytest.approx([v for _, v in every[:limit]],
                                                               abs=1e-6)
+
+
+def test_the_threshold_is_the_noise_ceiling_even_when_the_corpus_own_probes_fall_below_it() -> None:
+    # READMEs from PyPI (issue #24): the probes' 10th percentile was below the noise ceiling,
+    # and a threshold midway let 82 % of off-topic questions through. Probes are sentences of
+    # the documents, found word for word whatever the threshold.
+    from bundler.knowledge.calibrate import choose
+
+    noise = [i / 1000 for i in range(100)]
+    threshold, floor = choose([0.001, 0.05, 0.2], noise, 0.9)
+    assert threshold == pytest.approx(0.09) and floor == pytest.approx(0.0495)
