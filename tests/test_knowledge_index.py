@@ -204,6 +204,7 @@ ZH_PASSAGES = [
     "训练数据来自公开的网页和书籍，经过去重和过滤。",
     "显卡驱动需要更新到最新版本，否则可能无法加载模型。",
     "如果下载中断，可以重新运行命令继续下载。",
+    "支持三种分词模式：精确模式，试图将句子最精确地切开，适合文本分析；全模式，速度非常快。",
 ]
 
 
@@ -224,10 +225,13 @@ def _zh_index(threshold: float) -> Index:
 def test_a_near_verbatim_question_is_answered_whatever_the_threshold() -> None:
     index = _zh_index(threshold=0.9)
     away = _unit(0, 0, 0, 0, 0, 0, 0, 1)  # the vectors find nothing
-    for question in ("一个包含 60 亿参数的模型通常多大？", "一个包含60亿参数的模型通常有多大",
-                     "60 亿参数的模型通常在多少 GB 以上？"):
+    for question, passage in (("一个包含 60 亿参数的模型通常多大？", 1),
+                              ("一个包含60亿参数的模型通常有多大", 1),
+                              ("60 亿参数的模型通常在多少 GB 以上？", 1),
+                              # 子怎 怎样 样切: bigrams of no passage, around the question word
+                              ("精确模式试图将句子怎样切开？", 6)):
         hits = index.search(question, away, 4)
-        assert hits and hits[0].passage.text == ZH_PASSAGES[1], question
+        assert hits and hits[0].passage.text == ZH_PASSAGES[passage], question
         assert hits[0].verbatim and hits[0].relevance == 0.0
     # One shared word is not "word for word": the threshold decides, and says no.
     assert index.search("模型的许可证是什么？", away, 4) == []

@@ -76,7 +76,7 @@ import simsimd
 
 from runtime.knowledge.format import Group, IndexMeta, read_meta
 from runtime.knowledge.passage import Hit, Passage
-from runtime.knowledge.terms import terms
+from runtime.knowledge.terms import is_cjk_pair, terms
 
 RRF_K = 60
 CANDIDATES = 50  # from the vectors, before fusion
@@ -224,8 +224,15 @@ class Index:
                 held[chunk] += weight
                 distinct[chunk] += weight >= rare
         total = sum(weights.values())
+        # A Chinese question's bigrams that straddle its question word (精确地切开 asked as
+        # 怎样切开: 子怎 怎样 样切) are in no document and weigh the most, so a question in a
+        # passage's own words fell short of VERBATIM. A CJK bigram no chunk holds does not
+        # count against the verbatim share (it still does for STRONG_MATCH); an off-topic
+        # question still needs VERBATIM_TERMS distinctive terms that a passage holds.
+        nowhere = _idf(self.meta.count, 0)
+        asked = total - sum(w for t, w in weights.items() if w == nowhere and is_cjk_pair(t))
         return [Match(chunk, held[chunk] / total,
-                      held[chunk] >= VERBATIM * total and distinct[chunk] >= VERBATIM_TERMS)
+                      held[chunk] >= VERBATIM * asked and distinct[chunk] >= VERBATIM_TERMS)
                 for chunk in chunks]
 
     def weights(self, query: str) -> dict[str, float]:
