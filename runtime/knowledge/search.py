@@ -144,7 +144,7 @@ class Index:
         self.rows = memoryview(blob).cast("b")
         self.groups = [Group(**g) for g in self.meta.groups]
         self.starts = [g.start for g in self.groups]
-        self.centroids = [array.array("f", g.centroid) for g in self.groups]
+        self.centroids = [memoryview(array.array("f", g.centroid)) for g in self.groups]
 
     def passage(self, chunk: int) -> Passage:
         path, title, location, text = self.db.execute(
@@ -290,7 +290,7 @@ class Index:
         top = max(abs(v) for v in scaled) or 1.0
         factor = 127.0 / top
         q = array.array("b", [round(v * factor) for v in scaled])
-        floats = array.array("f", vector)
+        floats = memoryview(array.array("f", vector))
         baselines = [float(cast(Any, simsimd.dot(floats, c))) for c in self.centroids]
         return Query(memoryview(q).cast("B").cast("b", (1, len(q))), factor, baselines)
 
