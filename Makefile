@@ -50,6 +50,8 @@ bench: venv $(DEMO_MODEL)
 	$(PY) -m bench.runtimes $(if $(MODEL),--model $(MODEL))
 	@mkdir -p bench/results build
 	$(PY) -m bench.knowledge --out bench/results/knowledge.json
+	$(PY) -m bench.knowledge_latency --out bench/results/knowledge-latency.json
+	$(PY) -m bench.knowledge_eval --out bench/results/knowledge-eval.json
 	$(VENV)/bin/llamabundle build $(or $(MODEL),$(DEMO_MODEL)) -o build/bench.llamabundle --force
 	$(PY) -m bench.concurrency --artifact build/bench.llamabundle $(if $(MODEL),--model $(MODEL))
 	@# The shape people download: Qwen2.5-1.5B's, Q4_K_M (k-quant kernels), random weights.

@@ -219,7 +219,7 @@ def latency(threads: int = 2, sizes: tuple[int, ...] = (1000, 10000, 100000),
     from bundler.knowledge.embedder import default_embedder
     from bundler.knowledge.index import LoadedEmbedder, quantize, read_all
     from runtime.knowledge.format import Group, IndexMeta, pack, unpack, write_database
-    from runtime.knowledge.index import BundledKnowledge
+    from runtime.knowledge.index import QUERY_THREADS, BundledKnowledge
     from runtime.knowledge.search import Index
     from runtime.knowledge.terms import terms
     from runtime.llama import cpu
@@ -251,7 +251,8 @@ def latency(threads: int = 2, sizes: tuple[int, ...] = (1000, 10000, 100000),
         db = write_database(meta, [("doc.md", "Doc")],
                             [(0, "", t, " ".join(terms(t))) for t in texts], quantized.tobytes())
         section = pack(db)
-        knowledge = BundledKnowledge(Index(unpack(section, "bench")), model, threads, {})
+        knowledge = BundledKnowledge(Index(unpack(section, "bench")), model,
+                                     min(threads, QUERY_THREADS), {})  # as the runtime does
         asked = [questions[i % len(questions)]["question"] for i in range(queries)]
         out[str(size)] = _latency_of(knowledge, embedder, asked) | {
             "section_mb": round(len(section) / 1e6, 2)}

@@ -172,7 +172,8 @@ def quantize(src: Path, dst: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.realshape", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.realshape",
+                                description=__doc__.splitlines()[0])
     p.add_argument("size", nargs="?", default="1.5b", choices=sorted(SHAPES))
     print(ensure(p.parse_args(argv).size))
     return 0

@@ -189,7 +189,7 @@ class Engine:
         return self._knowledge_info
 
     def search(self, query: str, top_k: int) -> list[Hit]:
-        return self._library().search(query, top_k)
+        return retrieve.find(self._library(), query, top_k)  # what a chat turn's prompt gets
 
     def documents(self) -> list[DocumentInfo]:
         return self._library().documents()

@@ -117,7 +117,7 @@ class FakeEngine:
         return len(request.prompt or ())
 
     def search(self, query: str, top_k: int) -> list[Hit]:
-        return self._library().search(query, top_k)
+        return retrieve.find(self._library(), query, top_k)  # what a chat turn's prompt gets
 
     def documents(self) -> list[DocumentInfo]:
         return self._library().documents()

@@ -202,6 +202,15 @@ def test_bundled_knowledge_returns_nothing_for_what_the_documents_do_not_cover(
 
 
 @pytest.mark.slow
+def test_the_questions_embedding_runs_on_one_thread(knowledge) -> None:  # noqa: ANN001
+    # Two threads meet at a barrier after every operation; on a busy machine each wait lasts
+    # until the other is scheduled again (issue #24: seconds per search).
+    from runtime.llama.bindings import llama_cpp
+
+    assert llama_cpp.llama_n_threads(knowledge.embedder.ctx) == 1
+
+
+@pytest.mark.slow
 def test_bundled_knowledge_embeds_and_describes(knowledge) -> None:  # noqa: ANN001
     from runtime.errors import RequestError
 

@@ -171,6 +171,19 @@ def test_knowledge_search_finds_the_passage(server):
     assert top["document"] == "coffee.html" and "not text" not in top["text"]
 
 
+@pytest.mark.parametrize("question", [
+    "What is the default admin PIN of the Zephyr X200 router?", "会议室最多可以提前多少天预订？",
+    "What address do I open in a browser for the admin page?", "Who painted the Mona Lisa?"])
+def test_a_chats_sources_are_what_knowledge_search_returns(server, client, question):
+    """One retrieval path (issue #24): the same passages, in the same order, for the same
+    question, from /knowledge/search and as a chat answer's sources."""
+    found = httpx.post(server.url + "/knowledge/search", json={"query": question},
+                       timeout=60).json()["results"]
+    sources = ask(client, question, max_tokens=1)["sources"]
+    assert [(s["document"], s["text"]) for s in sources] == \
+        [(r["document"], r["text"]) for r in found]
+
+
 def test_embeddings_come_from_the_bundled_multilingual_embedder(client):
     texts = ["How do I reset the router?", "如何把路由器恢复出厂设置？",
              "The cat sleeps on the sofa."]

@@ -142,7 +142,9 @@ def test_nothing_is_returned_unless_one_passage_reaches_the_threshold() -> None:
 
 
 def test_each_script_group_has_its_own_threshold() -> None:
-    question, vector = "全量备份", PASSAGES[3][3]  # the lone Chinese passage: lift about 0
+    # The lone Chinese passage (lift about 0), asked in words it holds only two of (a question
+    # it holds word for word would be answered whatever the threshold).
+    question, vector = "数据什么时候备份", PASSAGES[3][3]
     hits = _index(threshold=0.5, cjk_threshold=-0.05).search(question, vector, 3)
     assert "zh/备份.md" in [h.passage.document for h in hits]
     assert _index(threshold=0.5, cjk_threshold=0.05).search(question, vector, 3) == []
@@ -191,3 +193,84 @@ def test_a_hits_relevance_is_its_lift_past_the_floor() -> None:
     (hit,) = index.search("reset button", _unit(1, 0.1), 4)
     assert hit.relevance == pytest.approx(index.lift(q, 1) - 0.1)
     assert hit.relevance > 0.1
+
+
+# ---- a passage that says what the question asks nearly word for word (issue #24)
+
+ZH_PASSAGES = [
+    "大模型的参数量决定了它需要多少显存，量化可以减少显存占用。",
+    "一个包含 60 亿参数的模型通常在 20GB 以上，下载前请确认磁盘空间。",
+    "安装完成后，在命令行输入 chat 启动对话界面。",
+    "训练数据来自公开的网页和书籍，经过去重和过滤。",
+    "显卡驱动需要更新到最新版本，否则可能无法加载模型。",
+    "如果下载中断，可以重新运行命令继续下载。",
+    "支持三种分词模式：精确模式，试图将句子最精确地切开，适合文本分析；全模式，速度非常快。",
+]
+
+
+def _zh_index(threshold: float) -> Index:
+    """Six Chinese passages whose vectors are unrelated to any question asked here, and a
+    threshold no vector reaches: only full text can find anything."""
+    n = len(ZH_PASSAGES)
+    scales = [1 / 127] * DIMS
+    rows = [(0, "", text, " ".join(terms(text))) for text in ZH_PASSAGES]
+    vecs = [_unit(*([0.0] * (i % DIMS)), 1.0) for i in range(n)]
+    vectors = bytes(round(x * 127) & 0xFF for v in vecs for x in v)
+    groups = [{"name": "cjk", "start": 1, "end": n + 1, "threshold": threshold,
+               "floor": threshold, "centroid": _mean(vecs)}]
+    meta = IndexMeta(DIMS, n, scales, groups, "query: ", "passage: ")
+    return Index(unpack(pack(write_database(meta, [("模型.md", "模型")], rows, vectors)), "t"))
+
+
+def test_a_near_verbatim_question_is_answered_whatever_the_threshold() -> None:
+    index = _zh_index(threshold=0.9)
+    away = _unit(0, 0, 0, 0, 0, 0, 0, 1)  # the vectors find nothing
+    for question, passage in (("一个包含 60 亿参数的模型通常多大？", 1),
+                              ("一个包含60亿参数的模型通常有多大", 1),
+                              ("60 亿参数的模型通常在多少 GB 以上？", 1),
+                              # 子怎 怎样 样切: bigrams of no passage, around the question word
+                              ("精确模式试图将句子怎样切开？", 6)):
+        hits = index.search(question, away, 4)
+        assert hits and hits[0].passage.text == ZH_PASSAGES[passage], question
+        assert hits[0].verbatim and hits[0].relevance == 0.0
+    # One shared word is not "word for word": the threshold decides, and says no.
+    assert index.search("模型的许可证是什么？", away, 4) == []
+
+
+def test_off_topic_questions_are_still_not_covered() -> None:
+    from bundler.knowledge.calibrate import OFF_TOPIC
+
+    index = _zh_index(threshold=0.9)
+    away = _unit(0, 0, 0, 0, 0, 0, 0, 1)
+    assert [q for q in OFF_TOPIC if index.search(q, away, 4)] == []
+    assert _index(threshold=0.9).search("What is it?", _unit(1, 0.1), 3) == []
+
+
+def test_a_question_of_common_words_alone_is_never_verbatim() -> None:
+    index = _index()
+    (match,) = [m for m in index.matches("blinking amber light", 5) if m.chunk == 2]
+    assert match.share == pytest.approx(1.0) and match.verbatim  # three distinctive words
+    assert not any(m.verbatim for m in index.matches("the light", 5))
+
+
+def test_nearest_is_the_exhaustive_order_of_lift() -> None:
+    index = _index()
+    for vector in (_unit(1, 0.1), _unit(0.3, 0.3, 0.3), _unit(0, 0, 0.1, 1)):
+        q = index.prepare(vector)
+        every = sorted(((c, index.lift(q, c)) for c in range(1, 5)), key=lambda t: -t[1])
+        for limit in (1, 2, 50):
+            got = index.nearest(q, limit)
+            assert [c for c, _ in got] == [c for c, _ in every[:limit]]
+            assert [lift for _, lift in got] == pytest.approx([v for _, v in every[:limit]],
+                                                              abs=1e-6)
+
+
+def test_the_threshold_is_the_noise_ceiling_even_when_the_corpus_own_probes_fall_below_it() -> None:
+    # READMEs from PyPI (issue #24): the probes' 10th percentile was below the noise ceiling,
+    # and a threshold midway let 82 % of off-topic questions through. Probes are sentences of
+    # the documents, found word for word whatever the threshold.
+    from bundler.knowledge.calibrate import choose
+
+    noise = [i / 1000 for i in range(100)]
+    threshold, floor = choose([0.001, 0.05, 0.2], noise, 0.9)
+    assert threshold == pytest.approx(0.09) and floor == pytest.approx(0.0495)

@@ -14,12 +14,15 @@ from fake import FakeEngine, FakeKnowledge, FakeServer, chat_length
 from runtime.generation import ChatMessage, Finish
 from runtime.knowledge.passage import Hit, Passage
 from runtime.knowledge.retrieve import (
+    FOLLOW_UP_ADDS,
     answer_room,
     close_enough,
+    find,
     ground,
     grounded_question,
     is_follow_up,
     query_for,
+    sources_for,
 )
 
 PASSAGES = [
@@ -172,6 +175,9 @@ def test_passages_far_less_relevant_than_the_best_are_left_out():
     assert [h.relevance for h in kept] == [0.08, 0.04]  # in their order, half the best or more
     assert close_enough([hit(0.0), hit(0.0)]) == [hit(0.0), hit(0.0)]  # nothing to compare
     assert close_enough([]) == []
+    # A passage holding the question word for word stays, however far below the best.
+    verbatim = Hit(PASSAGES[1], 0.03, 0.0, verbatim=True)
+    assert close_enough([hit(0.08), verbatim, hit(0.01)]) == [hit(0.08), verbatim]
 
 
 def test_answer_room_never_takes_the_whole_context():
@@ -195,6 +201,23 @@ def test_a_follow_up_is_searched_with_the_previous_question():
     assert query_for(messages) == "How do I install the printer driver?\nand on Mac?"
     assert query_for(chat("How do I install the printer driver on a Linux machine?")) == \
         "How do I install the printer driver on a Linux machine?"
+
+
+def test_a_follow_up_keeps_its_own_passages_first_and_adds_a_few():
+    knowledge = FakeKnowledge(PASSAGES)
+    question = "which paper does the printer take, and which side down?"  # "which": follow-up?
+    alone = sources_for(knowledge, chat(question))
+    assert [h.passage.document for h in alone] == \
+        [h.passage.document for h in find(knowledge, question)]
+    follow = chat("How do I connect the printer to Wi-Fi?", "Select the network.",
+                  "and does it take A3 paper?")
+    hits = sources_for(knowledge, follow)
+    assert knowledge.queries[-2:] == ["and does it take A3 paper?",
+                                      "How do I connect the printer to Wi-Fi?\n"
+                                      "and does it take A3 paper?"]
+    own = find(knowledge, "and does it take A3 paper?")
+    assert own and hits[:len(own)] == own  # the question's own passages, as search gives them
+    assert len(own) < len(hits) <= len(own) + FOLLOW_UP_ADDS  # and the Wi-Fi passage
 
 
 # ---- over HTTP, with the fake engine
@@ -296,6 +319,20 @@ def test_a_chat_too_long_for_the_context_says_what_was_left_out(site, client):
 def test_completions_never_retrieve(knowledge, client):
     reply = client.completions.create(model="fake", prompt="install the printer", max_tokens=2)
     assert "sources" not in reply.model_dump() and knowledge.queries == []
+
+
+@pytest.mark.parametrize("question", [
+    "How do I install the printer driver on Linux?", "printer paper A3 printed side",
+    "打印机连接 Wi-Fi 需要输入什么？", "toner printer", "Who painted the Mona Lisa?"])
+def test_a_chats_sources_are_what_knowledge_search_returns(site, client, question):
+    """One retrieval path (issue #24): the same question gets the same passages, in the same
+    order, from /knowledge/search (its default top_k) and as a chat answer's sources."""
+    found = httpx.post(site.url + "/knowledge/search", json={"query": question}).json()
+    reply = client.chat.completions.create(
+        model="fake", messages=[{"role": "user", "content": question}], max_tokens=2)
+    sources = reply.model_dump()["sources"]
+    assert [(s["document"], s["text"], s["score"]) for s in sources] == \
+        [(r["document"], r["text"], r["score"]) for r in found["results"]]
 
 
 def test_knowledge_search_returns_ranked_passages(site):

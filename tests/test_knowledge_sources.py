@@ -323,3 +323,27 @@ def test_pdf_body_lines_repeated_on_every_page_are_kept(tmp_path: Path) -> None:
     path = _pdf(tmp_path / "warn.pdf", pages, header="Manual")
     texts = [block.text for block in read_document(Source(path, "warn.pdf")).blocks]
     assert texts.count("Warning: unplug the router first.") == 3
+
+
+def test_badges_images_layout_tags_and_rst_directives_are_dropped_before_chunking() -> None:
+    from bundler.knowledge.textfile import read_markdown, read_plain
+
+    markdown = read_markdown(
+        "# cn2an\n\n"
+        "[![Pypi](https://img.shields.io/pypi/v/cn2an.svg)](https://pypi.org/project/cn2an/)\n"
+        "[![MIT](https://img.shields.io/badge/license-MIT-green.svg)](https://x.org/LICENSE)\n\n"
+        '<p align="center"><img width="350" src="logo.png" alt="HTTPX"></p>\n\n'
+        "`cn2an` 是一个快速转化中文数字和阿拉伯数字的工具包！\n\n---\n\n"
+        "See the [docs](https://example.org/docs) ![shot](shot.png) for more.\n\n"
+        "```shell\npip install cn2an -U\n```\n")
+    assert [b.text for b in markdown] == [
+        "cn2an 是一个快速转化中文数字和阿拉伯数字的工具包！", "See the docs for more.",
+        "pip install cn2an -U"]
+    rst = read_plain(
+        "汉字拼音转换工具\n================\n\n|Build| |Coverage| |Pypi version|\n\n"
+        "将汉字转为拼音。\n\n.. code-block:: bash\n\n    pip install pypinyin\n\n"
+        ".. |Build| image:: https://img.shields.io/circleci/project/x.svg\n"
+        "   :target: https://circleci.com/gh/x\n"
+        ".. _pinyin-data: https://github.com/mozillazg/pinyin-data\n"
+        "__ https://github.com/hotoo/pinyin\n")
+    assert [b.text for b in rst] == ["汉字拼音转换工具", "将汉字转为拼音。", "pip install pypinyin"]

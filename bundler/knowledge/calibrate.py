@@ -95,11 +95,12 @@ def calibrate(index: Index, chunks: Sequence[Chunk],
     questions answered in that group (en->zh ones first) or let noise through in the other."""
     probes = probe_queries(chunks)
     vectors = embed_queries([query for _, query in probes]) if probes else []
-    hits, positive = 0, []
+    hits, positive, verbatim = 0, [], set()
     for (chunk, query), vector in zip(probes, vectors, strict=True):
         ranked = index.rank(query, vector)
         hits += chunk in [s.chunk for s in ranked[:5]]
         positive.append((chunk, index.lift(index.prepare(vector), chunk)))
+        verbatim |= {s.chunk for s in ranked if s.verbatim and s.chunk == chunk}
     off_topic = [index.prepare(v) for v in embed_queries(OFF_TOPIC)]
     best = [[index.nearest_in(q, i, 1)[0][1] for i in range(len(index.groups))]
             for q in off_topic]
@@ -115,7 +116,8 @@ def calibrate(index: Index, chunks: Sequence[Chunk],
         threshold, floor = choose(mine, negative, quantile) if i in own else pooled
         groups.append(Levels(g.name, threshold, floor, mine, negative))
     levels = {g.name: g for g in groups}
-    kept = sum(lift >= levels[index.group(chunk).name].threshold for chunk, lift in positive)
+    kept = sum(lift >= levels[index.group(chunk).name].threshold or chunk in verbatim
+               for chunk, lift in positive)
     answered = sum(any(b[i] >= g.threshold for i, g in enumerate(groups)) for b in best)
     return Calibration(groups, len(probes), hits / len(probes) if probes else 1.0,
                        kept / len(positive) if positive else 1.0, answered / len(best))
@@ -154,15 +156,17 @@ def noise_quantile(best: list[list[float]]) -> float:
 def choose(positive: list[float], negative: list[float],
            quantile: float) -> tuple[float, float]:
     """(threshold, floor). The threshold is the unrelated questions' `quantile` (about the
-    90th percentile, see noise_quantile), unless the corpus's own probes do not clear it (a
-    corpus about what the off-topic questions ask): then midway between the probes' 10th
-    percentile and that. The floor is the unrelated questions' median, never above the
-    threshold."""
+    90th percentile, see noise_quantile); the floor is their median, never above the
+    threshold. It used to drop to midway between that and the probes' 10th percentile when the
+    corpus's own probes did not clear it; on READMEs from PyPI (issue #24) that let 82 % of the
+    off-topic questions through. The probes are sentences of the documents, and a question
+    asked in a document's own words no longer needs the threshold: it is a candidate whatever
+    its lift (runtime/knowledge/search.py's VERBATIM), so the threshold only has to keep noise
+    out. `positive` is kept for the report."""
+    del positive
     if not negative:
         return 0.0, 0.0
-    ceiling = _quantile(negative, quantile)
-    relevant = _quantile(positive, 0.10) if positive else ceiling
-    threshold = ceiling if ceiling < relevant else (ceiling + relevant) / 2
+    threshold = _quantile(negative, quantile)
     return threshold, min(threshold, statistics.median(negative))
 
 

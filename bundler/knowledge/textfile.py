@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from bundler.knowledge.boilerplate import strip_adornments, strip_boilerplate
 from bundler.knowledge.document import Block, join_lines
 
 _ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
@@ -19,7 +20,8 @@ _FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.DOTALL)
 
 def read_plain(text: str) -> list[Block]:
     """A .txt file: blank lines separate paragraphs; list items stay apart; wraps are undone."""
-    return [Block(joined) for para in _paragraphs(text) if (joined := join_lines(para))]
+    return [Block(joined) for para in _paragraphs(strip_adornments(strip_boilerplate(text)))
+            if (joined := join_lines(para))]
 
 
 def _paragraphs(text: str) -> Iterator[list[str]]:
@@ -37,7 +39,8 @@ def _paragraphs(text: str) -> Iterator[list[str]]:
 
 def read_markdown(text: str) -> list[Block]:
     """A Markdown file: blocks under their `#` (or underlined) heading path."""
-    return list(_MarkdownReader(_FRONT_MATTER.sub("", text.replace("\r\n", "\n"))).blocks())
+    text = _FRONT_MATTER.sub("", text.replace("\r\n", "\n"))
+    return list(_MarkdownReader(strip_boilerplate(text)).blocks())
 
 
 class _MarkdownReader:
@@ -94,7 +97,7 @@ class _MarkdownReader:
             para.clear()
 
     def _block(self, text: str) -> Iterator[Block]:
-        if text.strip():
+        if any(c.isalnum() for c in text):  # a thematic break (---) or a lone emoji is no text
             yield Block(text.strip(), self.headings())
 
 

@@ -23,6 +23,12 @@ from runtime.llama.bindings import llama_cpp
 from runtime.llama.embedder import N_EMBED_CTX, Embedder
 from runtime.llama.model import Tokenizer, load_model
 
+# The question's embedding runs on one thread. A query is a dozen tokens: a second thread saves
+# next to nothing, and costs dearly on a busy machine, where llama.cpp's threads meet at a
+# barrier after every operation of the graph (~200 per embedding) and wait there whenever the
+# other one is off its core (bench.knowledge_latency, issue #24).
+QUERY_THREADS = 1
+
 
 class BundledKnowledge:
     """Satisfies runtime.knowledge.passage.Knowledge."""
@@ -90,4 +96,6 @@ def open_knowledge(artifact: str, manifest: Manifest, threads: int) -> BundledKn
     section = manifest.section(SECTION)
     index = Index(unpack(read_section(artifact, section), artifact))
     model = load_model(artifact, manifest.section(EMBEDDER_SECTION).offset)
-    return BundledKnowledge(index, model, threads, manifest.knowledge)
+    # More threads would embed long /v1/embeddings inputs a little faster; the same context
+    # embeds the chat's questions, and they come first.
+    return BundledKnowledge(index, model, min(threads, QUERY_THREADS), manifest.knowledge)

@@ -40,6 +40,9 @@ class Hit:
     # what an unrelated question typically reaches (the index's calibrated floor): >= 0, and
     # comparable within one search, so a passage far below the best one can be told apart.
     relevance: float = 0.0
+    # It holds the question nearly word for word (runtime/knowledge/search.py's VERBATIM): a
+    # candidate whatever its vector relevance, never left out for being far below the best.
+    verbatim: bool = False
 
 
 class Knowledge(Protocol):

@@ -49,6 +49,7 @@ TOP_K = 4  # passages retrieved per turn at most: what peers use (3-4); more con
 CLOSE_ENOUGH = 0.5
 RECENT = 2  # messages before the question never dropped: the last exchange it follows up
 FOLLOW_UP_CONTEXT = 200  # characters of the previous question added to a follow-up's query
+FOLLOW_UP_ADDS = 2  # passages a follow-up's search with the previous question may add
 
 Counter = Callable[[Sequence[ChatMessage]], int]  # the prompt's tokens for these messages
 
@@ -70,9 +71,36 @@ class Grounding:
 # ---- the query
 
 
+def find(knowledge: Knowledge, query: str, top_k: int = TOP_K) -> list[Hit]:
+    """The one retrieval path: what POST /knowledge/search returns and what a chat turn puts
+    in its prompt for the same question (issue #24: the two disagreed). The index's best
+    `top_k`, less those far less relevant than the best one (close_enough)."""
+    return close_enough(knowledge.search(query, top_k))
+
+
+def sources_for(knowledge: Knowledge, messages: Sequence[ChatMessage]) -> list[Hit]:
+    """A chat turn's passages: find() for the question itself (exactly what /knowledge/search
+    gives for it), then, when it reads as a follow-up, up to FOLLOW_UP_ADDS more found with
+    the previous question in front. The question's own passages come first and are never
+    replaced: a question that merely says "it" or "this" is still searched as asked."""
+    users = [m.content.strip() for m in messages if m.role == "user"]
+    question = users[-1] if users else ""
+    hits = find(knowledge, question) if question else []
+    query = query_for(messages)
+    if query != question:
+        seen = {_key(h) for h in hits}
+        hits += [h for h in find(knowledge, query) if _key(h) not in seen][:FOLLOW_UP_ADDS]
+    return hits
+
+
+def _key(hit: Hit) -> tuple[str, str, str]:
+    p = hit.passage
+    return p.document, p.location, p.text
+
+
 def query_for(messages: Sequence[ChatMessage]) -> str:
-    """What to search for: the last user message, with the previous question in front when
-    this one reads as a follow-up ("and on Windows?", "它支持哪些格式？")."""
+    """What a follow-up is searched for: the last user message, with the previous question in
+    front when this one reads as a follow-up ("and on Windows?", "它支持哪些格式？")."""
     users = [m.content.strip() for m in messages if m.role == "user"]
     question = users[-1] if users else ""
     if len(users) > 1 and is_follow_up(question):
@@ -92,9 +120,10 @@ def is_follow_up(question: str) -> bool:
 
 def close_enough(hits: Sequence[Hit]) -> list[Hit]:
     """The hits whose relevance is close enough to the best one's (CLOSE_ENOUGH), in their
-    order; all of them when the best has none to compare with."""
+    order; all of them when the best has none to compare with. A hit that holds the question
+    nearly word for word always stays."""
     best = max((hit.relevance for hit in hits), default=0.0)
-    return [hit for hit in hits if hit.relevance >= CLOSE_ENOUGH * best]
+    return [hit for hit in hits if hit.verbatim or hit.relevance >= CLOSE_ENOUGH * best]
 
 
 # ---- the prompt
@@ -296,7 +325,7 @@ def answer(knowledge: Knowledge, request: GenerationRequest,
     if not messages or messages[-1].role != "user":
         return generate(request)  # an assistant prefix to continue: nothing to ask
     started = time.perf_counter_ns()
-    hits = close_enough(knowledge.search(query_for(messages), TOP_K))
+    hits = sources_for(knowledge, messages)
     budget = n_ctx - answer_room(n_ctx, request.max_tokens)
     request = dataclasses.replace(request, passages=tuple(h.passage.text.strip() for h in hits))
     grounding = ground(messages, hits, lambda chat: count(dataclasses.replace(

@@ -46,3 +46,11 @@ def terms(text: str) -> list[str]:
         else:
             out.extend(cjk[i : i + 2] for i in range(len(cjk) - 1))
     return out
+
+
+_CJK_PAIR = re.compile(f"[{_CJK}]{{2}}")
+
+
+def is_cjk_pair(term: str) -> bool:
+    """A CJK character bigram (as terms() makes of a CJK run)."""
+    return _CJK_PAIR.fullmatch(term) is not None

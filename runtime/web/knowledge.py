@@ -12,13 +12,15 @@ from pydantic import Field, field_validator
 from runtime.errors import NoDocumentError
 from runtime.generation import Finish, Sources
 from runtime.knowledge.passage import MAX_TOP_K, Hit, Passage
+from runtime.knowledge.retrieve import TOP_K
 from runtime.state import State
 from runtime.web.schemas import Request
 
 
 class SearchRequest(Request):
     query: str = Field(min_length=1, max_length=4000)
-    top_k: int = Field(5, ge=1, le=MAX_TOP_K)
+    # What a chat turn puts in its prompt: by default the answer's sources are these results.
+    top_k: int = Field(TOP_K, ge=1, le=MAX_TOP_K)
 
     @field_validator("query")
     @classmethod

@@ -1,0 +1,53 @@
+"""What a reader of a rendered page never sees, dropped from text and Markdown before chunking:
+badges and other images, HTML layout tags, reStructuredText directives and link targets.
+
+READMEs as they ship (issue #24: Chinese web articles, PyPI packages' READMEs) open with rows of
+badges (`[![PyPI](https://img.shields.io/...)](https://pypi.org/...)`, `.. |Build| image::`), wrap
+logos in `<p align="center"><img ...></p>` and end with link targets. Left in, they fill chunks
+with URLs: the embedder's 256 tokens hold less of the text, full text matches "pypi" and
+"github" everywhere, and a small model copies a URL as its answer. Link text is text and stays;
+code stays (a command is often the answer).
+"""
+
+from __future__ import annotations
+
+import re
+
+# A linked image (a badge), then a bare image: Markdown's, and HTML's <img>.
+_MD_IMAGE = re.compile(r"\[!\[[^\]]*\]\([^)]*\)\]\([^)]*\)|!\[[^\]]*\]\([^)]*\)")
+_HTML_IMAGE = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
+_GAP = re.compile(r"(?<=\S) {2,}")
+# Layout tags around text (the text stays).
+_HTML_TAG = re.compile(r"</?(?:p|a|div|span|br|picture|source|center|strong|em|b|i|sub|sup|"
+                       r"h[1-6])\b[^>]*>", re.IGNORECASE)
+# reStructuredText: image and figure directives with their options, substitution definitions,
+# link targets (`.. _name: url`, `__ url`), the table of contents, a code block's directive
+# line (its indented code stays), and a line of substitution references only (`|Build| |PyPI|`).
+_RST_LINE = re.compile(
+    r"^\s*(?:\.\.\s+(?:\|[^|]+\|\s+)?(?:image|figure|raw|contents|code-block|code|sourcecode)"
+    r"::|\.\.\s+_[^:]*:|\.\.\s+\|[^|]+\|\s+replace::|:(?:target|alt|width|height|align|scale"
+    r"|class):|__\s+\S+\s*$)")
+_RST_SUBSTITUTIONS = re.compile(r"^\s*(?:\|[^|\s][^|]*\|\s*)+$")
+# A section title's under- or overline in reStructuredText (plain text only: in Markdown it
+# makes the line above a heading).
+_ADORNMENT = re.compile(r"^\s*([=\-~^+*#\"'`:.])\1{2,}\s*$")
+
+
+def strip_adornments(text: str) -> str:
+    """Plain text without reStructuredText's title adornment lines."""
+    return "\n".join(line for line in text.split("\n") if not _ADORNMENT.match(line))
+
+
+def strip_boilerplate(text: str) -> str:
+    """`text` without images, layout tags and directive lines; a line left empty by that is
+    dropped (so paragraphs do not split where a badge was)."""
+    out = []
+    for line in text.split("\n"):
+        if _RST_LINE.match(line) or _RST_SUBSTITUTIONS.match(line):
+            continue
+        cleaned = _HTML_TAG.sub("", _HTML_IMAGE.sub("", _MD_IMAGE.sub("", line)))
+        if cleaned != line:
+            cleaned = _GAP.sub(" ", cleaned)  # where an image stood between two words
+        if cleaned.strip() or not line.strip():
+            out.append(cleaned.rstrip() if cleaned.strip() else "")
+    return "\n".join(out)

@@ -1,0 +1,54 @@
+"""bench.knowledge_eval's question files: well formed, the two splits apart, and the held-out
+split's answers kept out of anything written unless --final."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.knowledge_eval import HERE, SPLITS, kinds, public
+
+KINDS = {"en-en", "zh-zh", "en-zh", "zh-en"}
+TYPES = {"fact", "near-verbatim"}
+
+
+@pytest.mark.parametrize("split", list(SPLITS))
+def test_each_question_names_a_fetched_document_its_answer_and_its_kind(split: str) -> None:
+    data = json.loads(SPLITS[split].read_text())
+    documents = kinds()
+    assert data["split"] == split and 20 <= len(data["questions"]) <= 30
+    for q in data["questions"]:
+        assert q["document"] in documents, q
+        assert q["kind"] in KINDS and q["type"] in TYPES, q
+        assert q["answer"] and all(a.strip() for a in q["answer"]) and q["evidence"], q
+        asked, written = q["kind"].split("-")
+        assert _zh(q["question"]) == (asked == "zh"), q
+    assert len(data["off_topic"]) >= 6
+    assert {q["type"] for q in data["questions"]} == TYPES
+
+
+def test_the_splits_share_no_question() -> None:
+    tune, held = (json.loads(SPLITS[s].read_text()) for s in ("tune", "held-out"))
+    asked = [{q["question"] for q in d["questions"]} | set(d["off_topic"]) for d in (tune, held)]
+    assert not asked[0] & asked[1]
+
+
+def test_packages_are_pinned_and_their_documents_are_not_in_the_repository() -> None:
+    packages = json.loads((HERE / "packages.json").read_text())["packages"]
+    assert all(p["version"].count(".") >= 1 for p in packages)
+    repo = Path(__file__).resolve().parent.parent
+    tracked = {p.name for p in (repo / "bench" / "pypi_docs").iterdir()}
+    assert tracked == {"packages.json", "tune.json", "heldout.json"}
+
+
+def test_the_held_out_answers_are_written_only_in_the_final_run() -> None:
+    figures, result = {"all": {"n": 1}}, {"rows": [{"answer": "x"}], "off_topic": []}
+    assert public("held-out", figures, result, final=False) == {"summary": figures}
+    assert public("held-out", figures, result, final=True)["rows"] == result["rows"]
+    assert public("tune", figures, result, final=False)["rows"] == result["rows"]
+
+
+def _zh(text: str) -> bool:
+    return any("\u4e00" <= c <= "\u9fff" for c in text)
