@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from runtime import __version__, embed_service, frozen
 from runtime import settings as settings_mod
 from runtime.artifact.format import new_checksum
-from runtime.artifact.manifest import Manifest, Section, read_manifest_at
+from runtime.artifact.manifest import Manifest, Section, locate, read_manifest_at
 from runtime.errors import LlamabundleError, LoadError, RequestError
 from runtime.generation import ChatMessage, Defaults, Sources
 from runtime.knowledge.retrieve import cited_list
@@ -160,8 +160,9 @@ def verify(artifact: str, manifest: Manifest) -> int:
 def _section_intact(artifact: str, section: Section) -> bool:
     algorithm, _, expected = section.checksum.partition(":")
     digest = new_checksum(algorithm)
-    with open(artifact, "rb") as f:
-        f.seek(section.offset)
+    path, offset = locate(artifact, section)
+    with open(path, "rb") as f:
+        f.seek(offset)
         remaining = section.length
         while remaining:
             chunk = f.read(min(remaining, 1 << 22))
