@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import threading
@@ -95,14 +96,15 @@ def build_all(options: BuildOptions,
         if beside is not None:
             check_output(beside, options.force)
     knowledge = (build_knowledge(options.knowledge, progress) if options.knowledge else None)
-    return [_write_one(os_name, output, runtimes[os_name], source, options, knowledge,
-                       progress, started) for os_name, output in outputs.items()]
+    manifest = _manifest(source, options)  # once: its warnings are said once
+    return [_write_one(os_name, output, runtimes[os_name], source, copy.deepcopy(manifest),
+                       options, knowledge, progress, started)
+            for os_name, output in outputs.items()]
 
 
 def _write_one(os_name: str, output: Path, runtime: Runtime, source: ModelSource,
-               options: BuildOptions, knowledge: KnowledgeBuild | None,
+               manifest: Manifest, options: BuildOptions, knowledge: KnowledgeBuild | None,
                progress: ProgressFactory | None, started: float) -> BuildResult:
-    manifest = _manifest(source, options)
     manifest.runtime_key = runtime.key
     manifest.knowledge = knowledge.info if knowledge else None
     if knowledge and not manifest.starters:  # the builder's --starter lines win
