@@ -17,6 +17,7 @@ import threading
 import webbrowser
 from types import FrameType
 
+from runtime import system
 from runtime.artifact.manifest import Manifest
 from runtime.errors import LlamabundleError, SettingsError
 from runtime.main import load_engine
@@ -32,7 +33,7 @@ PORT_TRIES = 100
 def listen(host: str, port: int) -> socket.socket:
     """A listening socket; OSError if the port is taken."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    system.own_port(sock)
     try:
         sock.bind((host.strip("[]"), port))
     except OSError:

@@ -9,7 +9,8 @@ is a new branch here and a runtime package built for it (runtime-package/README.
 - Which shared library holds an address: dladdr / GetModuleHandleExW.
 - llama.cpp's file names: libggml.so.0 and libggml-cpu-VARIANT.so / ggml.dll and
   ggml-cpu-VARIANT.dll.
-- Locks on files (flock / msvcrt.locking), usable CPUs, the terminal's echo.
+- Locks on files (flock / msvcrt.locking), usable CPUs, the terminal's echo, who may share a
+  listening port, dying with PyInstaller's bootloader.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import socket
 import sys
 from collections.abc import Iterator
 from typing import IO, Any
@@ -33,41 +35,39 @@ else:
     GGML_GLOB = "libggml.so.*"
 
 
-def _c_library() -> Any:
-    if WINDOWS:
+def _c_functions() -> tuple[Any, Any, Any]:
+    """fopen, a 64-bit fseek and fclose of the C library llama.cpp uses."""
+    if sys.platform == "win32":
         crt = ctypes.CDLL("msvcrt", use_errno=True)
-        crt.fseek64 = crt._fseeki64
+        fopen, fseek64 = crt._wfopen, crt._fseeki64  # _wfopen: any file name, any code page
+        fopen.argtypes = [ctypes.c_wchar_p, ctypes.c_wchar_p]
     else:
         crt = ctypes.CDLL("libc.so.6", use_errno=True)
-        crt.fseek64 = crt.fseeko
-    if WINDOWS:  # the wide-character open: any file name, whatever the code page
-        crt.fopen = crt._wfopen
-        crt.fopen.argtypes = [ctypes.c_wchar_p, ctypes.c_wchar_p]
-    else:
-        crt.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
-    crt.fopen.restype = ctypes.c_void_p
-    crt.fseek64.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
+        fopen, fseek64 = crt.fopen, crt.fseeko
+        fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    fopen.restype = ctypes.c_void_p
+    fseek64.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
     crt.fclose.argtypes = [ctypes.c_void_p]
-    return crt
+    return fopen, fseek64, crt.fclose
 
 
-_crt = _c_library()
+_fopen, _fseek64, _fclose = _c_functions()
 
 
 @contextlib.contextmanager
 def c_file_at(path: str, offset: int) -> Iterator[int | None]:
     """A FILE* of llama.cpp's C library, open on `path` at `offset`; None (and errno set) when
     the file cannot be opened, OSError when it cannot seek."""
-    fp = _crt.fopen(path, "rb") if WINDOWS else _crt.fopen(os.fsencode(path), b"rb")
+    fp = _fopen(path, "rb") if WINDOWS else _fopen(os.fsencode(path), b"rb")
     if not fp:
         yield None
         return
     try:
-        if _crt.fseek64(fp, offset, os.SEEK_SET) != 0:
+        if _fseek64(fp, offset, os.SEEK_SET) != 0:
             raise OSError(ctypes.get_errno(), "cannot seek")
         yield fp
     finally:
-        _crt.fclose(fp)
+        _fclose(fp)
 
 
 def c_errno_text() -> str:
@@ -76,7 +76,7 @@ def c_errno_text() -> str:
 
 def library_of(address: int) -> str:
     """The path of the shared library that holds `address` ("" when none does)."""
-    if WINDOWS:
+    if sys.platform == "win32":
         kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
         handle = ctypes.c_void_p()
         FROM_ADDRESS, UNCHANGED_REFCOUNT = 0x4, 0x2
@@ -114,7 +114,7 @@ def lock_file(f: IO[Any] | int, wait: bool = True) -> bool:
     """An exclusive lock on an open file, held until it is closed; False when another process
     holds it and `wait` is False."""
     fd = f if isinstance(f, int) else f.fileno()
-    if WINDOWS:
+    if sys.platform == "win32":
         import msvcrt
 
         try:  # LK_LOCK retries for 10 s and then fails; a lock held that long is another's
@@ -150,6 +150,17 @@ def no_echo(fd: int) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSANOW, saved)
 
 
+def own_port(sock: socket.socket) -> None:
+    """Before bind: a port this process alone may listen on, free again as soon as it exits.
+    Linux: SO_REUSEADDR (a restart need not wait out TIME_WAIT; a port in use still fails).
+    Windows: SO_REUSEADDR would let a second program bind the same port and take its
+    connections, so SO_EXCLUSIVEADDRUSE, and the "next free port" logic sees a busy port."""
+    if sys.platform == "win32":
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+    else:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+
 def die_with_parent(signal_number: int) -> None:
     """This process ends when its parent (PyInstaller's bootloader) dies, rather than live on
     holding the port. Linux: the kernel sends `signal_number`. Windows has no such thing (and
@@ -163,6 +174,8 @@ def die_with_parent(signal_number: int) -> None:
 
 
 def _exit_with_parent_windows() -> None:
+    if sys.platform != "win32":
+        return
     import threading
 
     kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)

@@ -100,6 +100,9 @@ fi
 
 # 4. Freeze, under wine, with the same freeze.py as Linux; then the wheel.
 stage "freezing the runtime under wine"
+# The key again, now: the sources frozen are the ones copied here (the stages above take long).
+key=$("$PYTHON" -m bundler.runtime_package key)
+wheel_dir=$cache/runtime-package-windows/$key
 build=$win/build
 rm -rf "$build" && mkdir -p "$build/src" "$build/out/licenses"
 cp -r runtime templates runtime-package scripts pyproject.toml "$build/src/"
