@@ -71,6 +71,12 @@ def c_file_at(path: str, offset: int) -> Iterator[int | None]:
 
 
 def c_errno_text() -> str:
+    """Why the last fopen failed. On Windows that is msvcrt's errno, not the one ctypes keeps
+    (Python's own C runtime, ucrt, has another)."""
+    if sys.platform == "win32":
+        msvcrt = ctypes.CDLL("msvcrt")
+        msvcrt._errno.restype = ctypes.POINTER(ctypes.c_int)
+        return os.strerror(msvcrt._errno().contents.value)
     return os.strerror(ctypes.get_errno())
 
 
@@ -183,8 +189,8 @@ def _exit_with_parent_windows() -> None:
     kernel32.WaitForSingleObject.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
     SYNCHRONIZE, INFINITE = 0x00100000, 0xFFFFFFFF
     parent = kernel32.OpenProcess(SYNCHRONIZE, False, os.getppid())
-    if not parent:
-        os._exit(1)  # already gone
+    if not parent:  # not ours to watch (no such process, or not allowed): leave it
+        return
 
     def wait() -> None:
         kernel32.WaitForSingleObject(parent, INFINITE)
