@@ -167,3 +167,38 @@ def test_demo_exe_serves_page_openai_and_ollama(demo_model: Path, tmp_path: Path
     finally:
         log = server.stop()
     assert "http://" in log  # it said where it serves
+
+
+def sparse_big_gguf(path: Path, n_elements: int) -> Path:
+    """A GGUF of one F32 tensor of n_elements, its data a hole in a sparse file: past 4 GiB
+    on disk in name only. llama.cpp would not load it (no model in it); the build reads only
+    its header and copies its bytes."""
+    import numpy as np
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_name("Big Test")
+    writer.add_context_length(512)
+    writer.add_tensor_info("big.weight", [n_elements], np.dtype(np.float32), n_elements * 4)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    writer.close()
+    header = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(-(-header // 32) * 32 + n_elements * 4)
+    return path
+
+
+@pytest.mark.slow
+def test_a_model_past_4_gib_puts_its_weights_beside_the_exe(tmp_path: Path,
+                                                            shared_cache: Path) -> None:
+    big = sparse_big_gguf(tmp_path / "big.gguf", 1_100_000_000)  # 4.4 GB
+    assert big.stat().st_size > 4 * 1024**3
+    proc = build_cli(big, "--os", "windows", "-o", tmp_path / "out.exe", cache=shared_cache)
+    exe, weights = tmp_path / "out.exe", tmp_path / "out.weights.gguf"
+    assert exe.stat().st_size < 100 * 1024**2  # the runtime, the manifest: no weights
+    assert weights.stat().st_size == big.stat().st_size
+    assert "Windows cannot start an .exe of 4 GiB or more" in proc.stdout
+    section = manifest_of(exe, shared_cache)["sections"][0]
+    assert section["file"] == "out.weights.gguf" and section["offset"] == 0

