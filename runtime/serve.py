@@ -85,7 +85,8 @@ def serve(artifact: str, manifest: Manifest, settings: Settings) -> int:
     state = State(manifest, dataclasses.replace(settings, port=port),
                   Worker(threads=settings.parallel))
     state.artifact = artifact
-    print(f"{manifest.title} is starting on {url}  (Ctrl-C to stop)", flush=True)
+    stop = "Ctrl-C or close this window to stop" if system.WINDOWS else "Ctrl-C to stop"
+    print(f"{manifest.title} is starting on {url}  ({stop})", flush=True)
     ollama_sock = bind_ollama(settings, port)
     if ollama_sock:
         sockets.append(ollama_sock)
