@@ -37,7 +37,7 @@ EXCLUDES = ["tkinter", "unittest", "pydoc", "doctest", "lib2to3", "idlelib", "en
             "hypothesis", "_pytest", "trio", "websockets", "selenium", "aiohttp", "sqlalchemy"]
 # llama_cpp loads libllama.so from its own lib/ folder by name; the ggml ones are its DT_NEEDED
 # (by soname, found through RUNPATH $ORIGIN).
-LLAMA_LIBS = (["llama.dll", "ggml.dll", "ggml-base.dll"] if WINDOWS else
+LLAMA_LIBS = (["libllama.dll", "ggml.dll", "ggml-base.dll"] if WINDOWS else
               ["libllama.so", "libggml.so.0", "libggml-base.so.0"])
 # uvicorn picks its protocol and loop modules by name at run time; PyInstaller cannot see that.
 HIDDEN = ["uvicorn.loops.asyncio", "uvicorn.protocols.http.h11_impl",

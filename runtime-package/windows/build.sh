@@ -77,9 +77,12 @@ venv=$win/venv-$venv_key
 if [ ! -f "$venv/.done" ]; then
     stage "installing the runtime's Windows wheels"
     rm -rf "$venv" "$win/wheels" && cp -r "$python" "$venv"
+    # pip evaluates dependency markers for this machine, not for Windows: what PyInstaller and
+    # click need on Windows alone is named here.
     # shellcheck disable=SC2086  # one argument per pin
     "$PYTHON" -m pip download -q --platform win_amd64 --python-version 3.11 --abi cp311 \
-        --implementation cp --only-binary=:all: -d "$win/wheels" $pins
+        --implementation cp --only-binary=:all: -d "$win/wheels" $pins \
+        "pefile>=2022.5.30" "pywin32-ctypes>=0.2.1" colorama
     # shellcheck disable=SC2086
     winpy -m pip install -q --no-index --no-warn-script-location \
         --find-links "Z:$win/wheels" $pins >"$win/pip.log" || { cat "$win/pip.log"; exit 1; }
