@@ -87,8 +87,8 @@ def llama_lib_dir() -> Path:
 def llama_libs(lib_dir: Path) -> list[Path]:
     """llama.cpp's libraries, with its CPU backend: one library per CPU variant, which nothing
     links (runtime/llama/cpu.py loads the best at start), or the one built-in library."""
-    if WINDOWS:
-        cpu = sorted(lib_dir.glob("ggml-cpu-*.dll")) or [lib_dir / "ggml-cpu.dll"]
+    if WINDOWS:  # and the mingw-w64 runtime DLLs beside them (windows/build.sh)
+        return sorted(lib_dir.glob("*.dll"))
     else:
         cpu = sorted(lib_dir.glob("libggml-cpu-*.so")) or [lib_dir / "libggml-cpu.so.0"]
     return [*(lib_dir / name for name in LLAMA_LIBS), *cpu]

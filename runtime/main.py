@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from runtime import __version__, embed_service, frozen
+from runtime import __version__, embed_service, frozen, system
 from runtime import settings as settings_mod
 from runtime.artifact.format import new_checksum
 from runtime.artifact.manifest import Manifest, Section, locate, read_manifest_at
@@ -28,6 +28,7 @@ log = logging.getLogger("llamabundle")
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    system.utf8_output()
     # The build tool's embedder (no artifact, not in --help) says only what went wrong: its
     # last line on stderr becomes the build's error message.
     service = argv[:1] == [embed_service.FLAG]

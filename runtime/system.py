@@ -29,10 +29,12 @@ if WINDOWS:
     CPU_VARIANT_GLOB = "ggml-cpu-*.dll"
     CPU_VARIANT_PATTERN = r"[\\/]ggml-cpu-([\w.]+)\.dll$"
     GGML_GLOB = "ggml.dll"
+    GGML_BASE_GLOB = "ggml-base.dll"  # ggml.dll's own exports are only the backend registry
 else:
     CPU_VARIANT_GLOB = "libggml-cpu-*.so"
     CPU_VARIANT_PATTERN = r"/libggml-cpu-([\w.]+)\.so$"
     GGML_GLOB = "libggml.so.*"
+    GGML_BASE_GLOB = ""  # dlsym on libggml.so finds libggml-base.so's functions too
 
 
 def _c_functions() -> tuple[Any, Any, Any]:
@@ -165,6 +167,17 @@ def own_port(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
     else:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+
+def utf8_output() -> None:
+    """Windows: answers in any language on stdout/stderr. A console gets UTF-16 from Python
+    anyway, but a pipe or a file (`model.exe -p ... > answer.txt`) would get the ANSI code
+    page (cp1252), which cannot write most scripts: UTF-8 instead, as on Linux."""
+    if WINDOWS:
+        for stream in (sys.stdout, sys.stderr):
+            reconfigure = getattr(stream, "reconfigure", None)
+            if reconfigure is not None:
+                reconfigure(encoding="utf-8", errors="replace")
 
 
 def die_with_parent(signal_number: int) -> None:

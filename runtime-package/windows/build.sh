@@ -99,6 +99,17 @@ cp -r "$llama/llama_cpp" "$site/llama_cpp"
 dist=$site/llama_cpp_python-$LLAMA_CPP_VERSION.dist-info
 mkdir -p "$site/llama_cpp/lib" "$dist"
 cp "$llama"/lib/*.dll "$site/llama_cpp/lib/"
+# The mingw-w64 runtime DLLs that llama.cpp's DLLs import (the CPU variants are CMake MODULE
+# libraries, linked without -static: mingw.cmake's flags are for SHARED ones), beside them,
+# with their notices: libstdc++ and libgcc (GPL-3 with the GCC Runtime Library Exception),
+# winpthreads (MIT).
+for dll in $(x86_64-w64-mingw32-objdump -p "$llama"/lib/*.dll | awk '/DLL Name: lib/ {print $3}' | sort -u); do
+    for dir in /usr/lib/gcc/x86_64-w64-mingw32/*-posix /usr/x86_64-w64-mingw32/lib; do
+        [ -f "$dir/$dll" ] && cp "$dir/$dll" "$site/llama_cpp/lib/" && break
+    done
+    [ -f "$site/llama_cpp/lib/$dll" ] || [ -f "$llama/lib/$dll" ] \
+        || { echo "runtime-windows: $dll (imported by llama.cpp) not found"; exit 1; }
+done
 printf 'Metadata-Version: 2.1\nName: llama_cpp_python\nVersion: %s\n' "$LLAMA_CPP_VERSION" \
     >"$dist/METADATA"
 cp "$llama/llama_cpp_python-LICENSE.md" "$dist/LICENSE.md"
@@ -112,6 +123,9 @@ build=$win/build
 rm -rf "$build" && mkdir -p "$build/src" "$build/out/licenses"
 cp -r runtime templates runtime-package scripts pyproject.toml "$build/src/"
 cp "$llama/LICENSE" "$build/out/licenses/llama.cpp-LICENSE"
+for package in gcc-mingw-w64-base mingw-w64-common; do
+    cp "/usr/share/doc/$package/copyright" "$build/out/licenses/debian-$package-copyright"
+done
 winpy "Z:$build/src/runtime-package/freeze.py" "Z:$build/src" "Z:$build/freeze" "Z:$build/out" \
     >"$win/freeze.log" || { tail -60 "$win/freeze.log"; exit 1; }
 rm -rf "$wheel_dir.tmp"

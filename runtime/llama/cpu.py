@@ -17,6 +17,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from runtime import system
 from runtime.errors import ArtifactError
@@ -72,9 +73,27 @@ def _load(folder: Path) -> CpuBackend:
     return CpuBackend(_variant_name(library), _features(), variants)
 
 
-def _ggml(folder: Path = LIB_DIR) -> ctypes.CDLL:
+class _Libraries:
+    """Functions looked up in several libraries in turn. On Windows, GetProcAddress finds only
+    a DLL's own exports: ggml's C API is split between ggml.dll (the backend registry) and
+    ggml-base.dll (the rest); on Linux, dlsym on libggml.so finds its dependencies' too."""
+
+    def __init__(self, libraries: list[ctypes.CDLL]):
+        self._libraries = libraries
+
+    def __getattr__(self, name: str) -> Any:
+        for library in self._libraries:
+            try:
+                return getattr(library, name)  # the CDLL keeps it: argtypes set on it stay
+            except AttributeError:
+                pass
+        raise AttributeError(name)
+
+
+def _ggml(folder: Path = LIB_DIR) -> Any:
     soname = min(folder.glob(system.GGML_GLOB), key=lambda p: len(p.name))
-    ggml = ctypes.CDLL(str(soname))
+    base = list(folder.glob(system.GGML_BASE_GLOB)) if system.GGML_BASE_GLOB else []
+    ggml = _Libraries([ctypes.CDLL(str(soname)), *(ctypes.CDLL(str(p)) for p in base)])
     ggml.ggml_backend_reg_by_name.argtypes = [ctypes.c_char_p]
     ggml.ggml_backend_reg_by_name.restype = ctypes.c_void_p
     ggml.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
