@@ -153,7 +153,7 @@ def test_demo_exe_serves_page_openai_and_ollama(demo_model: Path, tmp_path: Path
     build_cli(demo_model, "--os", "windows", "-o", exe, cache=shared_cache)
     server = wine.launch(exe, "--ollama-port", "0", port=free_port(), env=prefix)
     try:
-        page = httpx.get(server.url + "/", timeout=30)
+        page = httpx.get(server.url + "/", headers={"accept": "text/html"}, timeout=30)
         assert page.status_code == 200 and "<html" in page.text.lower()
         client = openai.OpenAI(base_url=server.url + "/v1", api_key="none")
         answer = client.chat.completions.create(

@@ -3,7 +3,7 @@
 wine 8.0 lacks bcryptprimitives.dll (ProcessPrng), which pydantic-core's Rust code calls on
 Windows: a stand-in (tests/data/bcryptprimitives.c, compiled with mingw-w64) goes into this
 prefix only; real Windows has it. A Windows CPython under wine wants stdin that is not a
-terminal: stdin is /dev/null.
+terminal (/dev/null here) and stdout that is a pipe.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -46,6 +47,14 @@ def run(exe: Path, *args: str, env: dict[str, str],
                           capture_output=True, text=True, timeout=timeout)
 
 
+def _copy(proc: subprocess.Popen[str], log: Path) -> None:
+    assert proc.stdout is not None
+    with open(log, "a") as out:
+        for line in proc.stdout:
+            out.write(line)
+            out.flush()
+
+
 class WineServer:
     """An .exe serving under wine."""
 
@@ -70,10 +79,12 @@ def launch(exe: Path, *args: str, port: int, env: dict[str, str],
            timeout: float = 600) -> WineServer:
     """Starts the .exe under wine and waits until /health says ok."""
     log = Path(tempfile.mkstemp(prefix=f"exe-{port}-", suffix=".log")[1])
-    with open(log, "w") as out:
-        proc = subprocess.Popen([str(WINE), str(exe), "--nobrowser", "--port", str(port), *args],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                text=True, env=env)
+    # A pipe, not the file: a Windows CPython under wine cannot open a file handed to it as
+    # stdout ("init_sys_streams: Invalid handle"). A thread copies the pipe into the file.
+    proc = subprocess.Popen([str(WINE), str(exe), "--nobrowser", "--port", str(port), *args],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    threading.Thread(target=_copy, args=(proc, log), daemon=True).start()
     server = WineServer(proc, port, log)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
