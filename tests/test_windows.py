@@ -159,11 +159,13 @@ def test_demo_exe_serves_page_openai_and_ollama(demo_model: Path, tmp_path: Path
         answer = client.chat.completions.create(
             model="gemma-3-270m-q4_k_m", max_tokens=16, temperature=0,
             messages=[{"role": "user", "content": "What is the capital of France?"}])
-        assert "Paris" in (answer.choices[0].message.content or "")
+        # (The 270M demo model's answers are not worth asserting on: that it answers is.)
+        assert (answer.choices[0].message.content or "").strip()
+        assert answer.usage is not None and answer.usage.completion_tokens == 16
         reply = ollama.Client(host=server.url).chat(
             model="gemma-3-270m-q4_k_m", options={"num_predict": 16, "temperature": 0},
             messages=[{"role": "user", "content": "What is the capital of France?"}])
-        assert "Paris" in reply.message.content
+        assert reply.done and reply.eval_count == 16 and reply.message.content.strip()
     finally:
         log = server.stop()
     assert "http://" in log  # it said where it serves
