@@ -204,3 +204,24 @@ def test_a_model_past_4_gib_puts_its_weights_beside_the_exe(tmp_path: Path,
     assert "Windows cannot start an .exe of 4 GiB or more" in proc.stdout
     section = manifest_of(exe, shared_cache)["sections"][0]
     assert section["file"] == "out.weights.gguf" and section["offset"] == 0
+
+
+def test_upgrade_an_exe_keeps_it_an_exe(tiny_gguf: Path, tmp_path: Path, prefix: dict[str, str],
+                                        shared_cache: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """upgrade puts the Windows runtime around an .exe's sections (and leaves weights that are
+    beside it where they are)."""
+    env = dict(os.environ, XDG_CACHE_HOME=str(shared_cache))
+    build_cli(tiny_gguf, "--os", "windows", "-o", tmp_path / "a.exe", cache=shared_cache)
+    monkeypatch.setenv("LLAMABUNDLE_WINDOWS_EXE_LIMIT", "1000")
+    build_cli(tiny_gguf, "--os", "windows", "-o", tmp_path / "b.exe", cache=shared_cache)
+    env["LLAMABUNDLE_WINDOWS_EXE_LIMIT"] = "1000"
+    for args in (["a.exe", "-o", "a2.exe"], ["b.exe", "--in-place", "--force"]):
+        proc = subprocess.run([sys.executable, "-m", "bundler", "upgrade", *args], cwd=tmp_path,
+                              capture_output=True, text=True, env=env)
+        assert proc.returncode == 0, proc.stderr
+    for exe in ("a2.exe", "b.exe"):
+        assert (tmp_path / exe).read_bytes()[:2] == b"MZ"
+        ok = wine.run(tmp_path / exe, "-p", "Hello", "-n", "4", env=prefix)
+        assert ok.returncode == 0 and ok.stdout.strip(), ok.stderr
+    assert manifest_of(tmp_path / "b.exe", shared_cache)["sections"][0]["file"] == "b.weights.gguf"
