@@ -14,15 +14,24 @@ DEMO_MODEL := models/gemma-3-270m-q4_k_m.gguf
 DEMO := gemma-3-270m-q4_k_m.llamabundle
 PYTEST_ARGS ?=
 
-.PHONY: venv runtime demo test test-fast lint bench model clean screenshots
+.PHONY: venv runtime runtime-windows demo test test-fast lint bench model clean screenshots
 
 venv:
 	@scripts/setup-venv.sh
 
 # The runtime package (runtime-package/build.sh: the frozen runtime, built in a Debian 11 root
 # for glibc 2.31), cached by content; installed into .venv when there is one.
+# The Windows runtime package too (`--os windows`) where wine is installed to build it.
 runtime:
 	@wheel=$$(runtime-package/build.sh) && echo "$$wheel" && \
+		if [ -x $(PY) ]; then runtime-package/install.sh $(VENV) "$$wheel"; fi
+	@if command -v wine >/dev/null; then $(MAKE) --no-print-directory runtime-windows; \
+		else echo "make runtime: no wine here: the Windows runtime package is not built"; fi
+
+# The Windows runtime package (runtime-package/windows/build.sh): built on Linux with
+# mingw-w64 and wine, cached by content; installed into .venv when there is one.
+runtime-windows:
+	@wheel=$$(runtime-package/windows/build.sh) && echo "$$wheel" && \
 		if [ -x $(PY) ]; then runtime-package/install.sh $(VENV) "$$wheel"; fi
 
 $(DEMO_MODEL): | venv

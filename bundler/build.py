@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from bundler import targets
 from bundler.gguf_split import copy_range
 from bundler.knowledge.index import (
     KnowledgeBuild,
@@ -27,7 +29,7 @@ from runtime.artifact.format import align, checksum_text, new_checksum
 from runtime.artifact.manifest import Manifest, Section
 from runtime.chat.fallbacks import FALLBACKS, fallback_for
 from runtime.chat.template import ChatTemplate
-from runtime.errors import TemplateError
+from runtime.errors import BuildError, TemplateError
 from runtime.knowledge.format import EMBEDDER_SECTION
 from runtime.knowledge.format import FORMAT_VERSION as KNOWLEDGE_FORMAT
 from runtime.knowledge.format import SECTION as KNOWLEDGE_SECTION
@@ -52,6 +54,9 @@ class BuildOptions:
     defaults: dict[str, Any] | None = None  # baked run-time settings
     knowledge: KnowledgeOptions | None = None  # --knowledge: documents to bundle
     starters: tuple[str, ...] = ()  # example questions for the chat page
+    # Which OS the artifact runs on: "linux" (NAME.llamabundle) and/or "windows" (NAME.exe);
+    # with several, -o's stem names each (bundler/targets.py).
+    os: tuple[str, ...] = ("linux",)
 
 
 @dataclass
@@ -61,11 +66,24 @@ class BuildResult:
     seconds: float
     manifest: Manifest
     knowledge: KnowledgeBuild | None = None
+    os: str = "linux"
+    # Files written beside the artifact (a Windows build's weights past 4 GiB), and why.
+    beside: list[Path] = field(default_factory=list)
+    note: str = ""
 
 
 def build(options: BuildOptions, progress: ProgressFactory | None = None) -> BuildResult:
-    """Validates the model, indexes the knowledge (if any), then writes the artifact
-    atomically; returns what was written. Nothing is written when any step fails.
+    """One artifact (options.os names one OS): see build_all."""
+    if len(options.os) != 1:
+        raise BuildError("build() writes one artifact; build_all() writes one per OS")
+    return build_all(options, progress)[0]
+
+
+def build_all(options: BuildOptions,
+              progress: ProgressFactory | None = None) -> list[BuildResult]:
+    """Validates the model, indexes the knowledge (if any, once for every OS), then writes
+    one artifact per OS in options.os, each atomically; returns what was written. Nothing is
+    written when a step before the writing fails.
 
     `progress(total, label)` returns a callback taking the items done since its last call.
     """
@@ -74,20 +92,57 @@ def build(options: BuildOptions, progress: ProgressFactory | None = None) -> Bui
     for note in source.notes:
         log.warning("%s: %s", source.display, note)
     file_name = source.model_id.replace("/", "-").replace(":", "-")
-    output = options.output or Path.cwd() / f"{file_name}.llamabundle"
-    check_output(output, options.force)
-    manifest = _manifest(source, options)
+    outputs = targets.outputs(options.os, options.output, Path.cwd() / file_name)
+    for output in outputs.values():
+        check_output(output, options.force)
+    runtimes = {os_name: ensure_runtime(os_name) for os_name in outputs}
+    for os_name, output in outputs.items():  # before anything is written
+        beside = targets.weights_beside(os_name, output,
+                                        runtimes[os_name].path.stat().st_size + source.size)
+        if beside is not None:
+            check_output(beside, options.force)
+    manifest = _manifest(source, options)  # once: its warnings are said once
     knowledge = (build_knowledge(_with_starters(options.knowledge, source, manifest), progress)
                  if options.knowledge else None)
-    runtime = ensure_runtime()
+    return [_write_one(os_name, output, runtimes[os_name], source, copy.deepcopy(manifest),
+                       options, knowledge, progress, started)
+            for os_name, output in outputs.items()]
+
+
+def _write_one(os_name: str, output: Path, runtime: Runtime, source: ModelSource,
+               manifest: Manifest, options: BuildOptions, knowledge: KnowledgeBuild | None,
+               progress: ProgressFactory | None, started: float) -> BuildResult:
     manifest.runtime_key = runtime.key
     manifest.knowledge = knowledge.info if knowledge else None
     if knowledge and not manifest.starters:  # the builder's --starter lines win
         manifest.starters = knowledge.starters
+    beside = targets.weights_beside(os_name, output, runtime.path.stat().st_size
+                                    + source.size + _knowledge_size(knowledge))
     advance = progress(source.size, "Writing") if progress else (lambda n: None)
-    write_atomically(output, lambda f: _write(f, runtime, source, manifest, advance, knowledge))
-    return BuildResult(output, output.stat().st_size, time.monotonic() - started, manifest,
-                       knowledge)
+    result = BuildResult(output, 0, 0.0, manifest, knowledge, os_name)
+    if beside is None:
+        write_atomically(output, lambda f: _write(f, runtime, source, manifest, advance,
+                                                  knowledge))
+    else:  # the weights first: an .exe is never left pointing at nothing
+        check_output(beside, options.force)
+        digest: list[str] = []
+        write_atomically(beside, lambda f: digest.append(_weights(f, source, advance)))
+        weights = Section("weights", 1, 0, source.size, digest[0], file=beside.name)
+        try:
+            write_atomically(output, lambda f: _write(f, runtime, source, manifest, advance,
+                                                      knowledge, weights))
+        except BaseException:
+            beside.unlink(missing_ok=True)
+            raise
+        result.beside = [beside]
+        result.note = targets.BESIDE_NOTE.format(exe=output.name, weights=beside.name)
+    return replace(result, size=output.stat().st_size, seconds=time.monotonic() - started)
+
+
+def _knowledge_size(knowledge: KnowledgeBuild | None) -> int:
+    if knowledge is None:
+        return 0
+    return knowledge.embedder.stat().st_size + len(knowledge.section)
 
 
 def _with_starters(knowledge: KnowledgeOptions, model: ModelSource,
@@ -153,19 +208,26 @@ def _defaults(model: ModelSource, options: BuildOptions) -> dict[str, Any]:
 
 
 def _write(f: BinaryIO, runtime: Runtime, model: ModelSource, manifest: Manifest,
-           advance: Progress, knowledge: KnowledgeBuild | None = None) -> None:
+           advance: Progress, knowledge: KnowledgeBuild | None = None,
+           weights: Section | None = None) -> None:
+    """The artifact; `weights`: a section already written beside it (not copied in)."""
     head, archive = runtime_parts(runtime)
     f.write(head)
-    f.write(bytes(align(f.tell()) - f.tell()))
-    offset = f.tell()
-    if len(model.parts) > 1:  # a split GGUF becomes one GGUF section, as gguf-split merges
-        digest = write_merged(plan_merge(model.parts), f, advance)
-    else:
-        digest = _copy_hashing(model.parts[0], f, advance)
-    manifest.sections = [Section("weights", 1, offset, model.size, digest)]
+    if weights is None:
+        f.write(bytes(align(f.tell()) - f.tell()))
+        offset = f.tell()
+        weights = Section("weights", 1, offset, model.size, _weights(f, model, advance))
+    manifest.sections = [weights]
     if knowledge is not None:
         manifest.sections += _knowledge_sections(f, knowledge)
     write_tail(f, manifest, archive)
+
+
+def _weights(f: BinaryIO, model: ModelSource, advance: Progress) -> str:
+    """Writes the GGUF at f's position; returns its checksum."""
+    if len(model.parts) > 1:  # a split GGUF becomes one GGUF section, as gguf-split merges
+        return write_merged(plan_merge(model.parts), f, advance)
+    return _copy_hashing(model.parts[0], f, advance)
 
 
 def _knowledge_sections(f: BinaryIO, knowledge: KnowledgeBuild) -> list[Section]:

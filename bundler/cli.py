@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
-from bundler import __version__
-from bundler.build import BuildOptions, BuildResult, build, chat_template_text
+from bundler import __version__, targets
+from bundler.build import BuildOptions, BuildResult, build_all, chat_template_text
 from bundler.inspect import inspect_path
 from bundler.knowledge.index import KnowledgeOptions
 from bundler.upgrade import upgrade
@@ -48,7 +48,11 @@ def main() -> None:
 @main.command("build")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Output file (default: ./<model stem>.llamabundle).")
+              help="Output file (default: ./<model stem>.llamabundle, or .exe for Windows; "
+                   "with several --os, each OS's suffix is put on this name).")
+@click.option("--os", "oses", default="linux", metavar="linux,windows", show_default=True,
+              help="Which OS the artifact runs on: linux (NAME.llamabundle), windows "
+                   "(NAME.exe, 64-bit Windows 10/11), or both from one command.")
 @click.option("--force", is_flag=True, help="Overwrite the output if it exists.")
 @click.option("--name", help="Display name (default: the GGUF's general.name).")
 @click.option("--title", help="Chat page heading (default: the name).")
@@ -67,7 +71,7 @@ def main() -> None:
               metavar="EMB.gguf", help="GGUF embedding model for --knowledge (default: "
               "multilingual-e5-small, bundled with llamabundle).")
 @_baked_options
-def build_command(model: Path, output: Path | None, force: bool, name: str | None,
+def build_command(model: Path, output: Path | None, oses: str, force: bool, name: str | None,
                   title: str | None, system_prompt_file: Path | None,
                   chat_template: str | None, knowledge: tuple[Path, ...],
                   embedding_model: Path | None, starters: tuple[str, ...],
@@ -80,6 +84,7 @@ def build_command(model: Path, output: Path | None, force: bool, name: str | Non
       llamabundle build gemma-3-270m.gguf --system-prompt "Be brief." -c 8192
       chmod +x gemma-3-270m.llamabundle && ./gemma-3-270m.llamabundle
       llamabundle build ollama:qwen2.5:1.5b
+      llamabundle build gemma-3-270m.gguf --os linux,windows
       llamabundle build qwen2.5-1.5b-instruct.gguf --knowledge docs/ --knowledge faq.pdf
     """
     if system_prompt_file is not None:
@@ -95,17 +100,22 @@ def build_command(model: Path, output: Path | None, force: bool, name: str | Non
     if embedding_model is not None and not knowledge:
         raise click.BadParameter("--embedding-model is for --knowledge; give documents too")
     documents = KnowledgeOptions(list(knowledge), embedding_model) if knowledge else None
-    options = BuildOptions(model, output, force, name, title, template, defaults, documents,
-                           _starters(starters))
     try:
-        result = build(options, progress=_progress_bar)
+        options = BuildOptions(model, output, force, name, title, template, defaults, documents,
+                               _starters(starters), targets.parse(oses))
+        results = build_all(options, progress=_progress_bar)
     except LlamabundleError as e:
         raise click.ClickException(str(e)) from None
-    if result.knowledge is not None:
-        click.echo(_knowledge_summary(result))
-        if result.knowledge.starters_note:
-            click.echo(result.knowledge.starters_note)
-    click.echo(f"Wrote {result.path} ({result.size / 1e6:.1f} MB) in {result.seconds:.1f} s")
+    if results[0].knowledge is not None:
+        click.echo(_knowledge_summary(results[0]))
+        if results[0].knowledge.starters_note:
+            click.echo(results[0].knowledge.starters_note)
+    for result in results:
+        click.echo(f"Wrote {result.path} ({result.size / 1e6:.1f} MB) in {result.seconds:.1f} s")
+        for path in result.beside:
+            click.echo(f"Wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+        if result.note:
+            click.echo(result.note)
 
 
 def _starters(given: tuple[str, ...]) -> tuple[str, ...]:

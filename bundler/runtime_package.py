@@ -11,6 +11,7 @@ otherwise an edit to runtime/ would silently not reach the artifacts built from 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import os
 import sys
@@ -68,19 +69,27 @@ def _pins() -> list[str]:
     return list(module.pins(str(ROOT / "pyproject.toml")))
 
 
-def ensure_runtime() -> Runtime:
-    """The installed runtime package's frozen runtime, checked against the checkout's sources
-    when run from one."""
+# The runtime package of each OS an artifact can be built for (bundler/targets.py).
+PACKAGES = {"linux": ("llamabundle_runtime", "make runtime"),
+            "windows": ("llamabundle_runtime_windows", "make runtime-windows")}
+
+
+def ensure_runtime(os_name: str = "linux") -> Runtime:
+    """The installed runtime package's frozen runtime for `os_name`, checked against the
+    checkout's sources when run from one. Both packages are built from the same sources, so
+    they share one key."""
+    module, make = PACKAGES[os_name]
+    dist = module.replace("_", "-")
     try:
-        import llamabundle_runtime as package
+        package = importlib.import_module(module)
     except ImportError:
-        hint = "run `make runtime`" if in_checkout() else "pip install llamabundle-runtime"
-        raise BuildError("the runtime package (llamabundle-runtime) is not installed; "
-                         + hint) from None
+        hint = f"run `{make}`" if in_checkout() else f"pip install {dist}"
+        raise BuildError(f"the runtime package for {os_name.capitalize()} ({dist}) is not "
+                         "installed; " + hint) from None
     if in_checkout() and package.SOURCE_KEY != source_key():
-        raise BuildError("the installed runtime package was built from other sources than "
+        raise BuildError(f"the installed {dist} was built from other sources than "
                          "this checkout's runtime/, templates/ or runtime-package/; "
-                         "run `make runtime`")
+                         f"run `{make}`")
     path = Path(package.EXECUTABLE)
     return Runtime(path, package.SOURCE_KEY, archive_offset(path))
 

@@ -23,10 +23,10 @@ from typing import BinaryIO
 
 from bundler.gguf_split import copy_range
 from bundler.runtime_package import Runtime, ensure_runtime
-from bundler.writer import check_output, runtime_parts, write_atomically, write_tail
+from bundler.writer import artifact_os, check_output, runtime_parts, write_atomically, write_tail
 from runtime import __version__
 from runtime.artifact.format import FORMAT_VERSION, align, new_checksum
-from runtime.artifact.manifest import Manifest, Section, read_manifest_at
+from runtime.artifact.manifest import Manifest, Section, locate, read_manifest_at
 from runtime.errors import ArtifactError, BuildError
 
 Progress = Callable[[int], None]
@@ -52,13 +52,20 @@ def upgrade(old: Path, output: Path | None = None, *, in_place: bool = False,
     _check_old(old)
     previous = read_manifest_at(str(old))  # not an artifact, truncated, corrupted: one line
     target = _target(old, output, in_place, force)
-    runtime = ensure_runtime()
+    runtime = ensure_runtime(artifact_os(old))
+    beside = [s for s in previous.sections if s.file]
+    for section in beside:  # stays where it is, so the new file must sit next to it
+        locate(str(old), section)
+        if target.resolve().parent != old.resolve().parent:
+            raise BuildError(f"{old}'s weights are in {section.file} beside it; write the "
+                             "upgraded .exe into the same folder (or use --in-place)")
     if in_place and previous.runtime_key == runtime.key and not force:
         return UpgradeResult(old, old.stat().st_size, time.monotonic() - started, previous,
                              previous, written=False)
     manifest = dataclasses.replace(previous, runtime_version=__version__,
                                    runtime_key=runtime.key, format=FORMAT_VERSION, sections=[])
-    advance = progress(sum(s.length for s in previous.sections)) if progress else _ignore
+    advance = (progress(sum(s.length for s in previous.sections if not s.file)) if progress
+               else _ignore)
     # in place, the file stays as open as it was (a 0700 artifact is not widened); a new
     # output gets the umask's mode, as build's does
     mode = stat.S_IMODE(target.stat().st_mode) if in_place else None
@@ -105,6 +112,9 @@ def _write(f: BinaryIO, src: BinaryIO, runtime: Runtime, previous: Manifest,
     head, archive = runtime_parts(runtime)
     f.write(head)
     for section in previous.sections:  # in the old file's order
+        if section.file:  # beside the artifact: checked for presence and size by upgrade()
+            manifest.sections.append(section)
+            continue
         f.write(bytes(align(f.tell()) - f.tell()))
         f.flush()  # copy_file_range writes at the descriptor's position, under Python's buffer
         offset = f.tell()

@@ -70,10 +70,18 @@ def runtime_parts(runtime: Runtime) -> tuple[bytes, bytes]:
         head = bytearray(rt.read(runtime.archive_offset))
         archive = rt.read()
     # The archive moves to the end of the file, so the ELF section table it carries no longer
-    # sits where the header says; clear those fields (the loader never uses sections).
-    head[ELF_SHOFF:ELF_SHOFF + 8] = bytes(8)
-    head[0x3C:0x40] = bytes(4)
+    # sits where the header says; clear those fields (the loader never uses sections). A PE
+    # (Windows) maps only its own sections: what follows them is left alone by its loader.
+    if head[:4] == b"\x7fELF":
+        head[ELF_SHOFF:ELF_SHOFF + 8] = bytes(8)
+        head[0x3C:0x40] = bytes(4)
     return bytes(head), archive
+
+
+def artifact_os(path: Path) -> str:
+    """"windows" for a PE file (an .exe), else "linux"."""
+    with open(path, "rb") as f:
+        return "windows" if f.read(2) == b"MZ" else "linux"
 
 
 def write_tail(f: BinaryIO, manifest: Manifest, archive: bytes) -> None:

@@ -4,7 +4,9 @@
 
 Run by inside.sh with the build root's Python, whose llama_cpp was compiled there; the same
 script on the development machine's venv freezes the runtime the old way (the benchmark
-compares the two). Standard library and PyInstaller only.
+compares the two). The Windows runtime (runtime-package/windows/build.sh) is frozen by the
+same script, run by a Windows CPython under wine: OUT/runtime.exe, no glibc floor. Standard
+library and PyInstaller only.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+WINDOWS = sys.platform == "win32"
 
 # Standard-library parts the runtime never uses; leaving them out keeps the artifact small.
 EXCLUDES = ["tkinter", "unittest", "pydoc", "doctest", "lib2to3", "idlelib", "ensurepip",
@@ -33,7 +37,8 @@ EXCLUDES = ["tkinter", "unittest", "pydoc", "doctest", "lib2to3", "idlelib", "en
             "hypothesis", "_pytest", "trio", "websockets", "selenium", "aiohttp", "sqlalchemy"]
 # llama_cpp loads libllama.so from its own lib/ folder by name; the ggml ones are its DT_NEEDED
 # (by soname, found through RUNPATH $ORIGIN).
-LLAMA_LIBS = ["libllama.so", "libggml.so.0", "libggml-base.so.0"]
+LLAMA_LIBS = (["libllama.dll", "ggml.dll", "ggml-base.dll"] if WINDOWS else
+              ["libllama.so", "libggml.so.0", "libggml-base.so.0"])
 # uvicorn picks its protocol and loop modules by name at run time; PyInstaller cannot see that.
 HIDDEN = ["uvicorn.loops.asyncio", "uvicorn.protocols.http.h11_impl",
           "uvicorn.lifespan.off", "runtime.engine", "runtime.serve", "runtime.web.app",
@@ -54,7 +59,9 @@ a = Analysis([{entry!r}], pathex=[{root!r}], binaries={binaries!r}, datas={datas
              hiddenimports={hidden!r}, excludes={excludes!r}, noarchive=False)
 
 def stripped(dest, src):
-    if dest.split("/")[0].endswith(".libs"):
+    # Windows: the DLLs come stripped (mingw's strip, runtime-package/windows/llama.sh), and
+    # CPython's are signed by the PSF: left as they are.
+    if {windows!r} or dest.split("/")[0].endswith(".libs"):
         return src
     out = os.path.join({stripped!r}, dest)
     os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -80,7 +87,10 @@ def llama_lib_dir() -> Path:
 def llama_libs(lib_dir: Path) -> list[Path]:
     """llama.cpp's libraries, with its CPU backend: one library per CPU variant, which nothing
     links (runtime/llama/cpu.py loads the best at start), or the one built-in library."""
-    cpu = sorted(lib_dir.glob("libggml-cpu-*.so")) or [lib_dir / "libggml-cpu.so.0"]
+    if WINDOWS:  # and the mingw-w64 runtime DLLs beside them (windows/build.sh)
+        return sorted(lib_dir.glob("*.dll"))
+    else:
+        cpu = sorted(lib_dir.glob("libggml-cpu-*.so")) or [lib_dir / "libggml-cpu.so.0"]
     return [*(lib_dir / name for name in LLAMA_LIBS), *cpu]
 
 
@@ -94,15 +104,16 @@ def freeze(src: Path, work: Path, out: Path) -> Path:
         hidden=HIDDEN, datas=[(str(src / "templates"), "templates"),
                               (str(out / "licenses"), "licenses")],
         binaries=[(str(path), "llama_cpp/lib") for path in llama_libs(llama_lib_dir())],
-        stripped=str(work / "stripped")))
+        stripped=str(work / "stripped"), windows=WINDOWS))
     cmd = [sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
            "--distpath", str(work / "dist"), "--workpath", str(work / "build"), str(spec)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit("freeze: PyInstaller failed:\n" + proc.stderr[-4000:])
     out.mkdir(parents=True, exist_ok=True)
-    shutil.move(work / "dist" / "runtime", out / "runtime")
-    return out / "runtime"
+    name = "runtime.exe" if WINDOWS else "runtime"
+    shutil.move(work / "dist" / name, out / name)
+    return out / name
 
 
 def copy_licenses(out: Path) -> None:
@@ -110,7 +121,8 @@ def copy_licenses(out: Path) -> None:
     licenses = out / "licenses"
     licenses.mkdir(parents=True, exist_ok=True)
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    python_license = Path(sys.base_prefix) / "lib" / version / "LICENSE.txt"
+    python_license = (Path(sys.base_prefix) / "LICENSE.txt" if WINDOWS else
+                      Path(sys.base_prefix) / "lib" / version / "LICENSE.txt")
     if python_license.exists():
         shutil.copy(python_license, licenses / "CPython.txt")
     site = Path(importlib.util.find_spec("fastapi").origin).parent.parent  # type: ignore
@@ -150,7 +162,8 @@ def main() -> None:
     src, work, out = (Path(arg) for arg in sys.argv[1:4])
     copy_licenses(out)
     executable = freeze(src, work, out)
-    (out / "glibc").write_text(glibc_floor(executable, work) + "\n")
+    if not WINDOWS:
+        (out / "glibc").write_text(glibc_floor(executable, work) + "\n")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
-from runtime.artifact.manifest import Manifest
+from runtime.artifact.manifest import Manifest, locate
 from runtime.chat import agent_loop
 from runtime.chat.fallbacks import stop_strings
 from runtime.chat.template import ChatTemplate
@@ -78,7 +78,7 @@ class Engine:
         threads = settings.threads or physical_cores()
         cpu_backend = cpu.load()  # first: llama_backend_init would search on its own
         llama_cpp.llama_backend_init()
-        model = load_model(artifact, weights.offset)
+        model = load_model(*locate(artifact, weights))
         ctx = new_context(model, min(settings.ctx_size or trained, trained), threads,
                           settings.parallel)
         knowledge = open_knowledge(artifact, manifest, threads)  # None: built without it

@@ -8,8 +8,6 @@ can be taken belongs to no live artifact and is removed."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import fcntl
 import logging
 import os
 import shutil
@@ -17,6 +15,8 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+
+from runtime import system
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ _held: list[int] = []  # our own lock's fd, open for the life of the process
 
 def claim(folder: Path) -> None:
     fd = os.open(folder / LOCK_NAME, os.O_CREAT | os.O_RDWR, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
+    system.lock_file(fd)
     _held.append(fd)
 
 
@@ -38,9 +38,7 @@ def sweep(own: Path, parent: Path | None = None) -> list[Path]:
         if folder == own or not lock.exists():
             continue  # ours, or not an artifact's (another PyInstaller app): leave it
         with contextlib.suppress(OSError), open(lock) as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not system.lock_file(f, wait=False):
                 continue  # a live artifact holds it
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
@@ -86,10 +84,9 @@ def prepare_process() -> None:
     else:
         os.environ.pop("LD_LIBRARY_PATH", None)
     # If the bootloader (our parent) dies, die too rather than live on holding the port.
-    PR_SET_PDEATHSIG = 1
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() == 1 and not _parent_is_bootloader():  # it died before prctl took effect
+    system.die_with_parent(signal.SIGTERM)
+    if (not system.WINDOWS and os.getppid() == 1
+            and not _parent_is_bootloader()):  # it died before prctl took effect
         os.kill(os.getpid(), signal.SIGTERM)
     own = Path(sys._MEIPASS)  # type: ignore[attr-defined]
     claim(own)

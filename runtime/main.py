@@ -10,10 +10,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from runtime import __version__, embed_service, frozen
+from runtime import __version__, embed_service, frozen, system
 from runtime import settings as settings_mod
 from runtime.artifact.format import new_checksum
-from runtime.artifact.manifest import Manifest, Section, read_manifest_at
+from runtime.artifact.manifest import Manifest, Section, locate, read_manifest_at
 from runtime.errors import LlamabundleError, RequestError
 from runtime.generation import ChatMessage, Defaults, Sources
 from runtime.knowledge.retrieve import cited_list
@@ -25,6 +25,7 @@ log = logging.getLogger("llamabundle")
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    system.utf8_output()
     # The build tool's embedder (no artifact, not in --help) says only what went wrong: its
     # last line on stderr becomes the build's error message.
     service = argv[:1] == [embed_service.FLAG]
@@ -157,8 +158,9 @@ def verify(artifact: str, manifest: Manifest) -> int:
 def _section_intact(artifact: str, section: Section) -> bool:
     algorithm, _, expected = section.checksum.partition(":")
     digest = new_checksum(algorithm)
-    with open(artifact, "rb") as f:
-        f.seek(section.offset)
+    path, offset = locate(artifact, section)
+    with open(path, "rb") as f:
+        f.seek(offset)
         remaining = section.length
         while remaining:
             chunk = f.read(min(remaining, 1 << 22))

@@ -17,6 +17,7 @@ import threading
 import webbrowser
 from types import FrameType
 
+from runtime import system
 from runtime.artifact.manifest import Manifest
 from runtime.errors import LlamabundleError, SettingsError
 from runtime.load import load_engine
@@ -32,7 +33,7 @@ PORT_TRIES = 100
 def listen(host: str, port: int) -> socket.socket:
     """A listening socket; OSError if the port is taken."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    system.own_port(sock)
     try:
         sock.bind((host.strip("[]"), port))
     except OSError:
@@ -84,7 +85,8 @@ def serve(artifact: str, manifest: Manifest, settings: Settings) -> int:
     state = State(manifest, dataclasses.replace(settings, port=port),
                   Worker(threads=settings.parallel))
     state.artifact = artifact
-    print(f"{manifest.title} is starting on {url}  (Ctrl-C to stop)", flush=True)
+    stop = "Ctrl-C or close this window to stop" if system.WINDOWS else "Ctrl-C to stop"
+    print(f"{manifest.title} is starting on {url}  ({stop})", flush=True)
     ollama_sock = bind_ollama(settings, port)
     if ollama_sock:
         sockets.append(ollama_sock)

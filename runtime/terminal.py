@@ -13,13 +13,13 @@ import contextlib
 import logging
 import signal
 import sys
-import termios
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
+from runtime import system
 from runtime.artifact.manifest import Manifest
 from runtime.errors import Abandoned, ContextOverflowError, RequestError
 from runtime.generation import ChatMessage, Defaults, Finish, Model, Sources
@@ -301,12 +301,5 @@ def _no_echo(stdin: TextIO) -> Iterator[None]:
     if not stdin.isatty():
         yield
         return
-    fd = stdin.fileno()
-    saved = termios.tcgetattr(fd)
-    quiet = list(saved)
-    quiet[3] &= ~termios.ECHO
-    termios.tcsetattr(fd, termios.TCSANOW, quiet)
-    try:
+    with system.no_echo(stdin.fileno()):
         yield
-    finally:
-        termios.tcsetattr(fd, termios.TCSANOW, saved)

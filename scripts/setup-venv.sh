@@ -22,3 +22,7 @@ if [ ! -f "$stamp" ]; then
     touch "$stamp"
 fi
 runtime-package/install.sh .venv "$wheel"
+# The Windows runtime package (`build --os windows`), where wine is here to build it.
+if command -v wine >/dev/null; then
+    runtime-package/install.sh .venv "$(runtime-package/windows/build.sh)"
+fi

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, BinaryIO
 
-from runtime.artifact.format import FOOTER, FORMAT_VERSION, MAX_MANIFEST, Footer
+from runtime.artifact.format import FOOTER, FORMAT_VERSION, MAX_MANIFEST, Footer, content_end
 from runtime.errors import ArtifactError
 from runtime.settings import shown_defaults
 
@@ -26,6 +26,9 @@ class Section:
     offset: int
     length: int
     checksum: str  # "<algorithm>:<hex>" of the section's bytes (see format.new_checksum)
+    # The name of a file beside the artifact that holds the section at `offset` (a Windows
+    # .exe's weights past 4 GiB), or "" when it is inside the artifact.
+    file: str = ""
 
 
 @dataclass
@@ -96,15 +99,20 @@ def _from_format_2(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
+def _from_format_3(raw: dict[str, Any]) -> dict[str, Any]:
+    """Format 3 kept every section inside the artifact (Section.file's default)."""
+    return raw
+
+
 # MIGRATIONS[n] turns format n's manifest JSON into format n + 1's.
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    1: _from_format_1, 2: _from_format_2}
+    1: _from_format_1, 2: _from_format_2, 3: _from_format_3}
 OLDEST_FORMAT = min(MIGRATIONS)
 
 
 def read_manifest(f: BinaryIO, where: str) -> Manifest:
     """Reads and checks the footer and manifest of an open artifact."""
-    size = f.seek(0, os.SEEK_END)
+    size = content_end(f, f.seek(0, os.SEEK_END))
     if size < FOOTER.size:
         raise ArtifactError(f"{where}: not a llamabundle artifact (file too small)")
     f.seek(size - FOOTER.size)
@@ -127,14 +135,44 @@ def read_manifest(f: BinaryIO, where: str) -> Manifest:
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise ArtifactError(f"{where}: corrupted artifact (bad manifest: {e})") from None
     for section in manifest.sections:
-        if section.offset + section.length > offset:
+        if section.file and os.path.basename(section.file) != section.file:
+            raise ArtifactError(f"{where}: corrupted artifact (section file {section.file!r})")
+        if not section.file and section.offset + section.length > offset:
             raise ArtifactError(f"{where}: corrupted artifact "
                                 f"(section {section.name!r} out of bounds)")
-    # Cheap, and it means llama.cpp is never handed something that is not a GGUF.
-    f.seek(manifest.section("weights").offset)
-    if f.read(4) != b"GGUF":
-        raise ArtifactError(f"{where}: corrupted artifact (no GGUF at the weights offset)")
+    # Cheap, and it means llama.cpp is never handed something that is not a GGUF. (Weights
+    # beside the artifact are checked where they are opened: locate.)
+    weights = manifest.section("weights")
+    if not weights.file:
+        f.seek(weights.offset)
+        if f.read(4) != b"GGUF":
+            raise ArtifactError(f"{where}: corrupted artifact (no GGUF at the weights offset)")
     return manifest
+
+
+def locate(artifact: str, section: Section) -> tuple[str, int]:
+    """The file and offset a section's bytes are at: inside the artifact, or in the file the
+    build wrote beside it, checked to be there, of the size the manifest says and, for the
+    weights, a GGUF (its whole checksum: --verify)."""
+    if not section.file:
+        return artifact, section.offset
+    path = os.path.join(os.path.dirname(os.path.abspath(artifact)), section.file)
+    name = os.path.basename(artifact)
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            f.seek(section.offset)
+            magic = f.read(4)
+    except OSError:
+        raise ArtifactError(f"{name} needs its {section.name} file {section.file} in the same "
+                            f"folder ({os.path.dirname(path)}), and it is not there: put the "
+                            f"two files side by side") from None
+    if size != section.offset + section.length or (section.name == "weights"
+                                                   and magic != b"GGUF"):
+        raise ArtifactError(f"{section.file} beside {name} is not the one it was built with "
+                            f"({size} bytes, expected {section.offset + section.length}); "
+                            "get both files again")
+    return path, section.offset
 
 
 def read_manifest_at(path: str) -> Manifest:

@@ -17,12 +17,14 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from runtime import system
 from runtime.errors import ArtifactError
 from runtime.llama.bindings import llama_cpp
 
 LIB_DIR = Path(llama_cpp.__file__).resolve().parent / "lib"
-_VARIANT_FILE = re.compile(r"/libggml-cpu-([\w.]+)\.so$")
+_VARIANT_FILE = re.compile(system.CPU_VARIANT_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -39,14 +41,6 @@ class CpuBackend:
                 "available": list(self.available)}
 
 
-class _DlInfo(ctypes.Structure):
-    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
-                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
-
-
-_libc = ctypes.CDLL(None)  # dladdr lives in libc itself since glibc 2.34
-_libc.dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
-
 _loaded: CpuBackend | None = None
 
 
@@ -59,7 +53,7 @@ def load() -> CpuBackend:
 
 
 def _load(folder: Path) -> CpuBackend:
-    variants = tuple(sorted(_variant_name(p) for p in folder.glob("libggml-cpu-*.so")))
+    variants = tuple(sorted(_variant_name(p) for p in folder.glob(system.CPU_VARIANT_GLOB)))
     if not variants:
         return CpuBackend("built-in", _features(), ())
     # The copy libllama.so loaded, by its soname (libggml.so.0): a wheel holds libggml.so and
@@ -71,18 +65,35 @@ def _load(folder: Path) -> CpuBackend:
     if not reg:
         raise ArtifactError("none of this artifact's CPU builds runs on this processor "
                             f"({', '.join(variants)})")
-    # Which file the CPU backend came from: ask the dynamic linker about one of its functions
-    # (dladdr needs no /proc, which a chroot or a sandbox may lack).
+    # Which file the CPU backend came from: ask the loader about one of its functions.
     function = ggml.ggml_backend_reg_get_proc_address(reg, b"ggml_backend_get_features")
-    info = _DlInfo()
-    if not function or not _libc.dladdr(ctypes.c_void_p(function), ctypes.byref(info)):
+    library = system.library_of(function) if function else ""
+    if not library:
         raise ArtifactError("llama.cpp loaded a CPU backend but cannot say which")
-    return CpuBackend(_variant_name(os.fsdecode(info.dli_fname or b"")), _features(), variants)
+    return CpuBackend(_variant_name(library), _features(), variants)
 
 
-def _ggml(folder: Path = LIB_DIR) -> ctypes.CDLL:
-    soname = min(folder.glob("libggml.so.*"), key=lambda p: len(p.name))
-    ggml = ctypes.CDLL(str(soname))
+class _Libraries:
+    """Functions looked up in several libraries in turn. On Windows, GetProcAddress finds only
+    a DLL's own exports: ggml's C API is split between ggml.dll (the backend registry) and
+    ggml-base.dll (the rest); on Linux, dlsym on libggml.so finds its dependencies' too."""
+
+    def __init__(self, libraries: list[ctypes.CDLL]):
+        self._libraries = libraries
+
+    def __getattr__(self, name: str) -> Any:
+        for library in self._libraries:
+            try:
+                return getattr(library, name)  # the CDLL keeps it: argtypes set on it stay
+            except AttributeError:
+                pass
+        raise AttributeError(name)
+
+
+def _ggml(folder: Path = LIB_DIR) -> Any:
+    soname = min(folder.glob(system.GGML_GLOB), key=lambda p: len(p.name))
+    base = list(folder.glob(system.GGML_BASE_GLOB)) if system.GGML_BASE_GLOB else []
+    ggml = _Libraries([ctypes.CDLL(str(soname)), *(ctypes.CDLL(str(p)) for p in base)])
     ggml.ggml_backend_reg_by_name.argtypes = [ctypes.c_char_p]
     ggml.ggml_backend_reg_by_name.restype = ctypes.c_void_p
     ggml.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
@@ -107,7 +118,7 @@ def threadpool(n_threads: int) -> int | None:
     ggml-cpu.c). On 2 busy cores a one-token decode of the demo model took 0.19x the time
     with the pool, a 4-sequence one 0.51x (bench/results/decode-step-profile.md). None
     when the CPU backend offers no pool."""
-    if not list(LIB_DIR.glob("libggml.so.*")):
+    if not list(LIB_DIR.glob(system.GGML_GLOB)):
         return None
     ggml = _ggml()
     reg = ggml.ggml_backend_reg_by_name(b"CPU")

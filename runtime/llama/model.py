@@ -10,10 +10,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import glob
-import os
 from collections.abc import Sequence
 from typing import Any
 
+from runtime import system
 from runtime.errors import ArtifactError, RequestError
 from runtime.llama import cpu
 from runtime.llama.bindings import llama_cpp
@@ -21,26 +21,17 @@ from runtime.llama.infill import FimTokens
 
 N_BATCH = 512  # n_ubatch == n_batch: llama.cpp aborts on bigger non-causal batches otherwise
 
-_libc = ctypes.CDLL("libc.so.6", use_errno=True)
-_libc.fopen.restype = ctypes.c_void_p
-_libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
-_libc.fseeko.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
-_libc.fclose.argtypes = [ctypes.c_void_p]
-
-
 def load_model(path: str, offset: int) -> Any:
     """The GGUF at `offset` inside `path`. The FILE* is needed only while loading."""
     params = llama_cpp.llama_model_default_params()
     params.n_gpu_layers = 0
-    fp = _libc.fopen(path.encode(), b"rb")
-    if not fp:
-        raise ArtifactError(f"{path}: cannot open ({os.strerror(ctypes.get_errno())})")
     try:
-        if _libc.fseeko(fp, offset, os.SEEK_SET) != 0:
-            raise ArtifactError(f"{path}: cannot seek to the weights")
-        model = llama_cpp.llama_model_load_from_file_ptr(fp, params)
-    finally:
-        _libc.fclose(fp)
+        with system.c_file_at(path, offset) as fp:
+            if fp is None:
+                raise ArtifactError(f"{path}: cannot open ({system.c_errno_text()})")
+            model = llama_cpp.llama_model_load_from_file_ptr(fp, params)
+    except OSError:
+        raise ArtifactError(f"{path}: cannot seek to the weights") from None
     if not model:
         raise ArtifactError(f"{path}: llama.cpp could not load the weights; "
                             "the artifact may be corrupted (try --verify)")
@@ -79,7 +70,7 @@ def physical_cores() -> int:
     for path in glob.glob("/sys/devices/system/cpu/cpu[0-9]*/topology/thread_siblings_list"):
         with contextlib.suppress(OSError), open(path) as f:
             siblings.add(f.read().strip())
-    usable = len(os.sched_getaffinity(0))
+    usable = system.usable_cpus()
     return max(1, min(len(siblings) or usable, usable))
 
 

@@ -1,0 +1,227 @@
+"""Windows artifacts: `llamabundle build --os windows` on Linux, the .exe run under wine.
+
+The builder needs no compiler and no wine (the Windows runtime package is prebuilt:
+runtime-package/windows/); these tests need wine to run what it writes (tests/wine.py)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import ollama
+import openai
+import pytest
+import wine
+from conftest import REAL_CACHE, ROOT, build_cli, free_port
+
+pytestmark = [pytest.mark.skipif(bool(wine.MISSING), reason=wine.MISSING),
+              pytest.mark.usefixtures("built", "built_windows")]
+
+
+@pytest.fixture(scope="session")
+def built_windows(shared_cache: Path) -> None:
+    """The Windows runtime package installed here is the one built from this checkout
+    (`make runtime-windows`: cached by content)."""
+    from bundler import runtime_package
+    from runtime.errors import BuildError
+
+    try:
+        runtime_package.ensure_runtime("windows")
+    except BuildError:
+        env = dict(os.environ, XDG_CACHE_HOME=str(REAL_CACHE), PYTHON=sys.executable)
+        wheel = subprocess.run([str(ROOT / "runtime-package" / "windows" / "build.sh")],
+                               env=env, check=True, stdout=subprocess.PIPE,
+                               text=True).stdout.strip()
+        subprocess.run([str(ROOT / "runtime-package" / "install.sh"), sys.prefix, wheel],
+                       check=True)
+        importlib.invalidate_caches()
+        if "llamabundle_runtime_windows" in sys.modules:
+            importlib.reload(sys.modules["llamabundle_runtime_windows"])
+        runtime_package.ensure_runtime("windows")
+
+
+@pytest.fixture(scope="module")
+def prefix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    env = wine.make_prefix(tmp_path_factory.mktemp("wine"))
+    yield env
+    wine.end_prefix(env)
+
+
+@pytest.fixture(scope="module")
+def tiny_exe(tmp_path_factory: pytest.TempPathFactory, tiny_gguf: Path, shared_cache: Path,
+             built: None, built_windows: None) -> Path:
+    out = tmp_path_factory.mktemp("exe") / "tiny"
+    build_cli(tiny_gguf, "--os", "linux,windows", "-o", out, cache=shared_cache)
+    return out.with_name("tiny.exe")
+
+
+def manifest_of(path: Path, cache: Path) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "bundler", "inspect", str(path), "--json"],
+                          capture_output=True, text=True, env=dict(os.environ,
+                                                                   XDG_CACHE_HOME=str(cache)))
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_one_command_writes_both(tiny_exe: Path, shared_cache: Path) -> None:
+    linux = tiny_exe.with_name("tiny.llamabundle")
+    assert tiny_exe.read_bytes()[:2] == b"MZ"
+    assert linux.read_bytes()[:4] == b"\x7fELF"
+    exe, elf = manifest_of(tiny_exe, shared_cache), manifest_of(linux, shared_cache)
+    assert exe["sections"][0]["checksum"] == elf["sections"][0]["checksum"]
+    assert exe["runtime_current"] and exe["runtime_key"] == elf["runtime_key"]
+
+
+def test_exe_answers_a_prompt(tiny_exe: Path, prefix: dict[str, str]) -> None:
+    proc = wine.run(tiny_exe, "-p", "Hello", "-n", "8", env=prefix)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip()
+    info = wine.run(tiny_exe, "--info", env=prefix)
+    assert info.returncode == 0, info.stderr
+    cpu = json.loads(info.stdout)["cpu"]
+    assert cpu["variant"] in cpu["available"]  # the DLL chosen for this CPU, by name
+
+
+def test_bad_input_one_line_and_no_exe(tmp_path: Path, shared_cache: Path) -> None:
+    not_gguf = tmp_path / "notes.gguf"
+    not_gguf.write_text("not a model")
+    for args in ([not_gguf, "--os", "windows"], [not_gguf, "--os", "macos"]):
+        proc = subprocess.run([sys.executable, "-m", "bundler", "build", *map(str, args)],
+                              capture_output=True, text=True, cwd=tmp_path,
+                              env=dict(os.environ, XDG_CACHE_HOME=str(shared_cache)))
+        assert proc.returncode != 0
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert not list(tmp_path.glob("*.exe"))
+
+
+def test_signed_exe_still_finds_its_sections(tiny_exe: Path, tmp_path: Path,
+                                             prefix: dict[str, str],
+                                             shared_cache: Path) -> None:
+    """An Authenticode signature appended after the build (as signtool does) moves the end of
+    the file: the manifest is still found, and the .exe still runs."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=llamabundle test", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    signed = tmp_path / "signed.exe"
+    subprocess.run(["osslsigncode", "sign", "-certs", cert, "-key", key, "-in", tiny_exe,
+                    "-out", signed], check=True, capture_output=True)
+    assert signed.stat().st_size > tiny_exe.stat().st_size
+    assert manifest_of(signed, shared_cache)["name"] == manifest_of(tiny_exe, shared_cache)["name"]
+    proc = wine.run(signed, "-p", "Hello", "-n", "4", env=prefix)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip()
+
+
+def test_weights_beside_a_big_exe(tiny_gguf: Path, tmp_path: Path, prefix: dict[str, str],
+                                  shared_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past Windows' 4 GiB limit (lowered here, so that a tiny model takes that path) the
+    weights go beside the .exe, which checks them and runs from them."""
+    monkeypatch.setenv("LLAMABUNDLE_WINDOWS_EXE_LIMIT", "1000")
+    proc = build_cli(tiny_gguf, "--os", "windows", "-o", tmp_path / "big.exe", cache=shared_cache)
+    weights = tmp_path / "big.weights.gguf"
+    assert weights.read_bytes() == tiny_gguf.read_bytes()
+    assert "big.weights.gguf" in proc.stdout and "4 GiB" in proc.stdout
+    assert tiny_gguf.read_bytes() not in (tmp_path / "big.exe").read_bytes()
+    ok = wine.run(tmp_path / "big.exe", "-p", "Hello", "-n", "4", env=prefix)
+    assert ok.returncode == 0, ok.stderr
+    verify = wine.run(tmp_path / "big.exe", "--verify", env=prefix)
+    assert verify.returncode == 0 and "OK: weights" in verify.stdout, verify.stderr
+
+    weights.rename(tmp_path / "elsewhere.gguf")
+    missing = wine.run(tmp_path / "big.exe", "-p", "Hello", env=prefix)
+    assert missing.returncode == 1 and not missing.stdout
+    assert "big.weights.gguf" in missing.stderr and "same folder" in missing.stderr
+    with open(tmp_path / "elsewhere.gguf", "ab") as f:  # another file of another size
+        f.write(b"\0" * 10)
+    (tmp_path / "elsewhere.gguf").rename(weights)
+    changed = wine.run(tmp_path / "big.exe", "-p", "Hello", env=prefix)
+    assert changed.returncode == 1 and "not the one it was built with" in changed.stderr
+
+
+@pytest.mark.slow
+def test_demo_exe_serves_page_openai_and_ollama(demo_model: Path, tmp_path: Path,
+                                                prefix: dict[str, str],
+                                                shared_cache: Path) -> None:
+    exe = tmp_path / "demo.exe"
+    build_cli(demo_model, "--os", "windows", "-o", exe, cache=shared_cache)
+    server = wine.launch(exe, "--ollama-port", "0", port=free_port(), env=prefix)
+    try:
+        page = httpx.get(server.url + "/", headers={"accept": "text/html"}, timeout=30)
+        assert page.status_code == 200 and "<html" in page.text.lower()
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="none")
+        answer = client.chat.completions.create(
+            model="gemma-3-270m-q4_k_m", max_tokens=16, temperature=0,
+            messages=[{"role": "user", "content": "What is the capital of France?"}])
+        # (The 270M demo model's answers are not worth asserting on: that it answers is.)
+        assert (answer.choices[0].message.content or "").strip()
+        assert answer.usage is not None and answer.usage.completion_tokens == 16
+        reply = ollama.Client(host=server.url).chat(
+            model="gemma-3-270m-q4_k_m", options={"num_predict": 16, "temperature": 0},
+            messages=[{"role": "user", "content": "What is the capital of France?"}])
+        assert reply.done and reply.eval_count == 16 and reply.message.content.strip()
+    finally:
+        log = server.stop()
+    assert "http://" in log  # it said where it serves
+
+
+def sparse_big_gguf(path: Path, n_elements: int) -> Path:
+    """A GGUF of one F32 tensor of n_elements, its data a hole in a sparse file: past 4 GiB
+    on disk in name only. llama.cpp would not load it (no model in it); the build reads only
+    its header and copies its bytes."""
+    import numpy as np
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_name("Big Test")
+    writer.add_context_length(512)
+    writer.add_tensor_info("big.weight", [n_elements], np.dtype(np.float32), n_elements * 4)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    writer.close()
+    header = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(-(-header // 32) * 32 + n_elements * 4)
+    return path
+
+
+@pytest.mark.slow
+def test_a_model_past_4_gib_puts_its_weights_beside_the_exe(tmp_path: Path,
+                                                            shared_cache: Path) -> None:
+    big = sparse_big_gguf(tmp_path / "big.gguf", 1_100_000_000)  # 4.4 GB
+    assert big.stat().st_size > 4 * 1024**3
+    proc = build_cli(big, "--os", "windows", "-o", tmp_path / "out.exe", cache=shared_cache)
+    exe, weights = tmp_path / "out.exe", tmp_path / "out.weights.gguf"
+    assert exe.stat().st_size < 100 * 1024**2  # the runtime, the manifest: no weights
+    assert weights.stat().st_size == big.stat().st_size
+    assert "Windows cannot start an .exe of 4 GiB or more" in proc.stdout
+    section = manifest_of(exe, shared_cache)["sections"][0]
+    assert section["file"] == "out.weights.gguf" and section["offset"] == 0
+
+
+def test_upgrade_an_exe_keeps_it_an_exe(tiny_gguf: Path, tmp_path: Path, prefix: dict[str, str],
+                                        shared_cache: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """upgrade puts the Windows runtime around an .exe's sections (and leaves weights that are
+    beside it where they are)."""
+    env = dict(os.environ, XDG_CACHE_HOME=str(shared_cache))
+    build_cli(tiny_gguf, "--os", "windows", "-o", tmp_path / "a.exe", cache=shared_cache)
+    monkeypatch.setenv("LLAMABUNDLE_WINDOWS_EXE_LIMIT", "1000")
+    build_cli(tiny_gguf, "--os", "windows", "-o", tmp_path / "b.exe", cache=shared_cache)
+    env["LLAMABUNDLE_WINDOWS_EXE_LIMIT"] = "1000"
+    for args in (["a.exe", "-o", "a2.exe"], ["b.exe", "--in-place", "--force"]):
+        proc = subprocess.run([sys.executable, "-m", "bundler", "upgrade", *args], cwd=tmp_path,
+                              capture_output=True, text=True, env=env)
+        assert proc.returncode == 0, proc.stderr
+    for exe in ("a2.exe", "b.exe"):
+        assert (tmp_path / exe).read_bytes()[:2] == b"MZ"
+        ok = wine.run(tmp_path / exe, "-p", "Hello", "-n", "4", env=prefix)
+        assert ok.returncode == 0 and ok.stdout.strip(), ok.stderr
+    assert manifest_of(tmp_path / "b.exe", shared_cache)["sections"][0]["file"] == "b.weights.gguf"
