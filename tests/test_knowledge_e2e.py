@@ -4,15 +4,20 @@ artifact answers real clients with cited answers and their sources."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import openai
 import pytest
 from conftest import Server, build_cli, launch
+from fuzzing import json_values
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 pytestmark = [pytest.mark.usefixtures("built"), pytest.mark.slow]
 
@@ -234,3 +239,33 @@ def test_the_page_shows_a_cited_answer_with_its_sources(server):
         assert passage.is_displayed() and passage.text
     finally:
         quit_driver(driver)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck),
+          derandomize=True)
+@given(body=st.fixed_dictionaries({}, optional={
+    "query": st.sampled_from(["How do I reset the router?", "保修期多长？", ""]) | json_values,
+    "top_k": st.integers(-3, 60) | json_values, "knowledge": json_values}))
+def test_knowledge_search_fuzzed_never_gets_a_5xx(server, body):
+    r = httpx.post(server.url + "/knowledge/search", content=json.dumps(body), timeout=120)
+    assert r.status_code < 500, (body, r.text[:300])
+    if r.status_code >= 400:
+        assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck),
+          derandomize=True)
+@given(number=st.integers(-5, 10**12) | st.text(max_size=12),
+       body=st.fixed_dictionaries({"messages": st.lists(st.fixed_dictionaries({
+           "role": st.sampled_from(["user", "assistant", "system", "x"]),
+           "content": st.sampled_from(["Reset the router?", "会议室怎么预订？"]) | json_values}),
+           max_size=3) | json_values}, optional={"knowledge": json_values,
+                                                 "stream": st.booleans()}))
+def test_documents_and_knowledge_chats_fuzzed_never_get_a_5xx(server, number, body):
+    """Every knowledge route, the chat with retrieval bounded to 2 tokens: 4xx or an answer."""
+    r = httpx.get(f"{server.url}/knowledge/documents/{quote(str(number), safe='')}", timeout=60)
+    assert r.status_code < 500, (number, r.text[:300])
+    for path in ("/v1/chat/completions", "/api/chat"):
+        sent = body | {"max_tokens": 2, "options": {"num_predict": 2}}
+        r = httpx.post(server.url + path, content=json.dumps(sent), timeout=300)
+        assert r.status_code < 500, (path, sent, r.text[:300])
