@@ -36,7 +36,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -216,12 +215,12 @@ def latency(threads: int = 2, sizes: tuple[int, ...] = (1000, 10000, 100000),
     """search() p50/p95 in ms, query embedding included, on synthetic indexes of each size."""
     import numpy as np
 
+    from bench.knowledge_latency import synthetic_index
     from bundler.knowledge.embedder import default_embedder
-    from bundler.knowledge.index import LoadedEmbedder, quantize, read_all
-    from runtime.knowledge.format import Group, IndexMeta, pack, unpack, write_database
+    from bundler.knowledge.index import LoadedEmbedder
+    from runtime.knowledge.format import unpack
     from runtime.knowledge.index import QUERY_THREADS, BundledKnowledge
     from runtime.knowledge.search import Index
-    from runtime.knowledge.terms import terms
     from runtime.llama import cpu
     from runtime.llama.bindings import llama_cpp
     from runtime.llama.embedder import load_embedding_model
@@ -231,26 +230,11 @@ def latency(threads: int = 2, sizes: tuple[int, ...] = (1000, 10000, 100000),
     cpu.load()
     llama_cpp.llama_backend_init()
     model = load_embedding_model(str(gguf))  # in-process, as the artifact's search runs it
-    documents, _ = read_all([DATA / "docs"], lambda total, label: lambda n: None)
-    sentences = [s for d in documents for b in d.blocks for s in b.text.split("\n") if s]
-    base = embedder.embed_queries(sentences[:200])  # real e5 vectors to perturb
     questions = json.loads((DATA / "questions.json").read_text())["questions"]
     rng = np.random.default_rng(0)
     out: dict[str, Any] = {}
     for size in sizes:
-        picks = rng.integers(0, len(base), size)
-        vectors = np.asarray(base, dtype=np.float32)[picks]
-        vectors += rng.normal(0, 0.02, vectors.shape).astype(np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        quantized, scales = quantize(vectors)
-        texts = [" ".join(sentences[int(i)] for i in rng.integers(0, len(sentences), 4))
-                 for _ in range(size)]
-        meta = IndexMeta(384, size, scales.tolist(), [asdict(Group(
-            "other", 1, size + 1, vectors.mean(axis=0).tolist(), 0.05, 0.03))],
-            embedder.query_prefix, embedder.passage_prefix)
-        db = write_database(meta, [("doc.md", "Doc")],
-                            [(0, "", t, " ".join(terms(t))) for t in texts], quantized.tobytes())
-        section = pack(db)
+        section = synthetic_index(size, embedder, rng)
         knowledge = BundledKnowledge(Index(unpack(section, "bench")), model,
                                      min(threads, QUERY_THREADS), {})  # as the runtime does
         asked = [questions[i % len(questions)]["question"] for i in range(queries)]
