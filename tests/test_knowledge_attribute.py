@@ -110,23 +110,6 @@ def test_the_stream_keeps_its_events_and_logs_what_was_added(caplog):
     assert "cited [2], which holds 2 of the 2 terms of a sentence" in caplog.text
 
 
-def test_closing_the_stream_closes_the_generation_under_it():
-    closed = []
-
-    def generation():
-        try:
-            yield "The probation period is six months. "
-            yield "More."
-        finally:
-            closed.append(True)
-
-    inner = generation()  # held here, so only an explicit close stops it
-    stream = attributed(inner, "How long is the probation period?", HITS)
-    assert next(stream) == "The probation period is six months"
-    stream.close()  # the client went away
-    assert closed == [True]
-
-
 def test_the_text_before_a_tool_call_is_sent_before_it():
     call = CallStart(0, "call_1", "lookup")
     finish = Finish("tool_calls", 10, 5, 0)
