@@ -35,8 +35,10 @@ LANGS = {"en": "en-US", "zh": "zh-CN"}
 def knowledge_build(instruct_gguf: Path, tmp_path_factory: pytest.TempPathFactory,
                     shared_cache: Path) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("first-screen") / "assistant.llamabundle"
-    # -n 60: a cited first sentence, not a page of text per starter on a shared CPU
+    # -n 60: a cited first sentence, not a page of text per starter on a shared CPU; greedy
+    # (--temp 0), so each starter's answer is the same in every run
     proc = build_cli(instruct_gguf, "--knowledge", PLAIN, "-o", out, "-c", "4096", "-n", "60",
+                     "--temp", "0",
                      "--title", "Office helper", cache=shared_cache)
     return out, proc.stdout
 
