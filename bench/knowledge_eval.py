@@ -40,7 +40,7 @@ from typing import Any
 
 import httpx
 
-from bench.knowledge_cite import NOT_COVERED, judge, serve
+from bench.knowledge_cite import NOT_COVERED, ask, judge, serve
 from bench.knowledge_ttft import _wait_healthy
 from bench.knowledge_ttft import ask as ask_streamed
 from bench.multiturn import free_port
@@ -89,14 +89,6 @@ def build(model: Path, docs: Path, out: Path) -> Path:
                     "--knowledge", str(docs), "-o", str(out), "--force", "-c", "4096"],
                    check=True, stdout=subprocess.DEVNULL)
     return out
-
-
-def ask(url: str, question: str) -> dict[str, Any]:
-    body = {"messages": [{"role": "user", "content": question}], "temperature": 0,
-            "max_tokens": 80}
-    r = httpx.post(url + "/v1/chat/completions", json=body, timeout=600)
-    r.raise_for_status()
-    return r.json()
 
 
 def evaluate(url: str, split: dict[str, Any], doc_kinds: dict[str, str]) -> dict[str, Any]:
