@@ -9,8 +9,8 @@ is a new branch here and a runtime package built for it (runtime-package/README.
 - Which shared library holds an address: dladdr / GetModuleHandleExW.
 - llama.cpp's file names: libggml.so.0 and libggml-cpu-VARIANT.so / ggml.dll and
   ggml-cpu-VARIANT.dll.
-- Locks on files (flock / msvcrt.locking), usable CPUs, the terminal's echo, who may share a
-  listening port, dying with PyInstaller's bootloader.
+- Locks on files (flock / msvcrt.locking), usable CPUs, the terminal's echo and foreground
+  process group, who may share a listening port, dying with PyInstaller's bootloader.
 """
 
 from __future__ import annotations
@@ -156,6 +156,45 @@ def no_echo(fd: int) -> Iterator[None]:
         yield
     finally:
         termios.tcsetattr(fd, termios.TCSANOW, saved)
+
+
+@contextlib.contextmanager
+def own_terminal(fd: int) -> Iterator[None]:
+    """While this lasts, this process alone is the terminal's foreground process group, so a
+    Ctrl-C typed there reaches it once. The runtime is the child of PyInstaller's bootloader,
+    which forwards every signal it gets; a Ctrl-C reaches both (they share a process group),
+    so the chat got each one twice, the second as late as the bootloader was scheduled: it
+    could come after the answer it stopped had ended, and quit the chat. Shells give a job
+    the terminal the same way (setpgid + tcsetpgrp). Windows' bootloader ignores Ctrl-C, so
+    there the console's one event reaches the runtime alone already."""
+    if WINDOWS:
+        yield
+        return
+    import signal
+
+    def move(group: int, foreground: int) -> None:
+        # A process outside the foreground group that sets it gets SIGTTOU: ignored meanwhile.
+        previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        try:
+            os.setpgid(0, group)
+            os.tcsetpgrp(fd, foreground)
+        finally:
+            signal.signal(signal.SIGTTOU, previous)
+
+    try:
+        before = os.getpgrp()
+        if os.tcgetpgrp(fd) != before:  # not the terminal's foreground job: leave it be
+            yield
+            return
+        move(0, os.getpid())
+    except OSError:  # a session leader, or no terminal after all: as it is
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            move(before, before)
 
 
 def own_port(sock: socket.socket) -> None:

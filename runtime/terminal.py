@@ -279,12 +279,14 @@ def chat(artifact: str, manifest: Manifest, settings: Settings) -> int:
     log.info("CPU code: %s", engine.cpu.describe())
     conversation = Chat(engine, Defaults.from_settings(settings), sys.stdout)
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
-    lines: Iterable[str]
-    if interactive:
+    if not interactive:
+        return _converse(conversation, piped_lines(sys.stdin), interactive)
+    with system.own_terminal(sys.stdin.fileno()):
         conversation.say(f"{manifest.title} is ready. /help for help, Ctrl-D to leave.")
-        lines = terminal_lines(new_session(), conversation)
-    else:
-        lines = piped_lines(sys.stdin)
+        return _converse(conversation, terminal_lines(new_session(), conversation), interactive)
+
+
+def _converse(conversation: Chat, lines: Iterable[str], interactive: bool) -> int:
     for line in lines:
         with _no_echo(sys.stdin):
             if not conversation.handle(line):

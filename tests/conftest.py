@@ -9,6 +9,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -196,3 +197,21 @@ def instruct_ollama(instruct_gguf: Path, tmp_path_factory: pytest.TempPathFactor
     server = launch(artifact, "--ollama-port", "0")
     yield server
     server.stop()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Opens headless Chromium windows: `browser(width, height, scheme=, lang=)` -> a page
+    (tests/browser.py's Chat); all closed after the test. For tests that import selenium."""
+    from browser import Chat, new_driver, quit_driver
+
+    drivers = []
+
+    def open_window(width: int = 1280, height: int = 800, **kwargs: str) -> Chat:
+        driver = new_driver(width, height, **kwargs)
+        drivers.append(driver)
+        return Chat(driver)
+
+    yield open_window
+    for driver in drivers:
+        quit_driver(driver)

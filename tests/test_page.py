@@ -26,8 +26,6 @@ from browser import (  # noqa: E402
     Keys,
     console,
     find_chromium,
-    new_driver,
-    quit_driver,
     requested_urls,
     throttle,
     wait_for,
@@ -60,20 +58,6 @@ def site(tiny_artifact, tmp_path_factory) -> Iterator[Any]:
     yield server
     server.stop()
 
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    """Opens headless Chromium windows; `browser(width, height, scheme=, lang=)` -> Chat."""
-    drivers = []
-
-    def open_window(width: int = 1280, height: int = 800, **kwargs: str) -> Chat:
-        driver = new_driver(width, height, **kwargs)
-        drivers.append(driver)
-        return Chat(driver)
-
-    yield open_window
-    for driver in drivers:
-        quit_driver(driver)
 
 
 def settings(page: Chat, temperature: float, max_tokens: int) -> None:

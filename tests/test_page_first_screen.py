@@ -10,14 +10,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 pytest.importorskip("selenium")
 
-from browser import Chat, console, find_chromium, new_driver, quit_driver, wait_for  # noqa: E402
+from browser import Chat, console, find_chromium, wait_for  # noqa: E402
 from conftest import Server, build_cli, launch  # noqa: E402
 
 if find_chromium() is None:
@@ -49,19 +48,6 @@ def server(knowledge_build: tuple[Path, str]) -> Iterator[Server]:
     yield server
     server.stop()
 
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    drivers = []
-
-    def open_window(width: int = 1280, height: int = 800, **kwargs: str) -> Chat:
-        driver = new_driver(width, height, **kwargs)
-        drivers.append(driver)
-        return Chat(driver)
-
-    yield open_window
-    for driver in drivers:
-        quit_driver(driver)
 
 
 @pytest.fixture(scope="module")

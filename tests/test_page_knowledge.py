@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("selenium")
 
-from browser import Chat, console, find_chromium, new_driver, quit_driver, wait_for  # noqa: E402
+from browser import Chat, console, find_chromium, wait_for  # noqa: E402
 from conftest import free_port  # noqa: E402
 from fake import FakeEngine, FakeKnowledge, FakeServer  # noqa: E402
 
@@ -60,19 +60,6 @@ def site() -> Iterator[FakeServer]:
     with FakeServer(engine, free_port(), starters=starters) as server:
         yield server
 
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    drivers = []
-
-    def open_window(**kwargs: str) -> Chat:
-        driver = new_driver(1280, 800, **kwargs)
-        drivers.append(driver)
-        return Chat(driver)
-
-    yield open_window
-    for driver in drivers:
-        quit_driver(driver)
 
 
 def sources(page: Chat) -> list[dict[str, Any]]:

@@ -62,6 +62,26 @@ class Terminal:
         """The last line that starts with the prompt."""
         return [line for line in self.screen().splitlines() if line.startswith(">>>")][-1]
 
+    def launched(self) -> int:
+        """The pid of the program started in the terminal (the pane's shell's child)."""
+        shell = self._tmux("list-panes", "-t", self.name, "-F", "#{pane_pid}").strip()
+        with open(f"/proc/{shell}/task/{shell}/children") as f:
+            return int(f.read().split()[0])
+
+    def wait_until_answering(self, timeout: float = 60) -> None:
+        """Until the chat writes an answer: the terminal is back in line mode with its echo
+        off, so a key typed now is a signal, not input for the prompt."""
+        tty = self._tmux("list-panes", "-t", self.name, "-F", "#{pane_tty}").strip()
+        deadline = time.monotonic() + timeout
+        while True:
+            modes = subprocess.run(["stty", "-F", tty, "-a"], capture_output=True, text=True,
+                                   check=True).stdout.split()
+            if "icanon" in modes and "-echo" in modes:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the chat never started an answer: {modes}")
+            time.sleep(0.05)
+
     def close(self) -> None:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
         folder = os.path.join(os.environ.get("TMUX_TMPDIR", "/tmp"), f"tmux-{os.getuid()}")
