@@ -326,7 +326,38 @@ def process_cpu_s(pid: int) -> float:
     return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
 
 
+def nice_python(n: int) -> None:
+    """An experiment (issue #25), not the product: when uvicorn starts serving, its thread (the
+    event loop) takes nice n, and so does each request thread as it starts reading a stream;
+    the decode thread and llama.cpp's pool keep nice 0. On cores that llama.cpp's threads
+    fill, the hops then wait for a gap between steps instead of preempting a worker (which its
+    partner then waits for at the graph's next barrier)."""
+    import threading
+
+    import uvicorn
+
+    from runtime.llama import decoder
+
+    def lower() -> None:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), n)
+
+    serve, events = uvicorn.Server.serve, decoder.Decoder._events
+
+    async def niced(self: Any, *args: Any, **kwargs: Any) -> None:
+        lower()
+        await serve(self, *args, **kwargs)
+
+    def niced_events(sequence: Any) -> Any:
+        lower()
+        yield from events(sequence)
+
+    uvicorn.Server.serve = niced  # type: ignore[method-assign]
+    decoder.Decoder._events = staticmethod(niced_events)  # type: ignore[method-assign]
+
+
 def serve(out: Path, argv: list[str]) -> int:
+    if os.environ.get("STEP_PROFILE_NICE"):
+        nice_python(int(os.environ["STEP_PROFILE_NICE"]))
     instrument(out)
     from runtime.main import main
     sys.argv = ["llamabundle-runtime", *argv]
@@ -344,6 +375,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     str(port), "-t", str(args.threads), "-c", str(args.ctx), "--parallel",
                     str(args.clients)]
 
+        if args.nice_python:
+            os.environ["STEP_PROFILE_NICE"] = str(args.nice_python)
         specs = [ServerSpec("llamabundle-profiled", argv, "/health")]
         if args.peer:  # both up at once (idle, each sleeps), used in turn, order alternating
             specs.append(servers.llama_server(
@@ -391,6 +424,8 @@ def main() -> None:
     p.add_argument("--peer-default-layout", action="store_true",
                    help="llama-server without -kvu (its default: the context split per slot)")
     p.add_argument("--tag", default="", help="a suffix for the results' file names")
+    p.add_argument("--nice-python", type=int, default=0, metavar="N",
+                   help="an experiment: the event loop and request threads at nice N (Linux)")
     args = p.parse_args()
     args.artifact = args.artifact.resolve()
     if args.peer and args.model is None:
