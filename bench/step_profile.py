@@ -98,7 +98,8 @@ def instrument(out: Path) -> None:
         # thread (from the put to the get that returns it, on that thread)
         def __init__(self, inner: Any) -> None:
             import collections
-            self.inner, self.put_at = inner, collections.deque()
+            self.inner = inner
+            self.put_at: collections.deque[int] = collections.deque()
             self._put = timed("queueing", inner.put)
 
         def put(self, item: Any) -> None:
