@@ -65,9 +65,18 @@ def clients_at_once(url: str, n: int, tokens: int, rep: int) -> dict[str, float]
     sent = min(r.sent for r in results)
     done = max(r.last for r in results)
     total = sum(r.completion_tokens(tokens)[0] for r in results)
-    return {"aggregate_tps": total / (done - sent),
-            "slowest_ttft_s": max(r.ttft() for r in results),
-            "tokens": total}
+    out = {"aggregate_tps": total / (done - sent),
+           "slowest_ttft_s": max(r.ttft() for r in results), "tokens": total,
+           # per token as each client saw it (first to last text chunk), and as llama-server
+           # times its own slots (its `timings`; ours sends none in this dialect)
+           "client_ms_per_token": statistics.median(
+               (r.last - r.first) * 1e3 / max(1, r.completion_tokens(tokens)[0] - 1)
+               for r in results)}
+    served = [r.timings["predicted_per_token_ms"] for r in results
+              if r.timings and "predicted_per_token_ms" in r.timings]
+    if served:
+        out["server_ms_per_token"] = statistics.median(served)
+    return out
 
 
 def interleaved(url: str, turns: int, rep: int, conversations: int = 4) -> list[float]:
