@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -225,3 +226,118 @@ def test_upgrade_an_exe_keeps_it_an_exe(tiny_gguf: Path, tmp_path: Path, prefix:
         ok = wine.run(tmp_path / exe, "-p", "Hello", "-n", "4", env=prefix)
         assert ok.returncode == 0 and ok.stdout.strip(), ok.stderr
     assert manifest_of(tmp_path / "b.exe", shared_cache)["sections"][0]["file"] == "b.weights.gguf"
+
+
+# ---- Qwen2.5-Coder-0.5B-Instruct with a knowledge bundle: one .exe, one launch under wine for
+# cited answers, tools, two clients at once, /metrics and Ollama's port; then --chat.
+
+
+@pytest.fixture(scope="module")
+def knowledge_exe(instruct_gguf: Path, tmp_path_factory: pytest.TempPathFactory,
+                  shared_cache: Path, built: None, built_windows: None) -> Path:
+    from test_knowledge_e2e import COFFEE_HTML, ROUTER_MD
+
+    documents = tmp_path_factory.mktemp("documents")
+    (documents / "router.md").write_text(ROUTER_MD)
+    (documents / "coffee.html").write_text(COFFEE_HTML)
+    exe = tmp_path_factory.mktemp("kb") / "assistant.exe"
+    build_cli(instruct_gguf, "--knowledge", documents, "--os", "windows", "-o", exe,
+              "-c", "4096", cache=shared_cache)
+    return exe
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def knowledge_server(knowledge_exe: Path,
+                     prefix: dict[str, str]) -> Iterator[tuple[wine.WineServer, int]]:
+    """The .exe serving with two sequences, and on Ollama's own port 11434 by default (another
+    port, named, where something here holds 11434)."""
+    ollama_port = 11434 if port_is_free(11434) else free_port()
+    args = ["--parallel", "2"] + (["--ollama-port", str(ollama_port)]
+                                  if ollama_port != 11434 else [])
+    server = wine.launch(knowledge_exe, *args, port=free_port(), env=prefix)
+    yield server, ollama_port
+    log = server.stop()
+    assert f"Ollama clients find it on http://localhost:{ollama_port}/" in log, log
+
+
+@pytest.mark.slow
+def test_exe_knowledge_bundle_gives_a_cited_answer(knowledge_server) -> None:
+    from test_knowledge_e2e import ask, cited_documents
+
+    server, _ = knowledge_server
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", timeout=600)
+    answer = ask(client, "What is the default admin PIN of the Zephyr X200 router?")
+    text = answer["choices"][0]["message"]["content"]
+    assert answer["sources"][0]["document"] == "router.md"
+    assert answer["sources"][0]["location"].endswith("Admin page")
+    assert "4827" in text and cited_documents(answer)[:1] == ["router.md"], text
+    found = httpx.post(server.url + "/knowledge/search", json={"query": "descale"},
+                       timeout=60).json()["results"]
+    assert found[0]["document"] == "coffee.html"
+
+
+@pytest.mark.slow
+def test_exe_calls_a_tool(knowledge_server) -> None:
+    from test_tools_e2e import ASK_WEATHER, TIME, calls_of, sdk
+    from tool_calls import WEATHER
+
+    server, _ = knowledge_server
+    answer = sdk(server.url).chat.completions.create(
+        model="assistant", messages=ASK_WEATHER, tools=[WEATHER, TIME], max_tokens=80,
+        temperature=0, extra_body={"knowledge": False})
+    assert calls_of(answer) == [("get_weather", {"city": "Paris"})]
+    assert answer.choices[0].finish_reason == "tool_calls"
+
+
+@pytest.mark.slow
+def test_exe_decodes_two_clients_together_and_counts_them_in_metrics(knowledge_server) -> None:
+    from test_metrics import samples
+    from test_parallel import long_then_short
+
+    server, _ = knowledge_server
+    before = samples(server.url)
+    long_marks, short_marks, result = long_then_short(server.url, 120)
+    assert result["usage"]["completion_tokens"] == 5
+    assert short_marks["last"] < long_marks["last"]  # the short one came and went meanwhile
+    after = samples(server.url)
+    generated = ("llamabundle_generated_tokens_total", ())
+    assert after[generated] - before.get(generated, 0) >= 5 + 1
+    assert after[("llamabundle_sequences_busy", ())] == 0
+    assert after[("llamabundle_time_to_first_token_seconds_count", ())] >= 2
+
+
+@pytest.mark.slow
+def test_exe_answers_ollama_clients_on_ollamas_port(knowledge_server) -> None:
+    _, port = knowledge_server
+    client = ollama.Client(host=f"http://localhost:{port}")
+    name = client.list().models[0].model
+    assert name == "qwen2.5-coder-0.5b-instruct-q4_k_m:latest"
+    reply = client.chat(model=name, options={"num_predict": 30, "temperature": 0},
+                        messages=[{"role": "user", "content": "How often should I descale "
+                                   "the Aroma 5 coffee machine?"}])
+    assert reply.done and "6 weeks" in reply.message.content, reply.message.content
+
+
+@pytest.mark.slow
+def test_exe_chat_answers_piped_questions_and_exits(knowledge_exe: Path,
+                                                    prefix: dict[str, str]) -> None:
+    """--chat with its questions piped in, as `type questions.txt | assistant.exe --chat`
+    would: one answer each, the knowledge bundle's sources under it, exit 0 at the end."""
+    questions = ("What is the default admin PIN of the Zephyr X200 router?\n"
+                 "How often should I descale the Aroma 5?\n")
+    proc = wine.run(knowledge_exe, "--chat", "--temp", "0", "-n", "60", input=questions,
+                    env=prefix)
+    assert proc.returncode == 0, proc.stderr
+    first, second = proc.stdout.split("Sources:")[:2]
+    assert "4827" in first, proc.stdout
+    assert "router.md" in second and "coffee.html" in proc.stdout.split("Sources:")[2]
+    assert ">>>" not in proc.stdout  # no prompts in a pipe
