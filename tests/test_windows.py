@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -341,3 +342,36 @@ def test_exe_chat_answers_piped_questions_and_exits(knowledge_exe: Path,
     assert "4827" in first, proc.stdout
     assert "router.md" in second and "coffee.html" in proc.stdout.split("Sources:")[2]
     assert ">>>" not in proc.stdout  # no prompts in a pipe
+
+
+@pytest.mark.slow
+def test_exe_chat_in_the_windows_console(knowledge_exe: Path, prefix: dict[str, str]) -> None:
+    """--chat in a console: wine gives the .exe a Windows console on a real terminal (tmux),
+    so the runtime reads keys through the Win32 console API, as in a Command Prompt. A cited
+    answer, Ctrl-C stopping a long one, Ctrl-D leaving with 0. (wine's console draws the
+    edited line with stray escape codes: the checks look only at what the answers print.)"""
+    from tmux import Terminal
+
+    wine_env = [f"{k}={prefix[k]}" for k in ("WINEPREFIX", "WINEDEBUG", "WINEDLLOVERRIDES")]
+    t = Terminal(["env", *wine_env, str(wine.WINE), str(knowledge_exe), "--chat",
+                  "--temp", "0", "-n", "400"])
+    try:
+        t.wait_for(r"(?m)^>>>", timeout=300)
+        time.sleep(1)  # the prompt is drawn a moment before it reads keys
+        t.type("What is the default admin PIN of the Zephyr X200 router?")
+        t.send("Enter")
+        t.wait_for(r"Sources:\n  \[1\] router\.md", timeout=300)
+        assert "4827" in t.screen()
+        before = len(t.screen())
+        t.type("Write a long manual for the Zephyr X200 router, at least 1000 words.")
+        t.send("Enter")
+        deadline = time.monotonic() + 300
+        while len(t.screen()) < before + 150 and time.monotonic() < deadline:
+            time.sleep(0.2)  # until the answer is well under way
+        t.send("C-c")
+        t.wait_for(r"\(stopped\)\n>>>", timeout=60)
+        time.sleep(1)
+        t.send("C-d")
+        t.wait_for("EXIT=0", timeout=60)
+    finally:
+        t.close()
