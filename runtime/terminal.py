@@ -284,7 +284,7 @@ def chat(artifact: str, manifest: Manifest, settings: Settings) -> int:
         conversation.say(f"{manifest.title} is ready. /help for help, Ctrl-D to leave.")
         lines = terminal_lines(new_session(), conversation)
     else:
-        lines = piped_lines(sys.stdin)
+        lines = piped_lines(system.piped_text(sys.stdin))
     for line in lines:
         with _no_echo(sys.stdin):
             if not conversation.handle(line):
