@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -266,11 +267,16 @@ def port_is_free(port: int) -> bool:
 def knowledge_server(knowledge_exe: Path,
                      prefix: dict[str, str]) -> Iterator[tuple[wine.WineServer, int]]:
     """The .exe serving with two sequences, and on Ollama's own port 11434 by default (another
-    port, named, where something here holds 11434)."""
-    ollama_port = 11434 if port_is_free(11434) else free_port()
-    args = ["--parallel", "2"] + (["--ollama-port", str(ollama_port)]
-                                  if ollama_port != 11434 else [])
-    server = wine.launch(knowledge_exe, *args, port=free_port(), env=prefix)
+    port, named, where something here holds 11434, or takes it before the .exe does)."""
+    server = None
+    if port_is_free(11434):
+        server = wine.launch(knowledge_exe, "--parallel", "2", port=free_port(), env=prefix)
+        if "find it on http://localhost:11434/" not in server.log.read_text():
+            server.stop()
+            server = None
+    ollama_port = 11434 if server else free_port()
+    server = server or wine.launch(knowledge_exe, "--parallel", "2", "--ollama-port",
+                                   str(ollama_port), port=free_port(), env=prefix)
     yield server, ollama_port
     log = server.stop()
     assert f"Ollama clients find it on http://localhost:{ollama_port}/" in log, log
@@ -305,19 +311,41 @@ def test_exe_calls_a_tool(knowledge_server) -> None:
     assert answer.choices[0].finish_reason == "tool_calls"
 
 
+def stream_marks(url: str, question: str, max_tokens: int, marks: dict[str, float]) -> None:
+    """A streamed chat (no knowledge: a story is not in the documents, and the bundle would
+    say so in a few tokens); marks get the times of its first and last piece and its count."""
+    client = openai.OpenAI(base_url=url + "/v1", api_key="none", timeout=600)
+    for chunk in client.chat.completions.create(
+            model="assistant", stream=True, temperature=0, max_tokens=max_tokens,
+            messages=[{"role": "user", "content": question}],
+            stream_options={"include_usage": True}, extra_body={"knowledge": False}):
+        if chunk.choices and chunk.choices[0].delta.content:
+            marks.setdefault("first", time.monotonic())
+            marks["last"] = time.monotonic()
+        if chunk.usage:
+            marks["tokens"] = chunk.usage.completion_tokens
+
+
 @pytest.mark.slow
 def test_exe_decodes_two_clients_together_and_counts_them_in_metrics(knowledge_server) -> None:
     from test_metrics import samples
-    from test_parallel import long_then_short
 
     server, _ = knowledge_server
     before = samples(server.url)
-    long_marks, short_marks, result = long_then_short(server.url, 120)
-    assert result["usage"]["completion_tokens"] == 5
-    assert short_marks["last"] < long_marks["last"]  # the short one came and went meanwhile
+    long: dict[str, float] = {}
+    short: dict[str, float] = {}
+    first = threading.Thread(target=stream_marks, args=(
+        server.url, "Write a long story about a lighthouse keeper.", 120, long))
+    first.start()
+    while "first" not in long and first.is_alive():
+        time.sleep(0.01)
+    stream_marks(server.url, "Say hello.", 5, short)
+    first.join()
+    assert long["tokens"] == 120 and short["tokens"] == 5
+    assert short["last"] < long["last"]  # the short one came and went meanwhile
     after = samples(server.url)
     generated = ("llamabundle_generated_tokens_total", ())
-    assert after[generated] - before.get(generated, 0) >= 5 + 1
+    assert after[generated] - before.get(generated, 0) == 125
     assert after[("llamabundle_sequences_busy", ())] == 0
     assert after[("llamabundle_time_to_first_token_seconds_count", ())] >= 2
 
