@@ -10,7 +10,8 @@ is a new branch here and a runtime package built for it (runtime-package/README.
 - llama.cpp's file names: libggml.so.0 and libggml-cpu-VARIANT.so / ggml.dll and
   ggml-cpu-VARIANT.dll.
 - Locks on files (flock / msvcrt.locking), usable CPUs, the terminal's echo and foreground
-  process group, who may share a listening port, dying with PyInstaller's bootloader.
+  process group, who may share a listening port, dying with PyInstaller's bootloader, the
+  encoding of piped input.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import os
 import socket
 import sys
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, Any, TextIO
 
 WINDOWS = sys.platform == "win32"
 
@@ -217,6 +218,29 @@ def utf8_output() -> None:
             reconfigure = getattr(stream, "reconfigure", None)
             if reconfigure is not None:
                 reconfigure(encoding="utf-8", errors="replace")
+
+
+def piped_text(stdin: TextIO) -> Iterator[str]:
+    """The lines piped into stdin (`--chat` reading questions), as text. Linux: the locale's
+    encoding, as Python reads it. Windows: Python decodes a pipe with the ANSI code page
+    (cp1252, cp936, ...), while what is piped today is mostly UTF-8 (files from Notepad or an
+    editor, PowerShell 7): a Chinese question arrived as mojibake. Each line is read as
+    UTF-8 then, and in the ANSI code page where it is not valid UTF-8 (cmd's `echo`)."""
+    if not WINDOWS:
+        yield from stdin
+        return
+    import codecs
+    import locale
+
+    ansi = locale.getpreferredencoding(False)
+    for number, raw in enumerate(stdin.buffer):
+        if number == 0:
+            raw = raw.removeprefix(codecs.BOM_UTF8)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode(ansi, errors="replace")
+        yield text.replace("\r\n", "\n")
 
 
 def die_with_parent(signal_number: int) -> None:

@@ -280,7 +280,7 @@ def chat(artifact: str, manifest: Manifest, settings: Settings) -> int:
     conversation = Chat(engine, Defaults.from_settings(settings), sys.stdout)
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if not interactive:
-        return _converse(conversation, piped_lines(sys.stdin), interactive)
+        return _converse(conversation, piped_lines(system.piped_text(sys.stdin)), interactive)
     with system.own_terminal(sys.stdin.fileno()):
         conversation.say(f"{manifest.title} is ready. /help for help, Ctrl-D to leave.")
         return _converse(conversation, terminal_lines(new_session(), conversation), interactive)

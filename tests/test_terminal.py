@@ -154,6 +154,19 @@ def test_piped_lines_are_questions_and_blocks_span_lines():
                                         '"""\nunfinished']
 
 
+def test_piped_text_on_windows_is_utf8_with_the_ansi_code_page_as_fallback(monkeypatch):
+    """(The .exe reading a UTF-8 file through a pipe: test_windows.py.)"""
+    import locale
+
+    from runtime import system
+
+    monkeypatch.setattr(system, "WINDOWS", True)
+    monkeypatch.setattr(locale, "getpreferredencoding", lambda do_setlocale=True: "cp1252")
+    raw = b"\xef\xbb\xbf\xe6\xb0\xb4\xe7\xae\xb1?\r\ncaf\xe9 au lait\r\n\"\"\"\r\n"
+    stdin = io.TextIOWrapper(io.BytesIO(raw), encoding="cp1252")
+    assert list(system.piped_text(stdin)) == ["水箱?\n", "café au lait\n", '"""\n']
+
+
 # In a real terminal
 
 

@@ -8,8 +8,11 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,7 +88,13 @@ def test_exe_answers_a_prompt(tiny_exe: Path, prefix: dict[str, str]) -> None:
     info = wine.run(tiny_exe, "--info", env=prefix)
     assert info.returncode == 0, info.stderr
     cpu = json.loads(info.stdout)["cpu"]
-    assert cpu["variant"] in cpu["available"]  # the DLL chosen for this CPU, by name
+    # The same CPU variants as Linux, and the same one chosen for this CPU (ggml scores each
+    # DLL against cpuid as it does each .so); the prompt above ran on it (on an AVX-512 CPU,
+    # icelake: the mingw-built AVX-512 code generating).
+    linux = json.loads(subprocess.run([str(tiny_exe.with_name("tiny.llamabundle")), "--info"],
+                                      capture_output=True, text=True, check=True).stdout)["cpu"]
+    assert cpu["available"] == linux["available"] and len(cpu["available"]) == 7
+    assert cpu["variant"] == linux["variant"] and cpu["features"] == linux["features"]
 
 
 def test_bad_input_one_line_and_no_exe(tmp_path: Path, shared_cache: Path) -> None:
@@ -225,3 +234,183 @@ def test_upgrade_an_exe_keeps_it_an_exe(tiny_gguf: Path, tmp_path: Path, prefix:
         ok = wine.run(tmp_path / exe, "-p", "Hello", "-n", "4", env=prefix)
         assert ok.returncode == 0 and ok.stdout.strip(), ok.stderr
     assert manifest_of(tmp_path / "b.exe", shared_cache)["sections"][0]["file"] == "b.weights.gguf"
+
+
+# ---- Qwen2.5-Coder-0.5B-Instruct with a knowledge bundle: one .exe, one launch under wine for
+# cited answers, tools, two clients at once, /metrics and Ollama's port; then --chat.
+
+
+@pytest.fixture(scope="module")
+def knowledge_exe(instruct_gguf: Path, tmp_path_factory: pytest.TempPathFactory,
+                  shared_cache: Path, built: None, built_windows: None) -> Path:
+    from test_knowledge_e2e import COFFEE_HTML, ROUTER_MD
+
+    documents = tmp_path_factory.mktemp("documents")
+    (documents / "router.md").write_text(ROUTER_MD)
+    (documents / "coffee.html").write_text(COFFEE_HTML)
+    exe = tmp_path_factory.mktemp("kb") / "assistant.exe"
+    build_cli(instruct_gguf, "--knowledge", documents, "--os", "windows", "-o", exe,
+              "-c", "4096", cache=shared_cache)
+    return exe
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def knowledge_server(knowledge_exe: Path,
+                     prefix: dict[str, str]) -> Iterator[tuple[wine.WineServer, int]]:
+    """The .exe serving with two sequences, and on Ollama's own port 11434 by default (another
+    port, named, where something here holds 11434, or takes it before the .exe does)."""
+    server = None
+    if port_is_free(11434):
+        server = wine.launch(knowledge_exe, "--parallel", "2", port=free_port(), env=prefix)
+        if "find it on http://localhost:11434/" not in server.log.read_text():
+            server.stop()
+            server = None
+    ollama_port = 11434 if server else free_port()
+    server = server or wine.launch(knowledge_exe, "--parallel", "2", "--ollama-port",
+                                   str(ollama_port), port=free_port(), env=prefix)
+    yield server, ollama_port
+    log = server.stop()
+    assert f"Ollama clients find it on http://localhost:{ollama_port}/" in log, log
+
+
+@pytest.mark.slow
+def test_exe_knowledge_bundle_gives_a_cited_answer(knowledge_server) -> None:
+    from test_knowledge_e2e import ask, cited_documents
+
+    server, _ = knowledge_server
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", timeout=600)
+    answer = ask(client, "What is the default admin PIN of the Zephyr X200 router?")
+    text = answer["choices"][0]["message"]["content"]
+    assert answer["sources"][0]["document"] == "router.md"
+    assert answer["sources"][0]["location"].endswith("Admin page")
+    assert "4827" in text and cited_documents(answer)[:1] == ["router.md"], text
+    found = httpx.post(server.url + "/knowledge/search", json={"query": "descale"},
+                       timeout=60).json()["results"]
+    assert found[0]["document"] == "coffee.html"
+
+
+@pytest.mark.slow
+def test_exe_calls_a_tool(knowledge_server) -> None:
+    from test_tools_e2e import ASK_WEATHER, TIME, calls_of, sdk
+    from tool_calls import WEATHER
+
+    server, _ = knowledge_server
+    answer = sdk(server.url).chat.completions.create(
+        model="assistant", messages=ASK_WEATHER, tools=[WEATHER, TIME], max_tokens=80,
+        temperature=0, extra_body={"knowledge": False})
+    assert calls_of(answer) == [("get_weather", {"city": "Paris"})]
+    assert answer.choices[0].finish_reason == "tool_calls"
+
+
+def stream_marks(url: str, question: str, max_tokens: int, marks: dict[str, float]) -> None:
+    """A streamed chat (no knowledge: a story is not in the documents, and the bundle would
+    say so in a few tokens); marks get the times of its first and last piece and its count."""
+    client = openai.OpenAI(base_url=url + "/v1", api_key="none", timeout=600)
+    for chunk in client.chat.completions.create(
+            model="assistant", stream=True, temperature=0, max_tokens=max_tokens,
+            messages=[{"role": "user", "content": question}],
+            stream_options={"include_usage": True}, extra_body={"knowledge": False}):
+        if chunk.choices and chunk.choices[0].delta.content:
+            marks.setdefault("first", time.monotonic())
+            marks["last"] = time.monotonic()
+        if chunk.usage:
+            marks["tokens"] = chunk.usage.completion_tokens
+
+
+@pytest.mark.slow
+def test_exe_decodes_two_clients_together_and_counts_them_in_metrics(knowledge_server) -> None:
+    from test_metrics import samples
+
+    server, _ = knowledge_server
+    before = samples(server.url)
+    long: dict[str, float] = {}
+    short: dict[str, float] = {}
+    first = threading.Thread(target=stream_marks, args=(
+        server.url, "Write a long story about a lighthouse keeper.", 80, long))
+    first.start()
+    while "first" not in long and first.is_alive():
+        time.sleep(0.01)
+    stream_marks(server.url, "Say hello.", 5, short)
+    first.join()
+    assert long["tokens"] == 80 and short["tokens"] == 5
+    assert short["last"] < long["last"]  # the short one came and went meanwhile
+    after = samples(server.url)
+    generated = ("llamabundle_generated_tokens_total", ())
+    assert after[generated] - before.get(generated, 0) == 85
+    assert after[("llamabundle_sequences_busy", ())] == 0
+    assert after[("llamabundle_time_to_first_token_seconds_count", ())] >= 2
+
+
+@pytest.mark.slow
+def test_exe_answers_ollama_clients_on_ollamas_port(knowledge_server) -> None:
+    _, port = knowledge_server
+    client = ollama.Client(host=f"http://localhost:{port}")
+    name = client.list().models[0].model
+    assert name == "qwen2.5-coder-0.5b-instruct-q4_k_m:latest"
+    reply = client.chat(model=name, options={"num_predict": 30, "temperature": 0},
+                        messages=[{"role": "user", "content": "How often should I descale "
+                                   "the Aroma 5 coffee machine?"}])
+    assert reply.done and "6 weeks" in reply.message.content, reply.message.content
+
+
+@pytest.mark.slow
+def test_exe_chat_answers_piped_questions_and_exits(knowledge_exe: Path,
+                                                    prefix: dict[str, str]) -> None:
+    """--chat with its questions piped in, as `type questions.txt | assistant.exe --chat`
+    would: one answer each, the knowledge bundle's sources under it, exit 0 at the end. The
+    file is UTF-8 with Windows line ends: the Chinese question is read as written (Windows
+    would decode a pipe with the ANSI code page), and finds the English passage it asks for."""
+    questions = ("What is the default admin PIN of the Zephyr X200 router?\r\n"
+                 "How often should I descale the Aroma 5?\r\n"
+                 "Aroma 5 咖啡机的水箱能装多少升水？\r\n")
+    proc = wine.run(knowledge_exe, "--chat", "--temp", "0", "-n", "60", input=questions,
+                    env=prefix)
+    assert proc.returncode == 0, proc.stderr
+    answers = proc.stdout.split("Sources:")
+    assert len(answers) == 4, proc.stdout
+    assert "4827" in answers[0], proc.stdout
+    assert "router.md" in answers[1] and "coffee.html" in answers[2]
+    assert "coffee.html" in answers[3] and "Water tank" in answers[3], proc.stdout
+    assert ">>>" not in proc.stdout  # no prompts in a pipe
+
+
+@pytest.mark.slow
+def test_exe_chat_in_the_windows_console(knowledge_exe: Path, prefix: dict[str, str]) -> None:
+    """--chat in a console: wine gives the .exe a Windows console on a real terminal (tmux),
+    so the runtime reads keys through the Win32 console API, as in a Command Prompt. A cited
+    answer, Ctrl-C stopping a long one, Ctrl-D leaving with 0. (wine's console draws the
+    edited line with stray escape codes: the checks look only at what the answers print.)"""
+    from tmux import Terminal
+
+    wine_env = [f"{k}={prefix[k]}" for k in ("WINEPREFIX", "WINEDEBUG", "WINEDLLOVERRIDES")]
+    t = Terminal(["env", *wine_env, str(wine.WINE), str(knowledge_exe), "--chat",
+                  "--temp", "0", "-n", "400"])
+    try:
+        t.wait_for(r"(?m)^>>>", timeout=300)
+        time.sleep(1)  # the prompt is drawn a moment before it reads keys
+        t.type("What is the default admin PIN of the Zephyr X200 router?")
+        t.send("Enter")
+        t.wait_for(r"Sources:\n  \[1\] router\.md", timeout=300)
+        assert "4827" in t.screen()
+        before = len(t.screen())
+        t.type("Write a long manual for the Zephyr X200 router, at least 1000 words.")
+        t.send("Enter")
+        deadline = time.monotonic() + 300
+        while len(t.screen()) < before + 150 and time.monotonic() < deadline:
+            time.sleep(0.2)  # until the answer is well under way
+        t.send("C-c")
+        t.wait_for(r"\(stopped\)\n>>>", timeout=60)
+        time.sleep(1)
+        t.send("C-d")
+        t.wait_for("EXIT=0", timeout=60)
+    finally:
+        t.close()

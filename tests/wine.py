@@ -41,10 +41,12 @@ def end_prefix(env: dict[str, str]) -> None:
     subprocess.run(["wineserver", "-k"], env=env, check=False)
 
 
-def run(exe: Path, *args: str, env: dict[str, str],
-        timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(WINE), str(exe), *args], env=env, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=timeout)
+def run(exe: Path, *args: str, env: dict[str, str], timeout: float = 600,
+        input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Runs the .exe to its end; `input` is piped to its stdin (else stdin is /dev/null)."""
+    return subprocess.run([str(WINE), str(exe), *args], env=env, input=input,
+                          stdin=subprocess.DEVNULL if input is None else None,
+                          capture_output=True, text=True, encoding="utf-8", timeout=timeout)
 
 
 def _copy(proc: subprocess.Popen[str], log: Path) -> None:

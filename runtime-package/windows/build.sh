@@ -103,16 +103,25 @@ cp -r "$llama/llama_cpp" "$site/llama_cpp"
 dist=$site/llama_cpp_python-$LLAMA_CPP_VERSION.dist-info
 mkdir -p "$site/llama_cpp/lib" "$dist"
 cp "$llama"/lib/*.dll "$site/llama_cpp/lib/"
-# The mingw-w64 runtime DLLs that llama.cpp's DLLs import (the CPU variants are CMake MODULE
-# libraries, linked without -static: mingw.cmake's flags are for SHARED ones), beside them,
-# with their notices: libstdc++ and libgcc (GPL-3 with the GCC Runtime Library Exception),
-# winpthreads (MIT).
-for dll in $(x86_64-w64-mingw32-objdump -p "$llama"/lib/*.dll | awk '/DLL Name: lib/ {print $3}' | sort -u); do
-    for dir in /usr/lib/gcc/x86_64-w64-mingw32/*-posix /usr/x86_64-w64-mingw32/lib; do
-        [ -f "$dir/$dll" ] && cp "$dir/$dll" "$site/llama_cpp/lib/" && break
-    done
-    [ -f "$site/llama_cpp/lib/$dll" ] || [ -f "$llama/lib/$dll" ] \
-        || { echo "runtime-windows: $dll (imported by llama.cpp) not found"; exit 1; }
+# llama.cpp's DLLs import Windows' own DLLs and each other only: libstdc++, libgcc and
+# winpthreads are linked into each of them (mingw.cmake), so no mingw-w64 DLL is shipped.
+ours=" $(cd "$llama/lib" && echo *.dll | tr 'A-Z' 'a-z') "
+for dll in $(x86_64-w64-mingw32-objdump -p "$llama"/lib/*.dll | awk '/DLL Name:/ {print tolower($3)}' | sort -u); do
+    case $dll in
+        kernel32.dll|advapi32.dll|msvcrt.dll|user32.dll|ws2_32.dll|api-ms-win-*.dll) ;;
+        *) [[ $ours == *" $dll "* ]] \
+            || { echo "runtime-windows: llama.cpp imports $dll, which Windows lacks"; exit 1; } ;;
+    esac
+done
+# No aligned vector move to or from memory in the CPU variants: on Windows' 16-byte aligned
+# stack a 32- or 64-byte one faults (mingw.cmake). Debian's gcc-mingw-w64 already writes every
+# such move unaligned (its vmov-alignment patch, Debian bug 939559); mingw.cmake's assembler
+# flag keeps it so with another mingw gcc; this checks what was built.
+for dll in "$llama"/lib/ggml-cpu-*.dll; do
+    if x86_64-w64-mingw32-objdump -d --no-show-raw-insn "$dll" \
+            | grep -qE $'\t''v?mov(ap[sd]|dqa(32|64)?) .*\('; then
+        echo "runtime-windows: $(basename "$dll") holds aligned vector moves (mingw.cmake)"; exit 1
+    fi
 done
 printf 'Metadata-Version: 2.1\nName: llama_cpp_python\nVersion: %s\n' "$LLAMA_CPP_VERSION" \
     >"$dist/METADATA"

@@ -10,10 +10,8 @@ exec 3>&1 1>&2
 PYTHON=${PYTHON:-python3}
 # shellcheck source=../llama.env
 . runtime-package/llama.env
-# Two of Linux's seven CPU variants for now: baseline x86-64 and AVX2 (most PCs since 2013);
-# a CPU with AVX-512 runs haswell. The other five are a longer compile on the 2-core build
-# machine, nothing more: set WINDOWS_CPU_VARIANTS="$CPU_VARIANTS" to build them all.
-variants=${WINDOWS_CPU_VARIANTS:-x64 haswell}
+# Linux's CPU variants (llama.env), the AVX-512 ones included (mingw.cmake: their stack).
+variants=${WINDOWS_CPU_VARIANTS:-$CPU_VARIANTS}
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/llamabundle/windows
 key=$( (cat runtime-package/llama.env scripts/cpu_variants.py runtime-package/windows/llama.sh \
         runtime-package/windows/mingw_shim.py runtime-package/windows/mingw.cmake

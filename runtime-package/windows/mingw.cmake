@@ -8,8 +8,17 @@ set(CMAKE_FIND_ROOT_PATH /usr/x86_64-w64-mingw32)
 set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
 set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)
 set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE ONLY)
-# Each DLL carries its own libstdc++, libgcc and winpthreads (-static), so the runtime ships
-# no mingw DLLs; --exclude-libs keeps those static libraries' symbols out of each DLL's
-# exports (without it every DLL re-exports libstdc++ and the links clash).
-set(CMAKE_SHARED_LINKER_FLAGS_INIT "-static -Wl,--exclude-libs,ALL")
+# Every DLL, the CPU variants (CMake MODULE libraries) included, carries its own libstdc++,
+# libgcc and winpthreads (-static), so the runtime ships no mingw DLLs; --exclude-libs keeps
+# those static libraries' symbols out of each DLL's exports (without it every DLL re-exports
+# libstdc++ and the links clash).
+set(CMAKE_SHARED_LINKER_FLAGS_INIT "-static -static-libgcc -static-libstdc++ -Wl,--exclude-libs,ALL")
+set(CMAKE_MODULE_LINKER_FLAGS_INIT "-static -static-libgcc -static-libstdc++ -Wl,--exclude-libs,ALL")
 set(CMAKE_EXE_LINKER_FLAGS_INIT "-static")
+# Windows x64 guarantees a 16-byte aligned stack and gcc cannot realign it for 32- and 64-byte
+# vectors that it spills there, yet emits aligned moves (vmovaps, vmovdqa64) for them: a crash
+# in the AVX/AVX-512 variants whenever a spill slot lands on a 16-byte boundary (GCC bug 54412).
+# The assembler writes every aligned vector move as its unaligned twin, which costs nothing on
+# aligned data on the CPUs these variants are for.
+set(CMAKE_C_FLAGS_INIT "-Wa,-muse-unaligned-vector-move")
+set(CMAKE_CXX_FLAGS_INIT "-Wa,-muse-unaligned-vector-move")
