@@ -7,7 +7,6 @@ can be taken belongs to no live artifact and is removed."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -37,10 +36,16 @@ def sweep(own: Path, parent: Path | None = None) -> list[Path]:
         lock = folder / LOCK_NAME
         if folder == own or not lock.exists():
             continue  # ours, or not an artifact's (another PyInstaller app): leave it
-        with contextlib.suppress(OSError), open(lock) as f:
-            if not system.lock_file(f, wait=False):
-                continue  # a live artifact holds it
-            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            with open(lock) as f:
+                if not system.lock_file(f, wait=False):
+                    continue  # a live artifact holds it
+        except OSError:
+            continue
+        # Only once the lock file is closed: Windows cannot delete a file that is open (the
+        # folder stayed, holding its lock file). No live artifact claims an old folder.
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
             removed.append(folder)
             log.info("removed %s, left behind by an artifact that was killed", folder)
     return removed

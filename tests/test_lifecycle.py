@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 from pathlib import Path
 
 import pytest
-from conftest import launch
+from conftest import launch, port_is_free
 
 pytestmark = pytest.mark.usefixtures("built")
 
@@ -21,15 +20,6 @@ def wait_for(condition, timeout: float = 15) -> bool:
             return True
         time.sleep(0.05)
     return False
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
 
 
 def unpacked(tmp: Path) -> list[Path]:

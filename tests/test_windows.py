@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ import ollama
 import openai
 import pytest
 import wine
-from conftest import REAL_CACHE, ROOT, build_cli, free_port
+from conftest import REAL_CACHE, ROOT, build_cli, free_port, port_is_free
 
 pytestmark = [pytest.mark.skipif(bool(wine.MISSING), reason=wine.MISSING),
               pytest.mark.usefixtures("built", "built_windows")]
@@ -254,15 +253,6 @@ def knowledge_exe(instruct_gguf: Path, tmp_path_factory: pytest.TempPathFactory,
     return exe
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def knowledge_server(knowledge_exe: Path,
                      prefix: dict[str, str]) -> Iterator[tuple[wine.WineServer, int]]:
@@ -414,3 +404,34 @@ def test_exe_chat_in_the_windows_console(knowledge_exe: Path, prefix: dict[str, 
         t.wait_for("EXIT=0", timeout=60)
     finally:
         t.close()
+
+
+def unpacked(env: dict[str, str]) -> list[Path]:
+    """The runtime folders PyInstaller unpacked into the prefix's temp folder (%TEMP%)."""
+    return sorted(Path(env["WINEPREFIX"]).glob("drive_c/users/*/Temp/_MEI*"))  # wine 8's %TEMP%
+
+
+@pytest.mark.slow
+def test_exe_leaves_no_unpacked_folder_and_sweeps_a_killed_ones(tiny_exe: Path,
+                                                              prefix: dict[str, str]) -> None:
+    """A normal end removes the folder the .exe unpacked itself into; a killed .exe cannot,
+    and the next start removes what it left (its lock is free: runtime/frozen.py)."""
+    before = unpacked(prefix)
+    assert wine.run(tiny_exe, "-p", "Hello", "-n", "2", env=prefix).returncode == 0
+    assert unpacked(prefix) == before
+    server = wine.launch(tiny_exe, port=free_port(), env=prefix)
+    stale = [p for p in unpacked(prefix) if p not in before]
+    assert len(stale) == 1  # the live one
+    server.proc.kill()  # the bootloader, as Task Manager's End task would: no clean-up
+    server.proc.wait(30)
+    deadline = time.monotonic() + 30
+    while not port_is_free(server.port):
+        assert time.monotonic() < deadline, "the server outlived its launcher"
+        time.sleep(0.2)
+    assert all(p.exists() for p in stale)  # left behind...
+    second = wine.launch(tiny_exe, port=free_port(), env=prefix)
+    try:
+        live = [p for p in unpacked(prefix) if p not in before]
+        assert len(live) == 1 and live != stale  # ...and swept by the next start
+    finally:
+        second.stop()
