@@ -410,3 +410,27 @@ def test_sources_keep_hostile_document_text_as_data(site):
     hostile = next(s for s in sources if s["document"] == "notes/<script>.html")
     assert hostile["text"].startswith("<script>alert(1)</script>")  # the page renders it as text
     assert json.loads(r.text)["sources"] == sources
+
+
+CARE = Passage("manual/care.md", "Printer care", "Printer care › Toner", "\n".join([
+    "Keep the printer away from direct sunlight.", "Clean the glass with a dry cloth.",
+    "Replace the toner cartridge every 2,000 pages.", "Use only the maker's cartridges.",
+    "Recycle empty cartridges at any dealer.", "Switch the printer off before moving it.",
+    "Store paper in a dry place."]))
+
+
+def test_the_prompt_quotes_the_matching_sentences_and_the_sources_give_the_whole_passage():
+    engine = FakeEngine(delay=0, knowledge=FakeKnowledge([CARE]))
+    with FakeServer(engine, free_port()) as server:
+        r = httpx.post(server.url + "/v1/chat/completions", json={"max_tokens": 2, "messages": [
+            {"role": "user", "content": "How often should the toner cartridge be replaced?"}]})
+        found = httpx.post(server.url + "/knowledge/search", json={
+            "query": "How often should the toner cartridge be replaced?"}).json()["results"]
+    assert [s["text"] for s in r.json()["sources"]] == [f["text"] for f in found] == [CARE.text]
+    request = engine.requests[-1]
+    prompt = request.messages[-1].content
+    assert ("[1] Printer care — Toner: Clean the glass with a dry cloth.\nReplace the toner "
+            "cartridge every 2,000 pages.\nUse only the maker's cartridges.") in prompt
+    assert "sunlight" not in prompt and "Store paper" not in prompt
+    # what is quoted is tokenized as text (a document cannot write control tokens)
+    assert request.passages and all(p in prompt for p in request.passages)

@@ -12,7 +12,9 @@ The passages go into the last user message, not the system prompt: they change e
 everything before them stays the same, so the KV cache of the earlier turns is reused. The
 instruction to answer from them and cite them follows the system prompt (the same text every
 turn, so it is reused too), written in the question's language (English or Chinese), which a
-small model follows far better than "answer in the user's language".
+small model follows far better than "answer in the user's language". Each passage is quoted
+as runtime/knowledge/excerpt.py cuts it for the question (the sentences that match it, with
+their neighbours); the sources keep the whole passages.
 
 Standard library and runtime types only: no llama.cpp here (the tests drive it with fakes).
 """
@@ -36,6 +38,7 @@ from runtime.generation import (
     Sources,
 )
 from runtime.knowledge.attribute import attributed
+from runtime.knowledge.excerpt import excerpt
 from runtime.knowledge.passage import Hit, Knowledge
 
 log = logging.getLogger(__name__)
@@ -133,14 +136,21 @@ def chinese(text: str) -> bool:
     return _HAN.search(text) is not None
 
 
-def passage_line(n: int, hit: Hit) -> str:
-    """`[1] Title — location: text`, the form the model cites and the page links."""
+def shown(hit: Hit, question: str) -> str:
+    """What the prompt quotes of a passage: the sentences matching the question, with their
+    neighbours (runtime/knowledge/excerpt.py)."""
+    return excerpt(hit.passage.text, question)
+
+
+def passage_line(n: int, hit: Hit, question: str = "") -> str:
+    """`[1] Title — location: text`, the form the model cites and the page links; the text is
+    what shown() quotes of it for `question`."""
     p = hit.passage
     location = p.location
     if location.startswith(f"{p.title} › "):  # a heading path starts with the title heading
         location = location[len(p.title) + 3:]
     where = f" — {location}" if location and location != p.title else ""
-    return f"[{n}] {p.title}{where}: {p.text.strip()}"
+    return f"[{n}] {p.title}{where}: {shown(hit, question)}"
 
 
 INSTRUCTION_EN = (
@@ -200,14 +210,16 @@ def instruction(question: str, hits: Sequence[Hit]) -> str:
     return INSTRUCTION_ZH + EXAMPLE_ZH if zh else INSTRUCTION_EN + EXAMPLE_EN
 
 
-def grounded_question(question: str, hits: Sequence[Hit]) -> str:
-    """The user message: the numbered passages, the instruction again, then the question
-    (with no passage, the question, then that the documents do not cover it)."""
+def grounded_question(question: str, hits: Sequence[Hit], query: str | None = None) -> str:
+    """The user message: the numbered passages (what shown() quotes of them for `query`, the
+    question itself by default), the instruction again, then the question (with no passage,
+    the question, then that the documents do not cover it)."""
     zh = chinese(question)
     if not hits:
         return f"问题：{question}\n\n（{NOT_COVERED_NOTE_ZH}）" if zh else \
             f"Question: {question}\n\n({NOT_COVERED_NOTE_EN})"
-    passages = "\n\n".join(passage_line(i, hit) for i, hit in enumerate(hits, 1))
+    passages = "\n\n".join(passage_line(i, hit, query or question)
+                           for i, hit in enumerate(hits, 1))
     if zh:
         return f"资料：\n\n{passages}\n\n{REMINDER_ZH}\n\n问题：{question}"
     return f"Sources:\n\n{passages}\n\n{REMINDER_EN}\n\nQuestion: {question}"
@@ -242,6 +254,7 @@ def ground(messages: Sequence[ChatMessage], hits: Sequence[Hit], count: Counter,
     split = max(0, len(history) - RECENT)
     older, recent = history[:split], history[split:]
     question = messages[-1]
+    query = query_for(messages)  # what the passages were found for, and are cut to
     kept = list(hits)
 
     def chat(passages: Sequence[Hit], earlier: Sequence[ChatMessage]) -> list[ChatMessage]:
@@ -250,7 +263,8 @@ def ground(messages: Sequence[ChatMessage], hits: Sequence[Hit], count: Counter,
             # not be told that the documents do not cover it.
             return [*head, *earlier, *recent, question]
         last = dataclasses.replace(question,
-                                   content=grounded_question(question.content, passages))
+                                   content=grounded_question(question.content, passages,
+                                                             query))
         system = with_instruction(head, instruction(question.content, passages))
         return [*system, *earlier, *recent, last]
 
@@ -327,7 +341,8 @@ def answer(knowledge: Knowledge, request: GenerationRequest,
     started = time.perf_counter_ns()
     hits = sources_for(knowledge, messages)
     budget = n_ctx - answer_room(n_ctx, request.max_tokens)
-    request = dataclasses.replace(request, passages=tuple(h.passage.text.strip() for h in hits))
+    query = query_for(messages)
+    request = dataclasses.replace(request, passages=tuple(shown(h, query) for h in hits))
     grounding = ground(messages, hits, lambda chat: count(dataclasses.replace(
         request, messages=tuple(chat))), budget)
     grounding = dataclasses.replace(grounding, usage=dataclasses.replace(
