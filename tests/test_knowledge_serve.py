@@ -15,6 +15,8 @@ from runtime.generation import ChatMessage, Finish
 from runtime.knowledge.passage import Hit, Passage
 from runtime.knowledge.retrieve import (
     FOLLOW_UP_ADDS,
+    INSTRUCTION_EN,
+    INSTRUCTION_ZH,
     answer_room,
     close_enough,
     find,
@@ -139,7 +141,10 @@ def test_nothing_relevant_tells_the_model_the_documents_do_not_cover_it():
 def test_without_a_system_prompt_the_instruction_is_one():
     g = ground([ChatMessage("user", "how do I install it?")], hits(1), chat_length, 1000)
     assert [m.role for m in g.messages] == ["system", "user"]
-    assert g.messages[0].content.startswith("Answer the user's question using only")
+    # the instruction alone: no worked example for a small model to copy out as its answer
+    assert g.messages[0].content == INSTRUCTION_EN
+    zh = ground([ChatMessage("user", "怎么安装？")], hits(1), chat_length, 1000)
+    assert zh.messages[0].content == INSTRUCTION_ZH
 
 
 def test_a_chinese_question_gets_its_instruction_in_chinese():

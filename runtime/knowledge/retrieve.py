@@ -161,21 +161,10 @@ INSTRUCTION_EN = (
 INSTRUCTION_ZH = (
     "只根据用户消息中带编号的资料回答问题，并在每个事实后用 [1] 这样的编号注明出处。用自己的话"
     "简要回答，不要照抄资料。如果没有资料，或资料回答不了这个问题，就说文档中没有涉及。请用中文回答。")
-# One worked example: a 0.5B model copies the sources out without it, and with it cites [n].
-EXAMPLE_EN = """
-
-Example:
-Sources:
-[1] Kettle guide — Cleaning: Descale the kettle every 4 weeks with white vinegar.
-Question: How often should I descale the kettle?
-Answer: Descale it every 4 weeks, using white vinegar [1]."""
-EXAMPLE_ZH = """
-
-示例：
-资料：
-[1] 水壶指南 — 清洁: 每 4 周用白醋为水壶除垢一次。
-问题：水壶多久除垢一次？
-回答：每 4 周用白醋除垢一次 [1]。"""
+# No worked example: with one (a kettle's descaling in the instruction), the 0.5B model
+# copied it out as the answer, and on the tune split of bench.knowledge_eval (passages quoted
+# as runtime/knowledge/excerpt.py cuts them) the fact was in 10 answers of 23 without it
+# against 8 with it, the right document cited as often (18), and the prompt ~60 tokens shorter.
 
 
 # With no source, the question is asked as is and the system prompt says the documents do not
@@ -207,7 +196,7 @@ def instruction(question: str, hits: Sequence[Hit]) -> str:
     zh = chinese(question)
     if not hits:
         return NOT_COVERED_ZH if zh else NOT_COVERED_EN
-    return INSTRUCTION_ZH + EXAMPLE_ZH if zh else INSTRUCTION_EN + EXAMPLE_EN
+    return INSTRUCTION_ZH if zh else INSTRUCTION_EN
 
 
 def grounded_question(question: str, hits: Sequence[Hit], query: str | None = None) -> str:
