@@ -102,6 +102,9 @@ def evaluate(url: str, split: dict[str, Any], doc_kinds: dict[str, str]) -> dict
         rows.append({
             "question": q["question"], "document": q["document"], "kind": q["kind"],
             "type": q["type"], "doc_kind": doc_kinds[q["document"]],
+            # the right document first among the sources (retrieval's rank), among them, cited:
+            # a citation missed with the document among the sources is the model's miss
+            "first": judged["sources"][:1] == [q["document"]],
             "sourced": judged["sourced"], "cited_right": judged["cites_right"],
             "fact": any(a.casefold() in text for a in q["answer"]),
             "refused": not answer["sources"],
@@ -154,7 +157,8 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
 
     def rates(part: list[dict[str, Any]]) -> dict[str, Any]:
         return {"n": len(part)} | {k: round(statistics.mean(float(r[k]) for r in part), 3)
-                                   for k in ("sourced", "cited_right", "fact")} if part else {}
+                                   for k in ("first", "sourced", "cited_right", "fact")
+                                   if all(k in r for r in part)} if part else {}
 
     verbatim = [r for r in rows if r["type"] == "near-verbatim"]
     return {"all": rates(rows),
@@ -167,6 +171,11 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
             "off_topic": {"n": len(off),
                           "answered_as_not_covered": sum(o["not_covered"] for o in off)},
             "chat_sources_equal_search": sum(r["same_as_search"] for r in rows),
+            # citations missed although the document was among the sources (the model's), and
+            # those missed because it was not (retrieval's)
+            "missed_citations": {"with_the_document_given": sum(r["sourced"] and not
+                                                                r["cited_right"] for r in rows),
+                                 "document_not_found": sum(not r["sourced"] for r in rows)},
             "search_ms_p50": statistics.median(r["search_ms"] for r in rows
                                                if r["search_ms"] is not None)}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.knowledge_eval import HERE, SPLITS, kinds, public
+from bench.knowledge_eval import HERE, SPLITS, kinds, public, summary
 
 KINDS = {"en-en", "zh-zh", "en-zh", "zh-en"}
 TYPES = {"fact", "near-verbatim"}
@@ -52,3 +52,17 @@ def test_the_held_out_answers_are_written_only_in_the_final_run() -> None:
 
 def _zh(text: str) -> bool:
     return any("\u4e00" <= c <= "\u9fff" for c in text)
+
+
+def test_the_figures_tell_retrievals_misses_from_the_models() -> None:
+    def row(first: bool, sourced: bool, cited: bool) -> dict:
+        return {"kind": "zh-en", "type": "fact", "doc_kind": "readme-md", "first": first,
+                "sourced": sourced, "cited_right": cited, "fact": cited, "refused": False,
+                "same_as_search": True, "search_ms": 3.0}
+
+    rows = [row(True, True, True), row(False, True, False), row(False, False, False)]
+    figures = summary({"rows": rows, "off_topic": []})
+    assert figures["all"] == {"n": 3, "first": 0.333, "sourced": 0.667, "cited_right": 0.333,
+                              "fact": 0.333}
+    assert figures["missed_citations"] == {"with_the_document_given": 1,
+                                           "document_not_found": 1}

@@ -15,6 +15,8 @@ from runtime.generation import ChatMessage, Finish
 from runtime.knowledge.passage import Hit, Passage
 from runtime.knowledge.retrieve import (
     FOLLOW_UP_ADDS,
+    INSTRUCTION_EN,
+    INSTRUCTION_ZH,
     answer_room,
     close_enough,
     find,
@@ -139,7 +141,10 @@ def test_nothing_relevant_tells_the_model_the_documents_do_not_cover_it():
 def test_without_a_system_prompt_the_instruction_is_one():
     g = ground([ChatMessage("user", "how do I install it?")], hits(1), chat_length, 1000)
     assert [m.role for m in g.messages] == ["system", "user"]
-    assert g.messages[0].content.startswith("Answer the user's question using only")
+    # the instruction alone: no worked example for a small model to copy out as its answer
+    assert g.messages[0].content == INSTRUCTION_EN
+    zh = ground([ChatMessage("user", "怎么安装？")], hits(1), chat_length, 1000)
+    assert zh.messages[0].content == INSTRUCTION_ZH
 
 
 def test_a_chinese_question_gets_its_instruction_in_chinese():
@@ -410,3 +415,27 @@ def test_sources_keep_hostile_document_text_as_data(site):
     hostile = next(s for s in sources if s["document"] == "notes/<script>.html")
     assert hostile["text"].startswith("<script>alert(1)</script>")  # the page renders it as text
     assert json.loads(r.text)["sources"] == sources
+
+
+CARE = Passage("manual/care.md", "Printer care", "Printer care › Toner", "\n".join([
+    "Keep the printer away from direct sunlight.", "Clean the glass with a dry cloth.",
+    "Replace the toner cartridge every 2,000 pages.", "Use only the maker's cartridges.",
+    "Recycle empty cartridges at any dealer.", "Switch the printer off before moving it.",
+    "Store paper in a dry place."]))
+
+
+def test_the_prompt_quotes_the_matching_sentences_and_the_sources_give_the_whole_passage():
+    engine = FakeEngine(delay=0, knowledge=FakeKnowledge([CARE]))
+    with FakeServer(engine, free_port()) as server:
+        r = httpx.post(server.url + "/v1/chat/completions", json={"max_tokens": 2, "messages": [
+            {"role": "user", "content": "How often should the toner cartridge be replaced?"}]})
+        found = httpx.post(server.url + "/knowledge/search", json={
+            "query": "How often should the toner cartridge be replaced?"}).json()["results"]
+    assert [s["text"] for s in r.json()["sources"]] == [f["text"] for f in found] == [CARE.text]
+    request = engine.requests[-1]
+    prompt = request.messages[-1].content
+    assert ("[1] Printer care — Toner: Clean the glass with a dry cloth.\nReplace the toner "
+            "cartridge every 2,000 pages.\nUse only the maker's cartridges.") in prompt
+    assert "sunlight" not in prompt and "Store paper" not in prompt
+    # what is quoted is tokenized as text (a document cannot write control tokens)
+    assert request.passages and all(p in prompt for p in request.passages)

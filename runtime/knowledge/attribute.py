@@ -27,13 +27,12 @@ from dataclasses import dataclass
 
 from runtime.generation import Event, Finish
 from runtime.knowledge.passage import Hit
-from runtime.knowledge.terms import terms
+from runtime.knowledge.terms import stem, terms
 
 log = logging.getLogger(__name__)
 
 SUPPORT = 0.6  # share of the claim's terms the passage must hold
 MIN_CLAIM = 2  # a claim of one term ("Yes.", "14.") is too little to tell passages apart
-STEM = 5  # Latin words match on this many first letters (a crude, explainable stemmer)
 
 _CITATION = re.compile(r"\[(\d+)\]")
 # A sentence ends at a full stop, question or exclamation mark (Latin or CJK) or a line break.
@@ -59,14 +58,14 @@ class Support:
 def claim_terms(sentence: str, question: str) -> list[str]:
     """What the sentence asserts beyond the question: its terms less stop words and the
     question's terms, Latin words cut to STEM letters."""
-    asked = {_stem(t) for t in terms(question)}
+    asked = {stem(t) for t in terms(question)}
     out = []
     for term in terms(_CITATION.sub(" ", sentence)):
         if term in _STOP or (len(term) == 1 and term.isascii() and term.isalpha()):
             continue  # a stop word, or a letter ("e.g.", "a.m.")
-        stem = _stem(term)
-        if stem not in asked and stem not in out:
-            out.append(stem)
+        cut = stem(term)
+        if cut not in asked and cut not in out:
+            out.append(cut)
     return out
 
 
@@ -79,17 +78,13 @@ def backing(sentence: str, question: str, passages: Sequence[str]) -> list[Suppo
     numbers = [t for t in claim if t.isdigit()]
     found = []
     for number, text in enumerate(passages, 1):
-        held = {_stem(t) for t in terms(text)}
+        held = {stem(t) for t in terms(text)}
         if any(n not in held for n in numbers):
             continue
         share = sum(t in held for t in claim)
         if share >= SUPPORT * len(claim):
             found.append(Support(number, share, len(claim)))
     return sorted(found, key=lambda s: -s.found)
-
-
-def _stem(term: str) -> str:
-    return term[:STEM] if term.isascii() and term.isalpha() else term
 
 
 class Attributor:

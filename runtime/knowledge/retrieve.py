@@ -12,7 +12,9 @@ The passages go into the last user message, not the system prompt: they change e
 everything before them stays the same, so the KV cache of the earlier turns is reused. The
 instruction to answer from them and cite them follows the system prompt (the same text every
 turn, so it is reused too), written in the question's language (English or Chinese), which a
-small model follows far better than "answer in the user's language".
+small model follows far better than "answer in the user's language". Each passage is quoted
+as runtime/knowledge/excerpt.py cuts it for the question (the sentences that match it, with
+their neighbours); the sources keep the whole passages.
 
 Standard library and runtime types only: no llama.cpp here (the tests drive it with fakes).
 """
@@ -36,6 +38,7 @@ from runtime.generation import (
     Sources,
 )
 from runtime.knowledge.attribute import attributed
+from runtime.knowledge.excerpt import excerpt
 from runtime.knowledge.passage import Hit, Knowledge
 
 log = logging.getLogger(__name__)
@@ -133,14 +136,21 @@ def chinese(text: str) -> bool:
     return _HAN.search(text) is not None
 
 
-def passage_line(n: int, hit: Hit) -> str:
-    """`[1] Title — location: text`, the form the model cites and the page links."""
+def shown(hit: Hit, question: str) -> str:
+    """What the prompt quotes of a passage: the sentences matching the question, with their
+    neighbours (runtime/knowledge/excerpt.py)."""
+    return excerpt(hit.passage.text, question)
+
+
+def passage_line(n: int, hit: Hit, question: str = "") -> str:
+    """`[1] Title — location: text`, the form the model cites and the page links; the text is
+    what shown() quotes of it for `question`."""
     p = hit.passage
     location = p.location
     if location.startswith(f"{p.title} › "):  # a heading path starts with the title heading
         location = location[len(p.title) + 3:]
     where = f" — {location}" if location and location != p.title else ""
-    return f"[{n}] {p.title}{where}: {p.text.strip()}"
+    return f"[{n}] {p.title}{where}: {shown(hit, question)}"
 
 
 INSTRUCTION_EN = (
@@ -151,21 +161,10 @@ INSTRUCTION_EN = (
 INSTRUCTION_ZH = (
     "只根据用户消息中带编号的资料回答问题，并在每个事实后用 [1] 这样的编号注明出处。用自己的话"
     "简要回答，不要照抄资料。如果没有资料，或资料回答不了这个问题，就说文档中没有涉及。请用中文回答。")
-# One worked example: a 0.5B model copies the sources out without it, and with it cites [n].
-EXAMPLE_EN = """
-
-Example:
-Sources:
-[1] Kettle guide — Cleaning: Descale the kettle every 4 weeks with white vinegar.
-Question: How often should I descale the kettle?
-Answer: Descale it every 4 weeks, using white vinegar [1]."""
-EXAMPLE_ZH = """
-
-示例：
-资料：
-[1] 水壶指南 — 清洁: 每 4 周用白醋为水壶除垢一次。
-问题：水壶多久除垢一次？
-回答：每 4 周用白醋除垢一次 [1]。"""
+# No worked example: with one (a kettle's descaling in the instruction), the 0.5B model
+# copied it out as the answer, and on the tune split of bench.knowledge_eval (passages quoted
+# as runtime/knowledge/excerpt.py cuts them) the fact was in 10 answers of 23 without it
+# against 8 with it, the right document cited as often (18), and the prompt ~60 tokens shorter.
 
 
 # With no source, the question is asked as is and the system prompt says the documents do not
@@ -197,17 +196,19 @@ def instruction(question: str, hits: Sequence[Hit]) -> str:
     zh = chinese(question)
     if not hits:
         return NOT_COVERED_ZH if zh else NOT_COVERED_EN
-    return INSTRUCTION_ZH + EXAMPLE_ZH if zh else INSTRUCTION_EN + EXAMPLE_EN
+    return INSTRUCTION_ZH if zh else INSTRUCTION_EN
 
 
-def grounded_question(question: str, hits: Sequence[Hit]) -> str:
-    """The user message: the numbered passages, the instruction again, then the question
-    (with no passage, the question, then that the documents do not cover it)."""
+def grounded_question(question: str, hits: Sequence[Hit], query: str | None = None) -> str:
+    """The user message: the numbered passages (what shown() quotes of them for `query`, the
+    question itself by default), the instruction again, then the question (with no passage,
+    the question, then that the documents do not cover it)."""
     zh = chinese(question)
     if not hits:
         return f"问题：{question}\n\n（{NOT_COVERED_NOTE_ZH}）" if zh else \
             f"Question: {question}\n\n({NOT_COVERED_NOTE_EN})"
-    passages = "\n\n".join(passage_line(i, hit) for i, hit in enumerate(hits, 1))
+    passages = "\n\n".join(passage_line(i, hit, query or question)
+                           for i, hit in enumerate(hits, 1))
     if zh:
         return f"资料：\n\n{passages}\n\n{REMINDER_ZH}\n\n问题：{question}"
     return f"Sources:\n\n{passages}\n\n{REMINDER_EN}\n\nQuestion: {question}"
@@ -242,6 +243,7 @@ def ground(messages: Sequence[ChatMessage], hits: Sequence[Hit], count: Counter,
     split = max(0, len(history) - RECENT)
     older, recent = history[:split], history[split:]
     question = messages[-1]
+    query = query_for(messages)  # what the passages were found for, and are cut to
     kept = list(hits)
 
     def chat(passages: Sequence[Hit], earlier: Sequence[ChatMessage]) -> list[ChatMessage]:
@@ -250,7 +252,8 @@ def ground(messages: Sequence[ChatMessage], hits: Sequence[Hit], count: Counter,
             # not be told that the documents do not cover it.
             return [*head, *earlier, *recent, question]
         last = dataclasses.replace(question,
-                                   content=grounded_question(question.content, passages))
+                                   content=grounded_question(question.content, passages,
+                                                             query))
         system = with_instruction(head, instruction(question.content, passages))
         return [*system, *earlier, *recent, last]
 
@@ -327,7 +330,8 @@ def answer(knowledge: Knowledge, request: GenerationRequest,
     started = time.perf_counter_ns()
     hits = sources_for(knowledge, messages)
     budget = n_ctx - answer_room(n_ctx, request.max_tokens)
-    request = dataclasses.replace(request, passages=tuple(h.passage.text.strip() for h in hits))
+    query = query_for(messages)
+    request = dataclasses.replace(request, passages=tuple(shown(h, query) for h in hits))
     grounding = ground(messages, hits, lambda chat: count(dataclasses.replace(
         request, messages=tuple(chat))), budget)
     grounding = dataclasses.replace(grounding, usage=dataclasses.replace(

@@ -54,3 +54,12 @@ _CJK_PAIR = re.compile(f"[{_CJK}]{{2}}")
 def is_cjk_pair(term: str) -> bool:
     """A CJK character bigram (as terms() makes of a CJK run)."""
     return _CJK_PAIR.fullmatch(term) is not None
+
+
+STEM = 5  # Latin words match on this many first letters (a crude, explainable stemmer)
+
+
+def stem(term: str) -> str:
+    """A Latin word cut to its first STEM letters (months/month, requires/required); any
+    other term as it is."""
+    return term[:STEM] if term.isascii() and term.isalpha() else term

@@ -1,0 +1,70 @@
+"""What of a passage the prompt quotes (runtime/knowledge/excerpt.py): the sentences that match
+the question with their neighbours, in reading order; the whole passage when none matches."""
+
+from __future__ import annotations
+
+from runtime.knowledge.excerpt import SKIP, excerpt, question_terms, sentences
+
+README = """HTTPX is a fully featured HTTP client library for Python 3. It has a command line.
+Install with pip:
+$ pip install httpx
+Or, to include the optional HTTP/2 support, use:
+$ pip install httpx[http2]
+HTTPX requires Python 3.8+.
+
+The HTTPX project relies on these excellent libraries:
+httpcore - The underlying transport implementation for httpx.
+h11 - HTTP/1.1 support.
+certifi - SSL certificates."""
+
+ZH = "\n".join([
+    "SnowNLP是一个python写的类库，可以方便的处理中文文本内容。",
+    "中文分词（Character-Based Generative Model）",
+    "词性标注（TnT 3-gram 隐马）",
+    "情感分析（现在训练数据主要是买卖东西时的评价，所以对其他的一些可能效果不是很好）",
+    "文本分类（Naive Bayes）",
+    "转换成拼音（Trie树实现的最大匹配）",
+    "繁体转简体（Trie树实现的最大匹配）",
+    "提取文本关键词（TextRank算法）",
+    "文本相似（BM25）",
+])
+
+
+def test_sentences_are_lines_and_the_sentences_of_a_line():
+    assert sentences("One. Two is 3.5 long!\n\n$ pip install x\n第一句。第二句？尾") == [
+        "One.", "Two is 3.5 long!", "$ pip install x", "第一句。", "第二句？", "尾"]
+
+
+def test_question_words_and_stop_words_do_not_match():
+    assert question_terms("What Python version does HTTPX require?") == {
+        "pytho", "versi", "httpx", "requi"}
+    assert question_terms("SnowNLP 提取文本关键词用什么算法？") >= {"snown", "关键", "算法"}
+    assert not question_terms("SnowNLP 提取文本关键词用什么算法？") & {"什么", "么算"}
+
+
+def test_the_matching_sentence_comes_with_its_neighbours_and_nothing_else():
+    shown = excerpt(README, "How do I install HTTPX with the optional HTTP/2 support?")
+    assert shown == ("$ pip install httpx\nOr, to include the optional HTTP/2 support, use:\n"
+                     "$ pip install httpx[http2]")
+    assert "httpcore" not in shown and len(shown) < len(README) / 3
+
+
+def test_runs_far_apart_are_joined_with_a_skip_in_reading_order():
+    shown = excerpt(README, "Which library gives HTTPX its HTTP/1.1 support, and which "
+                            "Python version is required?")
+    assert shown.index("Python 3.8+") < shown.index("h11 - HTTP/1.1 support.")
+    assert SKIP in shown
+
+
+def test_a_chinese_question_finds_its_line_by_bigrams():
+    shown = excerpt(ZH, "SnowNLP 情感分析的训练数据主要是什么？")
+    assert "买卖东西时的评价" in shown and "BM25" not in shown
+    assert excerpt(ZH, "SnowNLP 提取文本关键词用什么算法？").splitlines()[1] == \
+        "提取文本关键词（TextRank算法）"
+
+
+def test_a_passage_sharing_no_word_with_the_question_is_quoted_whole():
+    # asked in the other language: the vectors found the passage, its words cannot place it
+    assert excerpt(README, "HTTPX 用哪个库支持 HTTP/1.1？") != README.strip()  # names match
+    assert excerpt(README, "用哪个库来处理证书？") == README.strip()
+    assert excerpt("One short line.", "line") == "One short line."
