@@ -6,7 +6,7 @@ chunk of a README holds a dozen lines (install commands, examples, a list of fea
 one answers. The chunk's other lines are distractors, and they are most of the prompt: a first
 turn's time to first token is the prompt's evaluation, ~1,000 tokens of passages against ~40
 without. So the prompt quotes, per passage, the sentences holding most of the question's
-terms (runtime/knowledge/terms.py: words, CJK bigrams, numbers) with WINDOW sentences either
+terms (runtime/knowledge/terms.py: words, CJK bigrams, numbers) with AROUND sentences either
 side, and "…" where it skips. The sources (and /knowledge/search) still give whole passages:
 only the prompt is cut.
 
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from runtime.knowledge.terms import stem, terms
 
-WINDOW = 1  # sentences kept either side of a matching one: a command follows its "use:" line
+AROUND = 1  # sentences kept either side of a matching one: a command follows its "use:" line
 # A sentence matches when it holds at least this share of the best sentence's score: the
 # answer is sometimes split over two places of a passage (a mode named, then described).
 CLOSE = 0.7
@@ -60,7 +60,7 @@ def question_terms(question: str) -> set[str]:
             and not (len(t) == 1 and t.isascii() and t.isalpha())}
 
 
-def excerpt(text: str, question: str, window: int = WINDOW) -> str:
+def excerpt(text: str, question: str, window: int = AROUND) -> str:
     """The sentences of `text` that match `question` (see the module's docstring), each with
     `window` sentences either side, in reading order, SKIP between runs that are not next to
     each other, lines kept as lines. `text` stripped when no sentence holds a term of the
