@@ -78,7 +78,7 @@ def excerpt(text: str, question: str, window: int = AROUND) -> str:
     best = max(scores)
     if best <= 0:
         return text.strip()
-    keep = set()
+    keep: set[int] = set()
     for i, score in enumerate(scores):
         if score >= CLOSE * best:
             keep.update(range(max(0, i - window), min(len(parts), i + window + 1)))
