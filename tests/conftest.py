@@ -115,6 +115,11 @@ def free_port() -> int:
 
 
 class Server:
+    """A served artifact (Linux, or an .exe under wine: tests/wine.py)."""
+
+    name = "artifact"
+    grace = 10  # seconds between terminate and kill
+
     def __init__(self, proc: subprocess.Popen[str], port: int, log: Path):
         self.proc = proc
         self.port = port
@@ -126,12 +131,27 @@ class Server:
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(self.grace)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        text = self.log.read_text() if self.log.exists() else ""
+                self.proc.wait()
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
         self.log.unlink(missing_ok=True)
         return text
+
+    def wait_healthy(self, timeout: float, poll: float = 0.05) -> None:
+        """Until /health says ok; stopped, with what it printed, if it exits or never does."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited {self.proc.returncode}: {self.stop()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(poll)
+        raise AssertionError(f"{self.name} never became healthy: {self.stop()}")
 
 
 def launch(artifact: Path, *args: str, port: int | None = None, env: dict | None = None,
@@ -144,18 +164,8 @@ def launch(artifact: Path, *args: str, port: int | None = None, env: dict | None
         proc = subprocess.Popen([str(artifact), "--nobrowser", "--port", str(port), *args],
                                 stdout=out, stderr=subprocess.STDOUT, text=True, env=env)
     server = Server(proc, port, log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"artifact exited {proc.returncode}: {server.stop()}")
-        try:
-            if httpx.get(server.url + "/health", timeout=2).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    server.stop()
-    raise AssertionError("artifact never became healthy")
+    server.wait_healthy(timeout)
+    return server
 
 
 @pytest.fixture

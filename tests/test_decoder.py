@@ -65,14 +65,20 @@ def test_a_long_answer_under_a_lazy_tool_grammar_does_not_crash(tmp_path):
 
 # ---- one decoder on the tiny model, shared by the tests below
 
-@pytest.fixture(scope="module")
-def tiny(tiny_gguf):
+def decoder_on(gguf, n_seq: int = 1):
+    """A decoder with n_seq slots sharing a 512-cell cache, and its tokenizer (its thread keeps
+    the context: never freed before the process ends)."""
     cpu.load()
     llama_cpp.llama_backend_init()
-    model = load_model(str(tiny_gguf), 0)
+    model = load_model(str(gguf), 0)
     tokenizer = Tokenizer(model)
-    # its thread keeps the context: never freed before the process ends
-    return Decoder(new_context(model, 512, 1), tokenizer.vocab, 512, 64), tokenizer
+    return Decoder(new_context(model, 512, 1, n_seq=n_seq), tokenizer.vocab, 512, 64,
+                   n_seq=n_seq), tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_gguf):
+    return decoder_on(tiny_gguf)
 
 
 def counting_decodes(monkeypatch, pause: float = 0.0) -> list[int]:
@@ -182,12 +188,7 @@ def test_a_whole_answer_is_abandoned_mid_way(tiny):
 @pytest.fixture(scope="module")
 def shared(tiny_gguf):
     """Two slots sharing a 512-cell cache."""
-    cpu.load()
-    llama_cpp.llama_backend_init()
-    model = load_model(str(tiny_gguf), 0)
-    tokenizer = Tokenizer(model)
-    return Decoder(new_context(model, 512, 1, n_seq=2), tokenizer.vocab, 512, 64, n_seq=2), \
-        tokenizer
+    return decoder_on(tiny_gguf, n_seq=2)
 
 
 def test_two_long_max_tokens_run_together_and_a_full_cache_ends_one_with_length(shared,

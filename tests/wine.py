@@ -13,10 +13,9 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import time
 from pathlib import Path
 
-import httpx
+from conftest import Server
 
 WINE = shutil.which("wine")
 MINGW = shutil.which("x86_64-w64-mingw32-gcc-posix") or shutil.which("x86_64-w64-mingw32-gcc")
@@ -57,24 +56,11 @@ def _copy(proc: subprocess.Popen[str], log: Path) -> None:
             out.flush()
 
 
-class WineServer:
+class WineServer(Server):
     """An .exe serving under wine."""
 
-    def __init__(self, proc: subprocess.Popen[str], port: int, log: Path):
-        self.proc, self.port, self.log = proc, port, log
-        self.url = f"http://127.0.0.1:{port}"
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        self.log.unlink(missing_ok=True)
-        return text
+    name = ".exe"
+    grace = 20
 
 
 def launch(exe: Path, *args: str, port: int, env: dict[str, str],
@@ -88,14 +74,5 @@ def launch(exe: Path, *args: str, port: int, env: dict[str, str],
                             stderr=subprocess.STDOUT, text=True, env=env)
     threading.Thread(target=_copy, args=(proc, log), daemon=True).start()
     server = WineServer(proc, port, log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f".exe exited {proc.returncode}: {server.stop()}")
-        try:
-            if httpx.get(server.url + "/health", timeout=2).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f".exe never became healthy: {server.stop()}")
+    server.wait_healthy(timeout, poll=0.2)
+    return server

@@ -17,6 +17,7 @@ Standard library and runtime types only.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -60,6 +61,9 @@ def question_terms(question: str) -> set[str]:
             and not (len(t) == 1 and t.isascii() and t.isalpha())}
 
 
+# Cached: a request quotes each passage in its sources, then again in every prompt that fitting
+# the conversation to the context tries (runtime/knowledge/retrieve.py: ground).
+@functools.lru_cache(maxsize=64)
 def excerpt(text: str, question: str, window: int = AROUND) -> str:
     """The sentences of `text` that match `question` (see the module's docstring), each with
     `window` sentences either side, in reading order, SKIP between runs that are not next to
