@@ -127,6 +127,7 @@ class Decoder:
         self._prefill_cap = n_batch  # prompt tokens per step: halved while the cache is too
         # fragmented for a chunk, doubled back after each step that fits
         self._piece_buf = ctypes.create_string_buffer(256)
+        self._outbox: list[tuple[_Sequence, str]] = []  # this step's pieces (_flush)
         self._candidates: Candidates | None = None  # made on first use: 1.8 MB for Qwen2.5
         # While a step reads prompt chunks (seconds on a slow CPU), llama.cpp asks between graph
         # nodes whether to stop: yes once every sequence in the step is abandoned, so Ctrl-C
@@ -333,10 +334,13 @@ class Decoder:
             slot.cached.extend(tokens)
         self._prefill_cap = min(self.n_batch, self._prefill_cap * 2)
         now = time.perf_counter_ns()
-        for sequence, row in rows:
-            if sequence.next_token is None:
-                sequence.prefilled = now
-            self._sample(sequence, row)
+        try:
+            for sequence, row in rows:
+                if sequence.next_token is None:
+                    sequence.prefilled = now
+                self._sample(sequence, row)
+        finally:
+            self._flush()
 
     def _abandoned(self) -> bool:
         return all(s.closed or s.cancel.is_set() for s in self._stepping)
@@ -364,7 +368,7 @@ class Decoder:
         piece = self._piece(token, token in sequence.visible)
         text, hit = sequence.scanner.feed(sequence.utf8.decode(piece))
         if text:
-            sequence.out.put(text)
+            self._outbox.append((sequence, text))
         if hit:
             self._end(sequence, "stop")
         elif sequence.produced >= sequence.budget:
@@ -372,9 +376,21 @@ class Decoder:
         else:
             sequence.next_token = token
 
+    def _flush(self) -> None:
+        """Hands the step's pieces to their readers, once every sequence is sampled. Put one
+        by one as each was sampled, they woke each reader's thread while the decode thread
+        still sampled the others: those threads took the GIL and the free core from the
+        sampling, which every sequence waits for (issue #25: at 4 clients on the demo model
+        the step's sampling took 1.65 ms instead of 1.31, and its Python waited 0.41 ms for
+        the GIL instead of 0.04-0.1; bench/results/per-token-split-25.md)."""
+        outbox, self._outbox = self._outbox, []
+        for sequence, text in outbox:
+            sequence.out.put(text)
+
     def _end(self, sequence: _Sequence, reason: str | None,
              error: BaseException | None = None) -> None:
         """Finishes a sequence (reason None: it was cancelled) and frees its slot."""
+        self._flush()  # its text before its end
         if sequence in self._waiting:
             self._waiting.remove(sequence)
         if sequence in self._active:
