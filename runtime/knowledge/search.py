@@ -142,7 +142,7 @@ class Query:
     factor: float  # int8 dot product / factor = cosine
     baselines: list[float]  # per group: the cosine with its centroid
     script: str = ""  # the query's script ("cjk" or "other"; "": not known, levels per group)
-    hubs: tuple[memoryview | None, ...] = ()  # per group: its chunks' hub scores (HUBS), or None
+    hubs: tuple[memoryview | None, ...] = ()  # per group: its chunks' hub scores ("Hubs" above)
 
 
 class Index:
@@ -167,8 +167,8 @@ class Index:
                            for name, blob in db.execute("SELECT script, data FROM hubs")})
 
     def set_hubs(self, hubs: dict[str, list[float]]) -> None:
-        """Each chunk's hub score for queries of each script (HUBS; the build calibrates them,
-        then ranks its probes with them)."""
+        """Each chunk's hub score for queries of each script ("Hubs" above; the build
+        calibrates them, then ranks its probes with them)."""
         self.hubs = {name: array.array("d", values) for name, values in hubs.items()}
 
     def passage(self, chunk: int) -> Passage:
@@ -219,8 +219,8 @@ class Index:
         them)."""
         q = self.prepare(vector, script(query))
         # Ranked by the lift as it is, judged (floor, threshold, relevance) by the lift less the
-        # passage's hub score (HUBS): taking the hub scores off in the ranking too put a
-        # passage answering the question below others (bench.knowledge's dev half: hit@1
+        # passage's hub score ("Hubs" above): taking the hub scores off in the ranking too put
+        # a passage answering the question below others (bench.knowledge's dev half: hit@1
         # 0.884 -> 0.791, en->zh 0.7 -> 0.4); in the judging it is what lets zh->en through.
         plain = dataclasses.replace(q, hubs=())
         by_vector = [(c, lift - self.hub(q, c)) for c, lift in self.nearest(plain, candidates)]
