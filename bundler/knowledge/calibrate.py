@@ -86,8 +86,8 @@ class Levels:
     """One script group's calibration (the runtime's Group.threshold, floor and levels)."""
 
     name: str
-    threshold: float  # the most cautious of the per-script levels below (what `info` shows)
-    floor: float
+    threshold: float  # the highest of the per-script thresholds below (what `info` shows)
+    floor: float  # the lowest of the per-script floors
     positive: list[float]  # lift of the group's probes with their own chunk
     negative: dict[str, list[float]]  # per query script: each off-topic question's best lift
     levels: dict[str, list[float]] = field(default_factory=dict)  # script: [threshold, floor]
@@ -173,9 +173,9 @@ def hub_scores(raw: np.ndarray, asked: list[str], bounds: list[int]
     own average, and look like less noise than a new question is).
 
     A hub is a passage near every question: a short line ("pip install cn2an -U"), a list of
-    links, a code sample with a few Chinese comments. On twelve PyPI READMEs (issue #24), 17 of
-    the 20 English off-topic questions had the same list of links as their best passage and 16
-    of the 20 Chinese ones one of three such passages; the threshold was their lift, above that
+    links, a code sample with a few Chinese comments. On twelve PyPI READMEs (issue #24), 15 of
+    the 20 English off-topic questions had the same list of links as their best passage and 19
+    of the 20 Chinese ones one of two such passages; the threshold was their lift, above that
     of the passages answering questions asked in Chinese about English text (lift ~0.05-0.07
     against a Chinese noise ceiling of 0.09). Taking each passage's own average off (the
     "hubness" correction of cross-lingual retrieval, as CSLS does) leaves what is specific to a
