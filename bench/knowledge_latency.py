@@ -88,11 +88,18 @@ def synthetic_index(size: int, embedder: Any, rng: Any) -> bytes:
     quantized, scales = quantize(vectors)
     texts = [" ".join(sentences[int(i)] for i in rng.integers(0, len(sentences), 4))
              for _ in range(size)]
+    # Levels per query script and hub scores (format 3), as a build calibrates them: what
+    # search does with them is part of what is timed.
     meta = IndexMeta(384, size, scales.tolist(), [asdict(Group(
-        "other", 1, size + 1, vectors.mean(axis=0).tolist(), 0.05, 0.03))],
+        "other", 1, size + 1, vectors.mean(axis=0).tolist(), 0.05, 0.03,
+        {"other": [0.05, 0.03], "cjk": [0.04, 0.02]}))],
         embedder.query_prefix, embedder.passage_prefix)
     db = write_database(meta, [("doc.md", "Doc")],
                         [(0, "", t, " ".join(terms(t))) for t in texts], quantized.tobytes())
+    db.executemany("INSERT INTO hubs VALUES (?, ?)",
+                   [(name, rng.normal(0, 0.01, size).astype(np.float32).tobytes())
+                    for name in ("other", "cjk")])
+    db.commit()
     return pack(db)
 
 

@@ -123,7 +123,7 @@ def test_info_and_inspect_describe_the_knowledge(knowledge_build) -> None:  # no
                                      text=True, check=True).stdout)
     knowledge = info["knowledge"]
     assert knowledge["documents"] == 19 and knowledge["chunks"] > 19
-    assert knowledge["format"] == 2
+    assert knowledge["format"] == 3
     assert knowledge["chunking"] == {"max_tokens": 256, "overlap_sentences": 1}
     model = knowledge["embedding_model"]
     assert model["name"] == "multilingual-e5-small" and model["dimensions"] == 384
@@ -134,7 +134,13 @@ def test_info_and_inspect_describe_the_knowledge(knowledge_build) -> None:  # no
     assert set(knowledge["threshold"]) == set(knowledge["floor"]) == {"other", "cjk"}
     for group, levels in knowledge["self_test"]["groups"].items():
         assert 0 < knowledge["floor"][group] <= knowledge["threshold"][group]
-        assert levels["unrelated_lift"]["p90"] < levels["relevant_lift"]["p10"]
+        # levels per query script, from its own off-topic questions (and the most cautious of
+        # them shown as the group's)
+        assert set(levels["by_query"]) == set(levels["unrelated_lift"]) == {"other", "cjk"}
+        assert knowledge["threshold"][group] == max(t for t, _ in levels["by_query"].values())
+        for asked, (threshold, floor) in levels["by_query"].items():
+            assert 0 < floor <= threshold
+            assert levels["unrelated_lift"][asked]["p90"] < levels["relevant_lift"]["p10"]
     assert knowledge["self_test"]["unrelated_kept"] <= 0.1
     inspected = subprocess.run([sys.executable, "-m", "bundler", "inspect", str(artifact),
                                 "--json"], capture_output=True, text=True, check=True)

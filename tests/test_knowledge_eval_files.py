@@ -35,6 +35,22 @@ def test_the_splits_share_no_question() -> None:
     assert not asked[0] & asked[1]
 
 
+def test_the_builds_calibration_questions_are_none_of_the_evaluations() -> None:
+    # The build calibrates its thresholds and hub scores on these: a question of either split
+    # or of bench.knowledge's set among them would be judged by what it was calibrated on (one
+    # of the held-out split's off-topic questions was, by coincidence, on 2026-12-06).
+    from bundler.knowledge.calibrate import OFF_TOPIC
+
+    evaluated = set()
+    for path in SPLITS.values():
+        data = json.loads(path.read_text())
+        evaluated |= {q["question"] for q in data["questions"]} | set(data["off_topic"])
+    bilingual = json.loads((Path(__file__).parent / "data" / "knowledge" / "questions.json")
+                           .read_text())
+    evaluated |= {q["question"] for q in bilingual["questions"]} | set(bilingual["unanswerable"])
+    assert not set(OFF_TOPIC) & evaluated
+
+
 def test_packages_are_pinned_and_their_documents_are_not_in_the_repository() -> None:
     packages = json.loads((HERE / "packages.json").read_text())["packages"]
     assert all(p["version"].count(".") >= 1 for p in packages)

@@ -3,6 +3,7 @@ damage reports, full text with CJK bigrams, vectors, fusion, and the calibrated 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sqlite3
@@ -155,17 +156,19 @@ def test_passages_below_the_floor_take_no_part() -> None:
     assert [h.passage.location for h in hits] == ["Reset"]
 
 
-def test_each_groups_noise_ceiling_lets_through_a_tenth_of_unrelated_questions_in_all() -> None:
-    from bundler.knowledge.calibrate import _quantile, noise_quantile
+def test_each_groups_noise_ceiling_lets_through_a_twentieth_of_unrelated_questions_in_all(
+        ) -> None:
+    from bundler.knowledge.calibrate import NOISE_KEPT, _quantile, noise_quantile
 
+    assert NOISE_KEPT == 0.05
     one = [[i / 100] for i in range(40)]
-    assert _quantile([b[0] for b in one], noise_quantile(one)) == 0.36  # 4 of 40 reach it
-    # Two groups whose noise is unrelated: each at its 90th percentile would let through 8.
+    assert _quantile([b[0] for b in one], noise_quantile(one)) == 0.38  # 2 of 40 reach it
+    # Two groups whose noise is unrelated: each at its 95th percentile would let through 4.
     two = [[i / 100, ((i * 17) % 40) / 100] for i in range(40)]
     quantile = noise_quantile(two)
     ceilings = [_quantile([b[g] for b in two], quantile) for g in (0, 1)]
     answered = sum(any(v >= c for v, c in zip(b, ceilings, strict=True)) for b in two)
-    assert quantile > 0.9 and answered <= 4
+    assert quantile > 0.95 and answered <= 2
 
 
 def test_a_format_1_section_is_read_with_its_one_threshold_for_every_group() -> None:
@@ -185,6 +188,97 @@ def test_a_format_1_section_is_read_with_its_one_threshold_for_every_group() -> 
     index = Index(unpack(data, "old.llamabundle"))
     assert [(g.threshold, g.floor) for g in index.groups] == [(0.3, 0.1), (0.3, 0.1)]
     assert index.search("reset button", _unit(1, 0.1), 3)
+
+
+def test_a_format_2_section_without_hub_scores_keeps_its_per_group_levels() -> None:
+    # An artifact built before the hub scores and the levels per query script (format 2)
+    # is upgraded with its section as it is: searched and judged as it was built.
+    db = _index(threshold=0.3, floor=0.1).db
+    writable = sqlite3.connect(":memory:")
+    writable.deserialize(db.serialize())
+    writable.execute("DROP TABLE hubs")
+    writable.commit()
+    index = Index(unpack(HEADER.pack(MAGIC, 2, 1) + zlib.compress(writable.serialize()), "old"))
+    assert index.hubs == {} and index.levels("cjk", 1) == index.levels("other", 1) == (0.3, 0.1)
+    assert index.search("如何重置？", _unit(1, 0.1), 3)  # judged by the group's own levels
+    assert index.search("reset", _unit(1, 0.1), 3)
+
+
+def _with_levels(index: Index, levels: dict[str, list[float]]) -> Index:
+    """`index` with every group's levels per query script set to `levels`."""
+    groups = [dataclasses.replace(g, levels=levels) for g in index.groups]
+    index.groups = groups
+    return index
+
+
+def test_the_levels_are_those_of_the_query_script() -> None:
+    # A Chinese question's lifts into English passages run lower than an English one's, for
+    # what answers it and for noise alike (issue #24): the same lift is covered when asked in
+    # Chinese, not when asked in English.
+    vector = _unit(1, 0.6)  # the reset passage, weakly
+    levels = {"cjk": [0.05, 0.0], "other": [0.5, 0.0]}
+    assert _with_levels(_index(), levels).search("路由器怎么恢复出厂设置？", vector, 3)
+    assert _with_levels(_index(), levels).search("How do I restore it to factory state?",
+                                                 vector, 3) == []
+
+
+def test_a_hub_is_judged_by_its_lift_less_its_hub_score_and_ranked_as_before() -> None:
+    index = _index(threshold=0.2)
+    question, vector = "How do I restore the factory state?", _unit(1, 0.1)
+    q = index.prepare(vector)
+    plain = index.lift(q, 1)
+    ranked = [s.chunk for s in index.rank(question, vector)]
+    assert plain > 0.2 and index.search(question, vector, 3)
+    # The reset passage is near every English question: what is left of its lift for this
+    # one, past its hub score, is 0.1, below the threshold. A Chinese question's hub scores
+    # are other numbers.
+    hub = plain - 0.1
+    index.set_hubs({"other": [hub, 0.0, 0.0, 0.0], "cjk": [0.0] * 4})
+    assert index.lift(index.prepare(vector, "other"), 1) == pytest.approx(0.1)
+    assert index.lift(index.prepare(vector, "cjk"), 1) == pytest.approx(plain)
+    assert index.lift(index.prepare(vector), 1) == pytest.approx(plain)  # no script: as it is
+    assert index.search(question, vector, 3) == []
+    assert [s.chunk for s in index.rank(question, vector)] == ranked
+    assert index.rank(question, vector)[0].lift == pytest.approx(0.1)
+    assert index.search("如何恢复出厂设置？", vector, 3)
+
+
+def test_hub_scores_are_each_passages_mean_lift_per_query_script_each_question_left_out(
+        ) -> None:
+    import numpy as np
+
+    from bundler.knowledge.calibrate import hub_scores
+
+    # Three English and two Chinese off-topic questions' lifts into four chunks in two groups
+    # (chunks 1-2, 3-4). Chunk 1 is near every English question, chunk 3 every Chinese one.
+    raw = np.array([[0.10, 0.01, 0.00, 0.02],
+                    [0.12, 0.03, 0.01, 0.00],
+                    [0.14, 0.02, 0.02, 0.01],
+                    [0.00, 0.05, 0.20, 0.01],
+                    [0.01, 0.01, 0.22, 0.03]])
+    asked = ["other", "other", "other", "cjk", "cjk"]
+    hubs, best = hub_scores(raw, asked, [1, 3, 5])
+    assert hubs["other"] == pytest.approx([0.12, 0.02, 0.01, 0.01])
+    assert hubs["cjk"] == pytest.approx([0.005, 0.03, 0.21, 0.02])
+    # The first English question against the mean of the other two: 0.10 - 0.13 on chunk 1,
+    # 0.01 - 0.025 on chunk 2; in the other group 0.00 - 0.015 and 0.02 - 0.005.
+    assert best[0] == pytest.approx([-0.015, 0.015])
+    # A Chinese question against the other one alone: the hub (chunk 3) is no longer its best.
+    assert best[3] == pytest.approx([max(0.0 - 0.01, 0.05 - 0.01), max(0.20 - 0.22, 0.01 - 0.03)])
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("pypinyin 的 lazy_pinyin 函数有什么参数？", "cjk"),  # 8 characters, 3 words
+    ("HTTPX 用哪个库支持 HTTP/1.1？", "cjk"),
+    ("How do I use pypinyin's 拼音 style?", "other"),
+    (">>> lazy_pinyin('威妥玛拼音', style=Style.WADE)  # 威妥玛拼音风格", "cjk"),
+    ("Hold the reset button for ten seconds.", "other"),
+    ("12345 !?", "other"),
+])
+def test_a_texts_script_counts_characters_against_words(text: str, expected: str) -> None:
+    from runtime.knowledge.terms import script
+
+    assert script(text) == expected
 
 
 def test_a_hits_relevance_is_its_lift_past_the_floor() -> None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from bundler.knowledge import calibrate
 from bundler.knowledge.chunk import Chunk, chunk_document
-from bundler.knowledge.document import Document, Skipped, is_cjk
+from bundler.knowledge.document import Document, Skipped
 from bundler.knowledge.embedder import default_embedder
 from bundler.knowledge.questions import Written, write_questions
 from bundler.knowledge.service import ChatModel, LoadedEmbedder
@@ -32,6 +32,7 @@ from bundler.knowledge.starters import (
 from runtime.errors import BuildError, DocumentError
 from runtime.knowledge.format import FORMAT_VERSION, Group, IndexMeta, pack, write_database
 from runtime.knowledge.search import Index
+from runtime.knowledge.terms import script as text_script
 from runtime.knowledge.terms import terms
 
 log = logging.getLogger(__name__)
@@ -96,12 +97,18 @@ def build_knowledge(options: KnowledgeOptions, progress: Progress | None = None)
         index = Index(db)
         calibration = calibrate.calibrate(index, chunks, embedder.embed_queries)
         db.execute("PRAGMA query_only = 0")  # Index made it read-only: store the calibration
-        calibrated = [asdict(replace(g, threshold=levels.threshold, floor=levels.floor))
+        calibrated = [asdict(replace(g, threshold=levels.threshold, floor=levels.floor,
+                                     levels=levels.levels))
                       for g, levels in zip(index.groups, calibration.groups, strict=True)]
         db.execute("UPDATE meta SET value = ? WHERE key = 'groups'", (json.dumps(calibrated),))
+        db.executemany("INSERT INTO hubs VALUES (?, ?)",
+                       [(kind, np.asarray(values, dtype=np.float32).tobytes())
+                        for kind, values in calibration.hubs.items()])
         db.commit()
+        index = Index(db)  # as the runtime will open it: with its levels (the starters' check)
         if wanted is not None:
             starters, note = _starters(documents, chunks, index, embedder, headed, wanted)
+        db.execute("PRAGMA query_only = 0")
         section = pack(db)
     finally:
         embedder.close()
@@ -173,10 +180,8 @@ def indexed_text(chunk: Chunk) -> str:
 
 
 def script(chunk: Chunk) -> str:
-    """"cjk" when most of a chunk's letters are Chinese, Japanese or Korean, else "other"."""
-    letters = [c for c in chunk.text if c.isalpha()]
-    cjk = sum(is_cjk(c) for c in letters)
-    return "cjk" if letters and cjk * 2 >= len(letters) else "other"
+    """"cjk" when a chunk reads as Chinese, Japanese or Korean (runtime/knowledge/terms.py)."""
+    return text_script(chunk.text)
 
 
 def by_script(chunks: list[Chunk]) -> list[Chunk]:

@@ -20,7 +20,7 @@ from bundler.knowledge.starters import mostly_cjk
 from runtime.errors import BuildError
 from runtime.knowledge.retrieve import chinese
 from runtime.knowledge.search import Index
-from runtime.knowledge.terms import terms
+from runtime.knowledge.terms import script, terms
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,6 @@ def answered_from(index: Index, embed_queries: EmbedQueries, question: str,
     threshold) and finds the passage it was written from among the first FOUND_WITHIN."""
     vector = embed_queries([question])[0]
     ranked = index.rank(question, vector, floor=True)
-    if not any(s.lift >= index.group(s.chunk).threshold for s in ranked):
+    if not any(s.lift >= index.levels(script(question), s.chunk)[0] for s in ranked):
         return False
     return chunk_id in [s.chunk for s in ranked[:FOUND_WITHIN]]

@@ -5,10 +5,11 @@
 
 The database holds the chunks (document, title, location, text), an FTS5 full-text index over
 runtime/knowledge/terms.py's terms (contentless: the text is stored once, in `chunks`), the
-int8 vectors as one blob (row i is chunk i + 1), and `meta`: everything the runtime needs to
-search as the build did (dimensions, quantization scales, the script groups with their
-calibrated relevance levels, the embedder's prefixes). SQLite rather than a format of our own:
-FTS5 and bm25 come with the runtime's Python, and it is opened from memory
+int8 vectors as one blob (row i is chunk i + 1), from format 3 each chunk's hub score per
+query script (`hubs`: one float32 per chunk, in chunk order), and `meta`: everything the
+runtime needs to search as the build did (dimensions, quantization scales, the script groups
+with their calibrated relevance levels, the embedder's prefixes). SQLite rather than a format
+of our own: FTS5 and bm25 come with the runtime's Python, and it is opened from memory
 (`Connection.deserialize`, or a /dev/shm file unlinked once open where the runtime's SQLite lacks
 it), never extracted to disk. The section is checksummed like every other
 (runtime/artifact/format.py).
@@ -22,7 +23,7 @@ import sqlite3
 import struct
 import tempfile
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from runtime.artifact.format import new_checksum
@@ -30,8 +31,10 @@ from runtime.artifact.manifest import Section
 from runtime.errors import ArtifactError
 
 MAGIC = b"LLBKNOWL"
-FORMAT_VERSION = 2  # 2: the calibrated threshold and floor are per script group
-READS = (1, 2)  # an upgraded artifact keeps its section: format 1 is read (see read_meta)
+# 2: the calibrated threshold and floor are per script group; 3: and per the query's script,
+# with each passage's hub score (the `hubs` table; runtime/knowledge/search.py)
+FORMAT_VERSION = 3
+READS = (1, 2, 3)  # an upgraded artifact keeps its section: formats 1 and 2 are read as they are
 CODEC_ZLIB = 1
 HEADER = struct.Struct("<8sII")
 SECTION = "knowledge"  # the manifest's section names
@@ -44,6 +47,7 @@ CREATE TABLE chunks(id INTEGER PRIMARY KEY, document INTEGER NOT NULL REFERENCES
                     location TEXT NOT NULL, text TEXT NOT NULL);
 CREATE VIRTUAL TABLE fts USING fts5(terms, content='', tokenize='unicode61 remove_diacritics 0');
 CREATE TABLE vectors(id INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE hubs(script TEXT PRIMARY KEY, data BLOB NOT NULL);
 """
 
 
@@ -53,7 +57,9 @@ class Group:
     mean of their float vectors, whose dot product with a query is the group's baseline), and
     the group's two calibrated levels of lift (bundler/knowledge/calibrate.py): unless one
     passage of some group reaches its `threshold`, nothing answers; a passage below its group's
-    `floor` is never returned."""
+    `floor` is never returned. `levels`, from format 3: the two levels for a query of each
+    script ("cjk" or "other": {script: [threshold, floor]}), which take the place of the two
+    above (kept for the report and for a query of a script not calibrated)."""
 
     name: str
     start: int
@@ -61,6 +67,12 @@ class Group:
     centroid: list[float]
     threshold: float = 0.0
     floor: float = 0.0
+    levels: dict[str, list[float]] = field(default_factory=dict)
+
+    def levels_for(self, script: str) -> tuple[float, float]:
+        """(threshold, floor) for a query written in `script`."""
+        threshold, floor = self.levels.get(script, (self.threshold, self.floor))
+        return threshold, floor
 
 
 @dataclass(frozen=True)

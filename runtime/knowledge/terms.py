@@ -63,3 +63,18 @@ def stem(term: str) -> str:
     """A Latin word cut to its first STEM letters (months/month, requires/required); any
     other term as it is."""
     return term[:STEM] if term.isascii() and term.isalpha() else term
+
+
+_CJK_CHAR = re.compile(f"[{_CJK}]")
+_WORD = re.compile(f"[^\\W\\d_{_CJK}]+")  # a run of letters of other scripts
+
+
+def script(text: str) -> str:
+    """"cjk" when `text` reads as Chinese, Japanese or Korean to the embedder, else "other":
+    when it holds at least as many CJK characters as other words. A character against a word,
+    not letter against letter: "pypinyin 的 lazy_pinyin 函数有什么参数？" is a Chinese question
+    (8 characters, 3 words), and a Chinese README's passage with a code sample in it is
+    Chinese text, which counting letters (18 against 8) made "other"."""
+    cjk = len(_CJK_CHAR.findall(text))
+    words = len(_WORD.findall(text))
+    return "cjk" if cjk and cjk >= words else "other"
