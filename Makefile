@@ -71,6 +71,11 @@ bench: venv $(DEMO_MODEL)
 		$(VENV)/bin/llamabundle build "$$real" -o build/bench-1.5b.llamabundle --force && \
 		$(PY) -m bench.concurrency --artifact build/bench-1.5b.llamabundle --model "$$real" \
 			--clients 1,4 --tag qwen1.5b-shape --peer-default-layout
+	@# and Qwen2.5-3B's (1.9 GB; made once, cached): one client and four
+	real=$$($(PY) -m bench.realshape 3b) && \
+		$(VENV)/bin/llamabundle build "$$real" -o build/bench-3b.llamabundle --force && \
+		$(PY) -m bench.concurrency --artifact build/bench-3b.llamabundle --model "$$real" \
+			--clients 1,4 --reps 2 --tag qwen3b-shape --peer-default-layout
 
 clean:
 	rm -rf $(VENV) build dist *.llamabundle  # the runtime package stays in the cache
