@@ -64,6 +64,8 @@ def test_all_passages_fit_when_there_is_room():
     # The instruction again right before the question, where a small model heeds it.
     assert last.endswith("like [1]. If they do not answer the question, say that the documents "
                          "do not cover it.\n\nQuestion: how do I install it?")
+    # and the question first too, so the passages are read knowing what is asked (#24)
+    assert last.startswith("Question: how do I install it?\n\nSources:\n\n[1] Doc 0")
     system = g.messages[0].content
     assert system.startswith("Be brief.\n\n")  # the bundle's system prompt, then the instruction
     assert "Cite the source of each fact inline, like [1]" in system
@@ -153,6 +155,7 @@ def test_a_chinese_question_gets_its_instruction_in_chinese():
     text = g.messages[-1].content
     assert "[1] 网络设置: 打印机连接" in text and text.endswith("问题：打印机怎么连接 Wi-Fi？")
     assert text.endswith("就说文档中没有涉及。\n\n问题：打印机怎么连接 Wi-Fi？")
+    assert text.startswith("问题：打印机怎么连接 Wi-Fi？\n\n资料：\n\n[1] 网络设置")
     none_text = grounded_question("谁赢了比赛？", [])
     assert none_text == ("问题：谁赢了比赛？\n\n（文档中没有涉及这个问题。"
                          "请只回答：“文档中没有涉及这个问题。”）")
@@ -176,8 +179,10 @@ def test_passages_far_less_relevant_than_the_best_are_left_out():
     def hit(relevance: float) -> Hit:
         return Hit(PASSAGES[0], 0.03, relevance)
 
-    kept = close_enough([hit(0.02), hit(0.08), hit(0.039), hit(0.04)])
-    assert [h.relevance for h in kept] == [0.08, 0.04]  # in their order, half the best or more
+    kept = close_enough([hit(0.02), hit(0.08), hit(0.055), hit(0.06)])
+    # in their order, 0.7 of the best or more: 0.055 is a distractor (kept at 0.5 before #24's
+    # tune split had the 0.5B model answer from fewer passages)
+    assert [h.relevance for h in kept] == [0.08, 0.06]
     assert close_enough([hit(0.0), hit(0.0)]) == [hit(0.0), hit(0.0)]  # nothing to compare
     assert close_enough([]) == []
     # A passage holding the question word for word stays, however far below the best.
