@@ -32,8 +32,7 @@ from bundler.knowledge.starters import (
 from runtime.errors import BuildError, DocumentError
 from runtime.knowledge.format import FORMAT_VERSION, Group, IndexMeta, pack, write_database
 from runtime.knowledge.search import Index
-from runtime.knowledge.terms import script as text_script
-from runtime.knowledge.terms import terms
+from runtime.knowledge.terms import script, terms
 
 log = logging.getLogger(__name__)
 
@@ -179,21 +178,16 @@ def indexed_text(chunk: Chunk) -> str:
     return f"{head}\n{chunk.text}" if head and head not in chunk.text else chunk.text
 
 
-def script(chunk: Chunk) -> str:
-    """"cjk" when a chunk reads as Chinese, Japanese or Korean (runtime/knowledge/terms.py)."""
-    return text_script(chunk.text)
-
-
 def by_script(chunks: list[Chunk]) -> list[Chunk]:
     """Chunks group by group (search centres each group's scores on its own baseline), in
     document order within a group."""
-    return sorted(chunks, key=lambda c: script(c) == "cjk")
+    return sorted(chunks, key=lambda c: script(c.text) == "cjk")
 
 
 def groups(chunks: list[Chunk], vectors: np.ndarray) -> list[dict[str, Any]]:
     out = []
     for name in ("other", "cjk"):
-        ids = [i for i, c in enumerate(chunks) if script(c) == name]
+        ids = [i for i, c in enumerate(chunks) if script(c.text) == name]
         if ids:
             centroid = vectors[ids].mean(axis=0)
             out.append(asdict(Group(name, ids[0] + 1, ids[-1] + 2,

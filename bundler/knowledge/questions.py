@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bundler.knowledge.chunk import Chunk
-from bundler.knowledge.starters import mostly_cjk
 from runtime.errors import BuildError
 from runtime.knowledge.retrieve import chinese
 from runtime.knowledge.search import Index
@@ -59,7 +58,7 @@ def write_questions(chunks: Sequence[Chunk], index: Index, chat: Chat,
     asked = 0
     for chunk_id in best_passages(chunks, MAX_ASKED):
         chunk = chunks[chunk_id - 1]
-        cjk = mostly_cjk(chunk.text)
+        cjk = script(chunk.text) == "cjk"
         prompt = ASK["zh" if cjk else "en"].format(text=chunk.text[:PASSAGE_CHARS])
         try:
             reply = chat([{"role": "user", "content": prompt}], MAX_TOKENS)

@@ -12,8 +12,9 @@ import re
 from collections.abc import Iterator, Sequence
 from pathlib import PurePosixPath
 
-from bundler.knowledge.document import Document, is_cjk
+from bundler.knowledge.document import Document
 from runtime.knowledge.retrieve import chinese
+from runtime.knowledge.terms import script
 
 MAX_STARTERS = 4
 MIN_STARTERS = 3  # fewer, and the build asks the model for more (bundler/knowledge/questions.py)
@@ -50,7 +51,7 @@ def title_questions(documents: Sequence[Document]) -> list[str]:
             topic = " ".join(re.sub(r"[_\-.]+", " ", PurePosixPath(topic).stem).split())
         if _usable(topic):
             text = " ".join(block.text for block in doc.blocks[:5])
-            out.append(question_about(topic, chinese(topic) or mostly_cjk(text)))
+            out.append(question_about(topic, chinese(topic) or script(text) == "cjk"))
     return out
 
 
@@ -80,8 +81,3 @@ def _usable(topic: str) -> bool:
     shortest = 2 if chinese(topic) else 3
     return shortest <= len(topic) <= MAX_LENGTH and not _NOT_A_TOPIC.match(topic)
 
-
-def mostly_cjk(text: str) -> bool:
-    """Whether most of a text's letters are Chinese, Japanese or Korean."""
-    letters = [c for c in text if c.isalpha()]
-    return bool(letters) and sum(is_cjk(c) for c in letters) * 2 >= len(letters)
