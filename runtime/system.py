@@ -9,9 +9,9 @@ is a new branch here and a runtime package built for it (runtime-package/README.
 - Which shared library holds an address: dladdr / GetModuleHandleExW.
 - llama.cpp's file names: libggml.so.0 and libggml-cpu-VARIANT.so / ggml.dll and
   ggml-cpu-VARIANT.dll.
-- Locks on files (flock / msvcrt.locking), usable CPUs, the terminal's echo and foreground
-  process group, who may share a listening port, dying with PyInstaller's bootloader, the
-  encoding of piped input.
+- Locks on files (flock / msvcrt.locking), usable CPUs and how many other threads want one,
+  the terminal's echo and foreground process group, who may share a listening port, dying
+  with PyInstaller's bootloader, the encoding of piped input.
 """
 
 from __future__ import annotations
@@ -117,6 +117,20 @@ def usable_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def others_runnable() -> int | None:
+    """How many threads besides the caller are running or waiting for a CPU right now, system
+    wide: Linux's /proc/loadavg (the kernel's count at this instant, not an average). None where
+    the OS has no such cheap count (Windows: its counters need two samples some time apart)."""
+    if WINDOWS:
+        return None
+    try:
+        with open("/proc/loadavg", "rb") as f:
+            runnable = int(f.read().split()[3].split(b"/")[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0, runnable - 1)  # the caller is one of them
 
 
 def lock_file(f: IO[Any] | int, wait: bool = True) -> bool:

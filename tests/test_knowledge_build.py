@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -208,12 +209,36 @@ def test_bundled_knowledge_returns_nothing_for_what_the_documents_do_not_cover(
 
 
 @pytest.mark.slow
-def test_the_questions_embedding_runs_on_one_thread(knowledge) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(("others", "expected"), [(None, 1), (0, 2), (1, 1), (5, 1)])
+def test_the_questions_embedding_takes_a_second_thread_only_while_a_core_is_free(
+        knowledge, monkeypatch: pytest.MonkeyPatch, others: int | None,  # noqa: ANN001
+        expected: int) -> None:
     # Two threads meet at a barrier after every operation; on a busy machine each wait lasts
-    # until the other is scheduled again (issue #24: seconds per search).
+    # until the other is scheduled again (issue #24: seconds per search). None: the OS has no
+    # count of waiting threads (Windows).
+    from runtime import system
     from runtime.llama.bindings import llama_cpp
 
-    assert llama_cpp.llama_n_threads(knowledge.embedder.ctx) == 1
+    monkeypatch.setattr(system, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(system, "others_runnable", lambda: others)
+    knowledge.search("How do I reset the router?", 3)
+    assert llama_cpp.llama_n_threads(knowledge.embedder.ctx) == expected
+    knowledge.embed(["The router restarts."])
+    assert llama_cpp.llama_n_threads(knowledge.embedder.ctx) == expected
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux's count of runnable threads")
+def test_threads_that_want_a_cpu_are_counted_at_that_instant() -> None:
+    from runtime import system
+
+    spinning = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        time.sleep(0.3)
+        assert (system.others_runnable() or 0) >= 2
+    finally:
+        for p in spinning:
+            p.kill()
+            p.wait()
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from runtime import system
 from runtime.artifact.manifest import Manifest
 from runtime.errors import RequestError
 from runtime.knowledge.format import EMBEDDER_SECTION, SECTION, read_section, unpack
@@ -23,20 +24,34 @@ from runtime.llama.bindings import llama_cpp
 from runtime.llama.embedder import N_EMBED_CTX, Embedder
 from runtime.llama.model import Tokenizer, load_model
 
-# The question's embedding runs on one thread. A query is a dozen tokens: a second thread saves
-# next to nothing, and costs dearly on a busy machine, where llama.cpp's threads meet at a
+# A question's embedding (and /v1/embeddings') runs on a second thread only when a core is free
+# at that instant. On a quiet 2-core machine two threads embed a question in 6 ms instead of 10
+# (search p50 9.6 against 15 ms); on a busy one they cost dearly: llama.cpp's threads meet at a
 # barrier after every operation of the graph (~200 per embedding) and wait there whenever the
-# other one is off its core (bench.knowledge_latency, issue #24).
-QUERY_THREADS = 1
+# other one is off its core (search p99 1,075 against 41 ms with two busy processes;
+# bench.knowledge_latency, issue #24). Where the OS gives no count of waiting threads
+# (Windows), one thread.
+QUERY_THREADS = 2
+
+
+def query_threads(limit: int) -> int:
+    """Threads for a question's embedding: the CPUs no other thread wants now, 1 to `limit`."""
+    others = system.others_runnable()
+    if others is None:
+        return 1
+    return max(1, min(limit, system.usable_cpus() - others))
 
 
 class BundledKnowledge:
     """Satisfies runtime.knowledge.passage.Knowledge."""
 
-    def __init__(self, index: Index, model: Any, threads: int, info: dict[str, Any]):
+    def __init__(self, index: Index, model: Any, threads: int, info: dict[str, Any],
+                 adaptive: bool = True):
+        """threads: at most this many for an embedding; adaptive=False: always this many."""
         self.index = index
         self.model = model
         self.tokenizer = Tokenizer(model)
+        self.threads, self.adaptive = threads, adaptive
         self.embedder = Embedder(model, threads, n_batch=N_EMBED_CTX, n_seq_max=8,
                                  own_pooling=True)
         self.info = info
@@ -53,7 +68,20 @@ class BundledKnowledge:
             return []
         tokens = self._tokens(self.index.meta.query_prefix + query, truncate=True)
         with self._lock:
-            return self.index.search(query, self.embedder.embed(tokens), top_k)
+            return self.index.search(query, self._query_vector(tokens), top_k)
+
+    def query_vector(self, query: str) -> list[float]:
+        """The question's embedding, as search() makes it."""
+        tokens = self._tokens(self.index.meta.query_prefix + query.strip(), truncate=True)
+        with self._lock:
+            return self._query_vector(tokens)
+
+    def _query_vector(self, tokens: list[int]) -> list[float]:
+        self._use_threads()
+        return self.embedder.embed(tokens)
+
+    def _use_threads(self) -> None:
+        self.embedder.use_threads(query_threads(self.threads) if self.adaptive else self.threads)
 
     def embed(self, texts: Sequence[str], truncate: bool = False) -> list[list[float]]:
         sequences = []
@@ -62,6 +90,7 @@ class BundledKnowledge:
                 raise RequestError("cannot embed an empty input", param="input")
             sequences.append(self._tokens(text.strip(), truncate))
         with self._lock:
+            self._use_threads()
             return self.embedder.embed_many(sequences)
 
     def documents(self) -> list[DocumentInfo]:
@@ -96,6 +125,4 @@ def open_knowledge(artifact: str, manifest: Manifest, threads: int) -> BundledKn
     section = manifest.section(SECTION)
     index = Index(unpack(read_section(artifact, section), artifact))
     model = load_model(artifact, manifest.section(EMBEDDER_SECTION).offset)
-    # More threads would embed long /v1/embeddings inputs a little faster; the same context
-    # embeds the chat's questions, and they come first.
     return BundledKnowledge(index, model, min(threads, QUERY_THREADS), manifest.knowledge)

@@ -72,6 +72,10 @@ class Embedder:
             raise DecodeError("could not create the embedding context")
         return ctx
 
+    def use_threads(self, n: int) -> None:
+        """The threads the next decodes run on (llama.cpp's pool for this context)."""
+        llama_cpp.llama_set_n_threads(self.ctx, n, n)
+
     def embed(self, tokens: list[int]) -> list[float]:
         if not tokens:
             raise RequestError("cannot embed an empty input", param="input")
