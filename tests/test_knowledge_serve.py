@@ -3,6 +3,7 @@ what is left out and said so, sources in unary and streamed answers, /knowledge/
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import httpx
@@ -19,6 +20,7 @@ from runtime.knowledge.retrieve import (
     INSTRUCTION_ZH,
     answer_room,
     close_enough,
+    close_in_words,
     find,
     ground,
     grounded_question,
@@ -190,6 +192,34 @@ def test_passages_far_less_relevant_than_the_best_are_left_out():
     assert close_enough([hit(0.08), verbatim, hit(0.01)]) == [hit(0.08), verbatim]
 
 
+def test_passages_holding_far_fewer_of_the_questions_terms_than_the_best_are_left_out():
+    def hit(title: str, text: str, verbatim: bool = False) -> Hit:
+        return Hit(Passage("snownlp/README.md", title, "", text), 0.03, 0.05, verbatim)
+
+    answers = hit("Features", "提取文本关键词（TextRank算法） 提取文本摘要（TextRank算法）")
+    intro = hit("Features", "SnowNLP是一个python写的类库，可以方便的处理中文文本内容，"
+                            "所有的算法都是自己实现的")
+    question = "SnowNLP 提取文本关键词用什么算法？"
+    # The introduction (snownlp, 文本, 算法 of ten terms) beside the feature list that answers
+    # (seven of ten): the 0.5B model copied the introduction.
+    assert close_in_words([intro, answers], question) == [answers]
+    # Words that are the heading's count too.
+    titled = hit("提取文本关键词", "用 TextRank 算法")
+    assert close_in_words([intro, titled], question) == [titled]
+    # A passage holding the question word for word stays.
+    said = dataclasses.replace(intro, verbatim=True)
+    assert close_in_words([answers, said], question) == [answers, said]
+    # Asked in the other language, the words say next to nothing: the vectors decide.
+    english = [hit("Features", "Simple Chinese text processing"), hit("Install", "pip install")]
+    assert close_in_words(english, "SnowNLP 的情感分析用什么训练数据？") == english
+    # A passage in the other script shares no word with the question, and is not judged by
+    # words: the Chinese passage answers, the English one only holds "working".
+    hours = [hit("员工手册", "核心工作时间为上午十点至下午四点。"),
+             hit("Leave Policy", "Your manager approves the request within five working days.")]
+    assert close_in_words(hours, "What are the core working hours?") == hours
+    assert close_in_words([], question) == []
+
+
 def test_answer_room_never_takes_the_whole_context():
     assert answer_room(4096, 512) == 512
     assert answer_room(4096, 100_000) == 2048
@@ -346,13 +376,18 @@ def test_a_chats_sources_are_what_knowledge_search_returns(site, client, questio
 
 
 def test_knowledge_search_returns_ranked_passages(site):
-    r = httpx.post(site.url + "/knowledge/search", json={"query": "printer paper A3",
+    r = httpx.post(site.url + "/knowledge/search", json={"query": "printer paper toner",
                                                          "top_k": 2})
     assert r.status_code == 200
     results = r.json()["results"]
     assert len(results) == 2 and results[0]["document"] == "manual/paper.pdf"
     assert set(results[0]) == {"document", "title", "location", "text", "score"}
     assert results[0]["score"] >= results[1]["score"]
+    # The install passage holds one of the three terms, the paper passage all: left out, as
+    # the chat leaves it out (retrieve.close_in_words).
+    r = httpx.post(site.url + "/knowledge/search", json={"query": "printer paper A3",
+                                                         "top_k": 2})
+    assert [x["document"] for x in r.json()["results"]] == ["manual/paper.pdf"]
     none = httpx.post(site.url + "/knowledge/search", json={"query": "Mona Lisa"})
     assert none.json() == {"results": []}
 

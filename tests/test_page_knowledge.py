@@ -29,7 +29,8 @@ PASSAGES = [
     Passage("manual/install.md", "Install", "Install › Linux",
             "To install the printer driver on Linux run the setup script as root."),
     Passage("notes/<img src=x onerror=alert(1)>.html", "<b>Toner</b>", "p. 2",
-            "<script>window.__pwned=1</script> The printer toner is replaced from the front."),
+            "<script>window.__pwned=1</script> The printer toner is replaced from the front, "
+            "as the Linux driver's install guide shows."),  # the question's words: a source too
     Passage("手册/网络.txt", "网络设置", "连接 › Wi-Fi",
             "打印机连接 Wi-Fi 时，请在设置菜单中选择网络，然后输入密码。"),
 ]

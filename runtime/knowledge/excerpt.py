@@ -61,6 +61,14 @@ def question_terms(question: str) -> set[str]:
             and not (len(t) == 1 and t.isascii() and t.isalpha())}
 
 
+def term_share(question: str, text: str) -> float:
+    """The share of question_terms(question) that `text` holds (0 when it has none)."""
+    asked = question_terms(question)
+    if not asked:
+        return 0.0
+    return len({stem(t) for t in terms(text)} & asked) / len(asked)
+
+
 # Cached: a request quotes each passage in its sources, then again in every prompt that fitting
 # the conversation to the context tries (runtime/knowledge/retrieve.py: ground).
 @functools.lru_cache(maxsize=64)
