@@ -90,6 +90,27 @@ def test_interleaved_conversations_each_keep_their_prefix(tiny_artifact, serve):
                          {"role": "user", "content": f"and then, {name}?"}]
 
 
+def test_a_new_chat_reads_only_what_follows_a_system_prompt_another_slot_holds(tiny_artifact,
+                                                                              serve):
+    # A knowledge bundle's instruction, a client's tools or system prompt: the same first
+    # tokens in every new chat. The first chat's own part is long, so the second shares less
+    # than half of it and takes another slot (the least recently used: it must not take over
+    # a long conversation), and shares the cells of the slot that holds the system prompt.
+    system = {"role": "system", "content": "You answer questions about the orchard. " * 2}
+    first = [system, {"role": "user", "content": "how many apple trees are there? " * 6}]
+    second = [system, {"role": "user", "content": "and the pears?"}]
+    shared = serve(tiny_artifact, "--parallel", "4")
+    n_system = len(httpx.post(shared.url + "/tokenize", json={
+        "content": system["content"]}).json()["tokens"])
+    assert chat(shared.url, first)["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    reused = chat(shared.url, second, max_tokens=12)
+    assert reused["usage"]["prompt_tokens_details"]["cached_tokens"] >= n_system
+    # What it answers is what it answers when it reads the whole prompt itself.
+    alone = chat(serve(tiny_artifact, "--parallel", "4").url, second, max_tokens=12)
+    assert alone["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    assert reused["choices"][0]["message"]["content"] == alone["choices"][0]["message"]["content"]
+
+
 def test_requests_that_could_overflow_the_shared_context_run_together(tiny_artifact, serve):
     """Each may write 200 tokens, both together cannot: both start (admitted on what they
     need now, #23) and if the cache runs out one answer ends with "length"; nobody gets an

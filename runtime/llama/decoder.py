@@ -117,6 +117,10 @@ class Decoder:
         self.n_ctx = n_ctx
         self.n_batch = n_batch
         self.memory = llama_cpp.llama_get_memory(ctx)
+        model = llama_cpp.llama_get_model(ctx)
+        # A recurrent model's state is its whole sequence's: no prefix of it can be shared.
+        self._prefixes_shared = not (llama_cpp.llama_model_is_recurrent(model)
+                                     or llama_cpp.llama_model_is_hybrid(model))
         self.slots = [_Slot(i) for i in range(n_seq)]
         self._inbox: queue.SimpleQueue[_Sequence] = queue.SimpleQueue()
         self._preparing = 0  # requests between arriving() and generate()
@@ -140,7 +144,8 @@ class Decoder:
 
     @property
     def cached_tokens(self) -> int:
-        """Tokens held in the KV cache (read from any thread: a sum of list lengths)."""
+        """Tokens held in the KV cache, a cell shared by two sequences counted twice (read
+        from any thread: a sum of list lengths)."""
         return sum(len(slot.cached) for slot in self.slots)
 
     @contextlib.contextmanager
@@ -274,7 +279,17 @@ class Decoder:
 
     def _start(self, sequence: _Sequence, slot: _Slot) -> None:
         keep = min(_common(slot.cached, sequence.prompt), len(sequence.prompt) - 1)
-        if not llama_cpp.llama_memory_seq_rm(self.memory, slot.id, keep, -1):
+        donor, shared = self._donor(slot, sequence.prompt)
+        if donor is not None and shared > keep:
+            # Another slot holds more of this prompt (a new chat with the system prompt, the
+            # tools or a knowledge bundle's instruction of the last one): its cells are shared
+            # into this slot's sequence. The cache is unified, so llama.cpp adds this sequence
+            # to those cells and copies nothing.
+            llama_cpp.llama_memory_seq_rm(self.memory, slot.id, -1, -1)
+            llama_cpp.llama_memory_seq_cp(self.memory, donor.id, slot.id, 0, shared)
+            slot.cached[:] = donor.cached[:shared]
+            keep = shared
+        elif not llama_cpp.llama_memory_seq_rm(self.memory, slot.id, keep, -1):
             keep = 0  # this cache cannot drop part of a sequence: drop all of it
             llama_cpp.llama_memory_seq_rm(self.memory, slot.id, -1, -1)
         del slot.cached[keep:]
@@ -285,6 +300,17 @@ class Decoder:
         sequence.scanner = StopScanner(sequence.stops)
         sequence.admitted = time.perf_counter_ns()
         self._active.append(sequence)
+
+    def _donor(self, slot: _Slot, prompt: list[int]) -> tuple[_Slot | None, int]:
+        """The other slot (busy or idle) sharing the longest prefix with `prompt`, and that
+        prefix's length (never the whole prompt: its last token is decoded for its logits)."""
+        best: tuple[_Slot | None, int] = (None, 0)
+        for other in self.slots if self._prefixes_shared else ():
+            if other is not slot:
+                shared = min(_common(other.cached, prompt), len(prompt) - 1)
+                if shared > best[1]:
+                    best = (other, shared)
+        return best
 
     def _decode_step(self) -> None:
         """One llama_decode over every active sequence; each samples from its own row."""
