@@ -63,6 +63,7 @@ bench: venv $(DEMO_MODEL)
 	$(PY) -m bench.knowledge_eval --out bench/results/knowledge-eval.json
 	$(VENV)/bin/llamabundle build $(or $(MODEL),$(DEMO_MODEL)) -o build/bench.llamabundle --force
 	$(PY) -m bench.concurrency --artifact build/bench.llamabundle $(if $(MODEL),--model $(MODEL))
+	$(PY) -m bench.shared_prefix --out bench/results/shared-prefix.json
 	@# The .exe under wine against the Linux artifact (says so and skips where wine is missing).
 	$(PY) -m bench.windows $(if $(MODEL),--model $(MODEL)) --out bench/results/windows.json
 	@# The shape people download: Qwen2.5-1.5B's, Q4_K_M (k-quant kernels), random weights.

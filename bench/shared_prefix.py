@@ -1,7 +1,11 @@
 """A new chat's first token while another client is answering, both with the same long system
 prompt (an agent's tools, a knowledge bundle's instruction).
 
-    python -m bench.shared_prefix ARTIFACT [--source] [--reps 5] [--out FILE.json]
+    python -m bench.shared_prefix [ARTIFACT [--source] [--peer MODEL]] [--reps 5]
+                                  [--out FILE.json]
+
+Without ARTIFACT (as `make bench` runs it): Qwen2.5-Coder-0.5B-Instruct (tests/instruct_model.py)
+is built into build/shared-prefix.llamabundle and compared with llama-server on the same GGUF.
 
 Per rep, on a server just started: client A starts a new chat (system prompt + its question)
 and streams a long answer; once A's first token is in, client B starts another new chat with
@@ -37,6 +41,8 @@ import httpx
 from bench.knowledge_cite import serve
 from bench.knowledge_ttft import _wait_healthy
 from bench.multiturn import free_port
+
+REPO = Path(__file__).resolve().parent.parent
 
 TOOLS = [{"type": "function", "function": {
     "name": f"{verb}_{thing}",
@@ -100,7 +106,7 @@ def rep(url: str, i: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.shared_prefix",
                                 description=__doc__.splitlines()[0])
-    p.add_argument("artifact", type=Path)
+    p.add_argument("artifact", type=Path, nargs="?")
     p.add_argument("--source", action="store_true",
                    help="serve with this checkout's runtime (python -m runtime ARTIFACT)")
     p.add_argument("--reps", type=int, default=5)
@@ -108,6 +114,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="also llama-server with this GGUF (the artifact's model)")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
+    if args.artifact is None:
+        sys.path.insert(0, str(REPO / "tests"))
+        from instruct_model import instruct_model
+
+        args.peer = instruct_model(Path(os.environ.get("XDG_CACHE_HOME",
+                                                       Path.home() / ".cache")))
+        args.artifact = REPO / "build" / "shared-prefix.llamabundle"
+        subprocess.run([str(REPO / ".venv" / "bin" / "llamabundle"), "build", str(args.peer),
+                        "-o", str(args.artifact), "--force"], check=True,
+                       stdout=subprocess.DEVNULL)
     servers = {"ours": lambda port: serve(args.artifact.absolute(), port, args.source)}
     if args.peer:
         from bench.peer import ensure_llama_server
