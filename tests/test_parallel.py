@@ -102,9 +102,17 @@ def test_a_new_chat_reads_only_what_follows_a_system_prompt_another_slot_holds(t
     shared = serve(tiny_artifact, "--parallel", "4")
     n_system = len(httpx.post(shared.url + "/tokenize", json={
         "content": system["content"]}).json()["tokens"])
-    assert chat(shared.url, first)["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    asked = chat(shared.url, first)
+    assert asked["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
     reused = chat(shared.url, second, max_tokens=12)
     assert reused["usage"]["prompt_tokens_details"]["cached_tokens"] >= n_system
+    # The cells are shared, and the KV cache's use counts them once.
+    metrics = httpx.get(shared.url + "/metrics").text
+    used = float(next(line.split()[1] for line in metrics.splitlines()
+                      if line.startswith("llamabundle_kv_cache_tokens ")))
+    both = sum(a["usage"]["prompt_tokens"] + a["usage"]["completion_tokens"]
+               for a in (asked, reused))
+    assert used <= both - n_system
     # What it answers is what it answers when it reads the whole prompt itself.
     alone = chat(serve(tiny_artifact, "--parallel", "4").url, second, max_tokens=12)
     assert alone["usage"]["prompt_tokens_details"]["cached_tokens"] == 0

@@ -144,9 +144,13 @@ class Decoder:
 
     @property
     def cached_tokens(self) -> int:
-        """Tokens held in the KV cache, a cell shared by two sequences counted twice (read
-        from any thread: a sum of list lengths)."""
-        return sum(len(slot.cached) for slot in self.slots)
+        """Cells of the KV cache in use (read from any thread). A prefix two sequences hold is
+        counted once: they share its cells (_start), unless both read it in the same step."""
+        held, counted = 0, list[list[int]]()
+        for tokens in sorted((list(slot.cached) for slot in self.slots), key=len, reverse=True):
+            held += len(tokens) - max((_common(c, tokens) for c in counted), default=0)
+            counted.append(tokens)
+        return held
 
     @contextlib.contextmanager
     def arriving(self) -> Iterator[None]:
