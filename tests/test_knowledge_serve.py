@@ -203,7 +203,7 @@ def test_passages_holding_far_fewer_of_the_questions_terms_than_the_best_are_lef
     # The introduction (snownlp, 文本, 算法 of ten terms) beside the feature list that answers
     # (seven of ten): the 0.5B model copied the introduction.
     assert close_in_words([intro, answers], question) == [answers]
-    # Words that are the heading's count too.
+    # The heading's words count too.
     titled = hit("提取文本关键词", "用 TextRank 算法")
     assert close_in_words([intro, titled], question) == [titled]
     # A passage holding the question word for word stays.
