@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from runtime.generation import Event, Finish
 from runtime.knowledge.passage import Hit
-from runtime.knowledge.terms import stem, terms
+from runtime.knowledge.terms import stem, stems, terms
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class Support:
 def claim_terms(sentence: str, question: str) -> list[str]:
     """What the sentence asserts beyond the question: its terms less stop words and the
     question's terms, Latin words cut to STEM letters."""
-    asked = {stem(t) for t in terms(question)}
+    asked = stems(question)
     out = []
     for term in terms(_CITATION.sub(" ", sentence)):
         if term in _STOP or (len(term) == 1 and term.isascii() and term.isalpha()):
@@ -78,7 +78,7 @@ def backing(sentence: str, question: str, passages: Sequence[str]) -> list[Suppo
     numbers = [t for t in claim if t.isdigit()]
     found = []
     for number, text in enumerate(passages, 1):
-        held = {stem(t) for t in terms(text)}
+        held = stems(text)
         if any(n not in held for n in numbers):
             continue
         share = sum(t in held for t in claim)

@@ -22,7 +22,7 @@ import math
 import re
 from collections.abc import Sequence
 
-from runtime.knowledge.terms import stem, terms
+from runtime.knowledge.terms import stem, stems, terms
 
 AROUND = 1  # sentences kept either side of a matching one: a command follows its "use:" line
 # A sentence matches when it holds at least this share of the best sentence's score: the
@@ -61,12 +61,9 @@ def question_terms(question: str) -> set[str]:
             and not (len(t) == 1 and t.isascii() and t.isalpha())}
 
 
-def term_share(question: str, text: str) -> float:
-    """The share of question_terms(question) that `text` holds (0 when it has none)."""
-    asked = question_terms(question)
-    if not asked:
-        return 0.0
-    return len({stem(t) for t in terms(text)} & asked) / len(asked)
+def term_share(asked: set[str], text: str) -> float:
+    """The share of `asked` (question_terms of a question) that `text` holds (0 of none)."""
+    return len(stems(text) & asked) / len(asked) if asked else 0.0
 
 
 # Cached: a request quotes each passage in its sources, then again in every prompt that fitting
@@ -81,7 +78,7 @@ def excerpt(text: str, question: str, window: int = AROUND) -> str:
     asked = question_terms(question)
     if not asked or len(parts) <= 1 + 2 * window:
         return text.strip()
-    held = [{stem(t) for t in terms(s)} & asked for s in parts]
+    held = [stems(s) & asked for s in parts]
     # A term in many of the passage's sentences (the project's name) tells them apart less than
     # one in a single sentence: weigh each by its inverse sentence frequency within the passage.
     weight = {t: math.log(1 + len(parts) / sum(t in h for h in held)) for t in asked

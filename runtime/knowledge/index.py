@@ -66,19 +66,16 @@ class BundledKnowledge:
         query = query.strip()
         if not query:
             return []
-        tokens = self._tokens(self.index.meta.query_prefix + query, truncate=True)
+        vector = self.query_vector(query)
         with self._lock:
-            return self.index.search(query, self._query_vector(tokens), top_k)
+            return self.index.search(query, vector, top_k)
 
     def query_vector(self, query: str) -> list[float]:
         """The question's embedding, as search() makes it."""
         tokens = self._tokens(self.index.meta.query_prefix + query.strip(), truncate=True)
         with self._lock:
-            return self._query_vector(tokens)
-
-    def _query_vector(self, tokens: list[int]) -> list[float]:
-        self._use_threads()
-        return self.embedder.embed(tokens)
+            self._use_threads()
+            return self.embedder.embed(tokens)
 
     def _use_threads(self) -> None:
         self.embedder.use_threads(query_threads(self.threads) if self.adaptive else self.threads)

@@ -38,7 +38,7 @@ from runtime.generation import (
     Sources,
 )
 from runtime.knowledge.attribute import attributed
-from runtime.knowledge.excerpt import excerpt, term_share
+from runtime.knowledge.excerpt import excerpt, question_terms, term_share
 from runtime.knowledge.passage import Hit, Knowledge
 from runtime.knowledge.terms import script
 
@@ -154,9 +154,9 @@ def close_in_words(hits: Sequence[Hit], question: str) -> list[Hit]:
     WORDS_DECIDE of them; every hit in another script (the vectors found it: it can share no
     word with the question), in their order. A hit that holds the question nearly word for
     word always stays."""
-    asked = script(question)
-    shares = [term_share(question, f"{h.passage.title} {h.passage.location} {h.passage.text}")
-              if script(h.passage.text) == asked else None for h in hits]
+    kind, asked = script(question), question_terms(question)
+    shares = [term_share(asked, f"{h.passage.title} {h.passage.location} {h.passage.text}")
+              if script(h.passage.text) == kind else None for h in hits]
     best = max((share for share in shares if share is not None), default=0.0)
     if best < WORDS_DECIDE:
         return list(hits)

@@ -65,6 +65,12 @@ def stem(term: str) -> str:
     return term[:STEM] if term.isascii() and term.isalpha() else term
 
 
+def stems(text: str) -> set[str]:
+    """The distinct terms of `text`, Latin words stemmed: what matching a question's terms
+    against a passage's or a sentence's compares."""
+    return {stem(t) for t in terms(text)}
+
+
 _CJK_CHAR = re.compile(f"[{_CJK}]")
 _WORD = re.compile(f"[^\\W\\d_{_CJK}]+")  # a run of letters of other scripts
 
