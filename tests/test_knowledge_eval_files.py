@@ -1,8 +1,9 @@
-"""bench.knowledge_eval's question files: well formed, the two splits apart, and the held-out
-split's answers kept out of anything written unless --final."""
+"""bench.knowledge_eval's question files: well formed, the splits apart, and the held-out
+splits' answers kept out of anything written unless --final."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -29,10 +30,19 @@ def test_each_question_names_a_fetched_document_its_answer_and_its_kind(split: s
     assert {q["type"] for q in data["questions"]} == TYPES
 
 
-def test_the_splits_share_no_question() -> None:
-    tune, held = (json.loads(SPLITS[s].read_text()) for s in ("tune", "held-out"))
-    asked = [{q["question"] for q in d["questions"]} | set(d["off_topic"]) for d in (tune, held)]
-    assert not asked[0] & asked[1]
+def test_the_splits_share_no_question_and_the_fresh_one_no_document() -> None:
+    data = {s: json.loads(path.read_text()) for s, path in SPLITS.items()}
+    asked = {s: {q["question"] for q in d["questions"]} | set(d["off_topic"])
+             for s, d in data.items()}
+    for a, b in itertools.combinations(SPLITS, 2):
+        assert not asked[a] & asked[b], (a, b)
+    # The fresh split is on documents added with it, none of which the others ask about.
+    fresh = {q["document"] for q in data["fresh"]["questions"]}
+    assert not fresh & {q["document"] for s in ("tune", "held-out")
+                        for q in data[s]["questions"]}
+    packages = json.loads((HERE / "packages.json").read_text())["packages"]
+    added = {f["as"] for p in packages if p.get("split") == "fresh" for f in p["files"]}
+    assert fresh == added
 
 
 def test_the_builds_calibration_questions_are_none_of_the_evaluations() -> None:
@@ -56,13 +66,14 @@ def test_packages_are_pinned_and_their_documents_are_not_in_the_repository() -> 
     assert all(p["version"].count(".") >= 1 for p in packages)
     repo = Path(__file__).resolve().parent.parent
     tracked = {p.name for p in (repo / "bench" / "pypi_docs").iterdir()}
-    assert tracked == {"packages.json", "tune.json", "heldout.json"}
+    assert tracked == {"packages.json", "tune.json", "heldout.json", "fresh.json"}
 
 
 def test_the_held_out_answers_are_written_only_in_the_final_run() -> None:
     figures, result = {"all": {"n": 1}}, {"rows": [{"answer": "x"}], "off_topic": []}
-    assert public("held-out", figures, result, final=False) == {"summary": figures}
-    assert public("held-out", figures, result, final=True)["rows"] == result["rows"]
+    for held_out in ("held-out", "fresh"):
+        assert public(held_out, figures, result, final=False) == {"summary": figures}
+        assert public(held_out, figures, result, final=True)["rows"] == result["rows"]
     assert public("tune", figures, result, final=False)["rows"] == result["rows"]
 
 
