@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -66,20 +67,26 @@ def fetch(target: Path = CACHE) -> Path:
         sdists = target / "sdists"
         sdists.mkdir(parents=True, exist_ok=True)
         name = f"{p['package']}=={p['version']}"
-        found = [s for s in sdists.glob(f"{p['package']}-{p['version']}.*")]
-        if not found:
+        if not sdists_of(sdists, p["package"], p["version"]):
             subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-binary",
                             ":all:", "--no-deps", "-d", str(sdists), name], check=True)
-            found = list(sdists.glob(f"{p['package']}-{p['version']}.*"))
-        with tarfile.open(found[0]) as tar:
+        sdist = sdists_of(sdists, p["package"], p["version"])[0]
+        with tarfile.open(sdist) as tar:
             for f in p["files"]:
                 member = tar.extractfile(f["member"])
                 if member is None:
-                    raise SystemExit(f"{found[0].name} has no {f['member']}")
+                    raise SystemExit(f"{sdist.name} has no {f['member']}")
                 out = docs / f["as"]
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_bytes(member.read())
     return docs
+
+
+def sdists_of(folder: Path, package: str, version: str) -> list[Path]:
+    """The package's sdist in `folder`: its file name spells the name as it was or normalized
+    (PEP 625: python-dotenv's is python_dotenv-1.2.4.tar.gz)."""
+    names = {package, re.sub(r"[-_.]+", "_", package)}
+    return [s for n in sorted(names) for s in folder.glob(f"{n}-{version}.*")]
 
 
 def kinds() -> dict[str, str]:
