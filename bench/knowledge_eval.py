@@ -90,7 +90,7 @@ def sdists_of(folder: Path, package: str, version: str) -> list[Path]:
 
 
 def kinds() -> dict[str, str]:
-    """Each document's kind (readme-md, readme-rst, docs-md, pkg-info)."""
+    """Each document's kind (readme-md, readme-rst, docs-md, docs-rst, pkg-info)."""
     packages = json.loads((HERE / "packages.json").read_text())["packages"]
     return {f["as"]: f["kind"] for p in packages for f in p["files"]}
 

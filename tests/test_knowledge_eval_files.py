@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.knowledge_eval import HERE, SPLITS, kinds, public, summary
+from bench.knowledge_eval import HERE, SPLITS, kinds, public, sdists_of, summary
 
 KINDS = {"en-en", "zh-zh", "en-zh", "zh-en"}
 TYPES = {"fact", "near-verbatim"}
@@ -93,3 +93,12 @@ def test_the_figures_tell_retrievals_misses_from_the_models() -> None:
                               "fact": 0.333}
     assert figures["missed_citations"] == {"with_the_document_given": 1,
                                            "document_not_found": 1}
+
+
+def test_an_sdist_is_found_under_its_name_as_written_or_normalized(tmp_path: Path) -> None:
+    for name in ("python_dotenv-1.2.4.tar.gz", "cn2an-0.5.22.tar.gz", "python-dotenv-1.0.0.zip"):
+        (tmp_path / name).touch()
+    assert [p.name for p in sdists_of(tmp_path, "python-dotenv", "1.2.4")] == [
+        "python_dotenv-1.2.4.tar.gz"]
+    assert [p.name for p in sdists_of(tmp_path, "cn2an", "0.5.22")] == ["cn2an-0.5.22.tar.gz"]
+    assert sdists_of(tmp_path, "python-dotenv", "1.2.5") == []
