@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.batch_decode [--model GGUF] [--sequences 1,2,3,4,6,8]
                                            [--steps 30] [--reps 3] [--with NAME=DIR ...]
+                                           [--rows 0,4,8]
 
 No HTTP and no sampling: N short prompts are read into N sequences of one context
 (runtime.llama.model.new_context: unified KV cache, flash attention, the lasting threadpool),
@@ -13,6 +14,9 @@ server's step costs inside llama.cpp, and where a kernel choice shows
 `--with NAME=DIR` runs the same in a child process with DIR first on its import path: a folder
 holding another `llama_cpp` package (for example llama-cpp-python's wheel from an older runtime
 package, unzipped), so two builds of llama.cpp are compared side by side, in rotating order.
+`--rows 0,4,8` runs the installed build again with LLAMABUNDLE_DOT_PRODUCT_ROWS set to each
+(below how many rows small type-0 batches go to ggml's dot products instead of tinyBLAS; 0:
+upstream's rule): "installed" is what this CPU's vendor gets (scripts/cpu_variants.py).
 """
 
 from __future__ import annotations
@@ -81,9 +85,15 @@ def measure(model_path: Path, sequences: list[int], steps: int, threads: int) ->
             "prompt_tokens_per_s": len(prompt) / prompt_s}
 
 
-def in_child(path: Path | None, args: argparse.Namespace) -> dict[str, Any]:
+ROWS = "LLAMABUNDLE_DOT_PRODUCT_ROWS"
+
+
+def in_child(path: Path | None, rows: str | None, args: argparse.Namespace) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [*([str(path)] if path else []), str(servers.REPO)])}
+    env.pop(ROWS, None)
+    if rows is not None:
+        env[ROWS] = rows
     out = subprocess.run(
         [sys.executable, "-m", "bench.batch_decode", "--child", "--model", str(args.model),
          "--sequences", args.sequences, "--steps", str(args.steps),
@@ -118,22 +128,26 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=machine.physical_cores())
     p.add_argument("--with", dest="others", action="append", default=[], metavar="NAME=DIR")
+    p.add_argument("--rows", default="", metavar="N,N",
+                   help=f"the installed build with {ROWS} set to each")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     sequences = [int(n) for n in args.sequences.split(",")]
     if args.child:
         print(json.dumps(measure(args.model, sequences, args.steps, args.threads)))
         return
-    builds: dict[str, Path | None] = {"installed": None}
+    builds: dict[str, tuple[Path | None, str | None]] = {"installed": (None, None)}
     for other in args.others:
         name, _, folder = other.partition("=")
-        builds[name] = Path(folder).resolve()
+        builds[name] = (Path(folder).resolve(), None)
+    for rows in filter(None, args.rows.split(",")):
+        builds[f"rows<{rows}"] = (None, rows)
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in builds}
     load = machine.load_average()
     for rep in range(args.reps):
         order = list(builds)[rep % len(builds):] + list(builds)[:rep % len(builds)]
         for name in order:
-            results[name].append(in_child(builds[name], args))
+            results[name].append(in_child(*builds[name], args))
     print(table(results, sequences))
     print(f"\n{args.model.name}, {args.threads} threads, {args.steps} steps, {args.reps} reps; "
           f"load average {load} at the start, {machine.load_average()} at the end.")

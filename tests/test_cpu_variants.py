@@ -4,6 +4,9 @@ that a batch of several sequences decodes what each sequence decodes alone."""
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +55,10 @@ def test_small_type0_batches_are_sent_to_the_dot_products_before_the_type_switch
     out = cpu_variants.small_batches_to_dot_products(SGEMM)
     guard = out.index("Atype == GGML_TYPE_Q8_0")
     assert out.index("if (Ctype != GGML_TYPE_F32)") < guard < out.index("switch (Atype)")
-    assert "n < 8" in out and "n < 4" in out  # AVX-512 builds, the others
+    assert "n < llamabundle_dot_product_rows" in out
+    # AMD only: 8 rows in AVX-512 builds, 4 in the others; upstream's rule (0) elsewhere
+    assert '__builtin_cpu_is("amd") ? 8 : 0' in out and '__builtin_cpu_is("amd") ? 4 : 0' in out
+    assert 'getenv("LLAMABUNDLE_DOT_PRODUCT_ROWS")' in out  # benchmarks measure both ways
     added = out.replace(SGEMM.split("    switch")[0].rstrip(), "", 1)
     assert added.count("#if") == added.count("#endif") == 2  # balanced
 
@@ -62,18 +68,32 @@ def test_a_changed_sgemm_stops_the_build():
         cpu_variants.small_batches_to_dot_products(SGEMM.replace("switch (Atype)", "switch (A)"))
 
 
-def test_sequences_batched_together_decode_what_each_decodes_alone(demo_model):
+@pytest.mark.parametrize("rows", ["", "0", "8"])
+def test_sequences_batched_together_decode_what_each_decodes_alone(demo_model, rows):
     """The demo model's big matrices are Q8_0 and Q5_0: a batch of 2, 3 or 4 sequences goes
-    through the dot products that the patch chose, a single sequence through the same code
-    one row at a time (prompts through tinyBLAS). Each sequence's next-token logits must be
-    the same either way."""
+    through tinyBLAS' tiles or through ggml's dot products (LLAMABUNDLE_DOT_PRODUCT_ROWS: "0"
+    the tiles, "8" the dot products, unset what this CPU's vendor gets), a single sequence
+    through the dot products one row at a time. Each sequence's next-token logits must be the
+    same either way. Its own process each: the choice is read once per process."""
+    env = {k: v for k, v in os.environ.items() if k != "LLAMABUNDLE_DOT_PRODUCT_ROWS"}
+    if rows:
+        env["LLAMABUNDLE_DOT_PRODUCT_ROWS"] = rows
+    script = (f"import sys; sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'tests')!r}]; "
+              f"import test_cpu_variants as t; t.batched_and_alone({str(demo_model)!r})")
+    run = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "batched == alone for 2, 3, 4 sequences" in run.stdout
+
+
+def batched_and_alone(demo_model: str) -> None:
     from runtime.llama import cpu
     from runtime.llama import model as llama_model
     from runtime.llama.bindings import llama_cpp
 
     cpu.load()
     llama_cpp.llama_backend_init()
-    mdl = llama_model.load_model(str(demo_model), 0)
+    mdl = llama_model.load_model(demo_model, 0)
     tokenizer = llama_model.Tokenizer(mdl)
     prompts = [tokenizer.tokenize(f"The {word} is") for word in ("sea", "sky", "forest", "city")]
     n_vocab = tokenizer.n_vocab
@@ -110,5 +130,6 @@ def test_sequences_batched_together_decode_what_each_decodes_alone(demo_model):
                 a, b = alone[seq], together[seq]
                 assert a.argmax() == b.argmax()
                 assert np.abs(a - b).max() < 0.05 * np.abs(a).max()
+        print("batched == alone for 2, 3, 4 sequences")
     finally:
         llama_cpp.llama_model_free(mdl)
