@@ -54,6 +54,11 @@ def test_ollama_list_show_ps_version(client, demo):
 @pytest.mark.slow
 def test_ollama_chat_unary_and_streamed_agree(client):
     options = {"temperature": 0, "num_predict": 12}
+    # Both answers read the prompt the same way: from the cache, but for its last token. A
+    # prompt read whole goes through other kernels (a batch of rows) than its last token read
+    # alone, and the demo base model's next tokens are near-ties that this can flip (on an AMD
+    # EPYC Zen 3 "修理" against " siebie", whichever kernel rule was forced).
+    client.chat(model=DEMO, messages=QUESTION, options={"temperature": 0, "num_predict": 1})
     whole = client.chat(model=DEMO, messages=QUESTION, options=options)
     assert whole.done and whole.message.role == "assistant" and whole.message.content.strip()
     assert whole.eval_count == 12 and whole.done_reason == "length"
