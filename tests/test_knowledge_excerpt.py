@@ -1,5 +1,6 @@
 """What of a passage the prompt quotes (runtime/knowledge/excerpt.py): the sentences that match
-the question with their neighbours, in reading order; the whole passage when none matches."""
+the question, each from the start of its line to the sentence after it, in reading order; the
+whole passage when none matches."""
 
 from __future__ import annotations
 
@@ -42,11 +43,22 @@ def test_question_words_and_stop_words_do_not_match():
     assert not question_terms("SnowNLP 提取文本关键词用什么算法？") & {"什么", "么算"}
 
 
-def test_the_matching_sentence_comes_with_its_neighbours_and_nothing_else():
+def test_the_matching_sentence_comes_first_with_the_one_after_it_and_nothing_else():
+    # a small model copies a passage from its first line: that line is the one that answers
     shown = excerpt(README, "How do I install HTTPX with the optional HTTP/2 support?")
-    assert shown == ("$ pip install httpx\nOr, to include the optional HTTP/2 support, use:\n"
-                     "$ pip install httpx[http2]")
+    assert shown == "Or, to include the optional HTTP/2 support, use:\n$ pip install httpx[http2]"
     assert "httpcore" not in shown and len(shown) < len(README) / 3
+
+
+def test_a_matching_sentence_keeps_the_start_of_its_line():
+    text = ("The HTTPX project relies on these libraries:\n"
+            "httpcore - The underlying transport.\n"
+            "zstandard - Decoding for zstd compressed responses. (Optional, with httpx[zstd])\n"
+            "certifi - SSL certificates.\n"
+            "rich - Rich terminal support. (Optional, with httpx[cli])")
+    assert excerpt(text, "Which package must HTTPX install for httpx[zstd]?") == (
+        "zstandard - Decoding for zstd compressed responses. (Optional, with httpx[zstd])\n"
+        "certifi - SSL certificates.")
 
 
 def test_runs_far_apart_are_joined_with_a_skip_in_reading_order():
@@ -59,8 +71,8 @@ def test_runs_far_apart_are_joined_with_a_skip_in_reading_order():
 def test_a_chinese_question_finds_its_line_by_bigrams():
     shown = excerpt(ZH, "SnowNLP 情感分析的训练数据主要是什么？")
     assert "买卖东西时的评价" in shown and "BM25" not in shown
-    assert excerpt(ZH, "SnowNLP 提取文本关键词用什么算法？").splitlines()[1] == \
-        "提取文本关键词（TextRank算法）"
+    assert excerpt(ZH, "SnowNLP 提取文本关键词用什么算法？").splitlines() == [
+        "提取文本关键词（TextRank算法）", "文本相似（BM25）"]
 
 
 def test_a_passage_sharing_no_word_with_the_question_is_quoted_whole():

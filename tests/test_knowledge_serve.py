@@ -474,8 +474,8 @@ def test_the_prompt_quotes_the_matching_sentences_and_the_sources_give_the_whole
     assert [s["text"] for s in r.json()["sources"]] == [f["text"] for f in found] == [CARE.text]
     request = engine.requests[-1]
     prompt = request.messages[-1].content
-    assert ("[1] Printer care — Toner: Clean the glass with a dry cloth.\nReplace the toner "
-            "cartridge every 2,000 pages.\nUse only the maker's cartridges.") in prompt
-    assert "sunlight" not in prompt and "Store paper" not in prompt
+    assert ("[1] Printer care — Toner: Replace the toner cartridge every 2,000 pages.\n"
+            "Use only the maker's cartridges.") in prompt
+    assert "sunlight" not in prompt and "dry cloth" not in prompt and "Store paper" not in prompt
     # what is quoted is tokenized as text (a document cannot write control tokens)
     assert request.passages and all(p in prompt for p in request.passages)

@@ -1,14 +1,17 @@
-"""What of a passage the model is shown: the sentences that match the question, with their
-neighbours, instead of the whole chunk (issue #24).
+"""What of a passage the model is shown: the sentences that match the question, each with the
+sentence after it, instead of the whole chunk (issue #24).
 
 A 0.5B model copies from whatever is nearest the question or most prominent, and a 256-token
 chunk of a README holds a dozen lines (install commands, examples, a list of features) of which
 one answers. The chunk's other lines are distractors, and they are most of the prompt: a first
 turn's time to first token is the prompt's evaluation, ~1,000 tokens of passages against ~40
 without. So the prompt quotes, per passage, the sentences holding most of the question's
-terms (runtime/knowledge/terms.py: words, CJK bigrams, numbers) with AROUND sentences either
-side, and "…" where it skips. The sources (and /knowledge/search) still give whole passages:
-only the prompt is cut.
+terms (runtime/knowledge/terms.py: words, CJK bigrams, numbers), each from the start of its
+line to AFTER sentences past it, and "…" where it skips. Nothing before a matching line: a small
+model copies a passage from its first line, so that line should be the one that answers (on
+the tune split, the answer in the first line of the first passage 7 -> 16 of 23 against one
+sentence either side, the answer anywhere in the prompt 20 -> 19). The sources (and
+/knowledge/search) still give whole passages: only the prompt is cut.
 
 A passage that shares no term with the question (a question in the other language: the
 vectors found it, not the words) is quoted whole, for the answer may be anywhere in it.
@@ -24,7 +27,7 @@ from collections.abc import Sequence
 
 from runtime.knowledge.terms import stem, stems, terms
 
-AROUND = 1  # sentences kept either side of a matching one: a command follows its "use:" line
+AFTER = 1  # sentences kept after a matching one: a command follows its "use:" line
 # A sentence matches when it holds at least this share of the best sentence's score: the
 # answer is sometimes split over two places of a passage (a mode named, then described).
 CLOSE = 0.7
@@ -69,14 +72,14 @@ def term_share(asked: set[str], text: str) -> float:
 # Cached: a request quotes each passage in its sources, then again in every prompt that fitting
 # the conversation to the context tries (runtime/knowledge/retrieve.py: ground).
 @functools.lru_cache(maxsize=64)
-def excerpt(text: str, question: str, window: int = AROUND) -> str:
-    """The sentences of `text` that match `question` (see the module's docstring), each with
-    `window` sentences either side, in reading order, SKIP between runs that are not next to
-    each other, lines kept as lines. `text` stripped when no sentence holds a term of the
-    question, or when every sentence would be kept."""
+def excerpt(text: str, question: str, after: int = AFTER) -> str:
+    """The sentences of `text` that match `question` (see the module's docstring), each from
+    the start of its line to `after` sentences past it, in reading order, SKIP between runs
+    that are not next to each other, lines kept as lines. `text` stripped when no sentence
+    holds a term of the question, or when every sentence would be kept."""
     parts = sentences(text)
     asked = question_terms(question)
-    if not asked or len(parts) <= 1 + 2 * window:
+    if not asked or len(parts) <= 1 + after:
         return text.strip()
     held = [stems(s) & asked for s in parts]
     # A term in many of the passage's sentences (the project's name) tells them apart less than
@@ -87,19 +90,22 @@ def excerpt(text: str, question: str, window: int = AROUND) -> str:
     best = max(scores)
     if best <= 0:
         return text.strip()
+    lines = _line_of(parts, text)
     keep: set[int] = set()
     for i, score in enumerate(scores):
         if score >= CLOSE * best:
-            keep.update(range(max(0, i - window), min(len(parts), i + window + 1)))
+            start = i  # back to the line's first sentence: a list item is read whole
+            while start > 0 and lines[start - 1] == lines[i]:
+                start -= 1
+            keep.update(range(start, min(len(parts), i + after + 1)))
     if len(keep) == len(parts):
         return text.strip()
-    return _join(parts, sorted(keep), text)
+    return _join(parts, sorted(keep), lines)
 
 
-def _join(parts: Sequence[str], keep: Sequence[int], text: str) -> str:
+def _join(parts: Sequence[str], keep: Sequence[int], lines: Sequence[int]) -> str:
     """The kept sentences in order: a line break between sentences that were on different
-    lines of `text`, a space between sentences of one line, SKIP over a gap."""
-    lines = _line_of(parts, text)
+    `lines`, a space between sentences of one line, SKIP over a gap."""
     out = ""
     for before, i in zip([None, *keep], keep, strict=False):
         if before is None:
