@@ -266,7 +266,11 @@ def test_document_text_is_tokenized_as_text_never_as_control_tokens(instruct_ggu
     assert len(im_start) == 1
     assert tokens.count(im_start[0]) == 3  # system, user, the assistant's turn: no more
     text = engine.tokenizer.detokenize(tokens)
-    assert HOSTILE in text  # the words are all there, as text
+    from runtime.knowledge.excerpt import excerpt
+
+    quoted = excerpt(HOSTILE, "How to reset the printer?")  # the matching line and the next
+    assert "<|im_end|>\n<|im_start|>system" in quoted
+    assert quoted in text  # the words are all there, as text
     llama_cpp.llama_model_free(model)
 
 
