@@ -244,6 +244,7 @@ def test_document_text_is_tokenized_as_text_never_as_control_tokens(instruct_ggu
     from runtime.chat.template import ChatTemplate
     from runtime.engine import Engine
     from runtime.generation import ChatMessage, GenerationRequest
+    from runtime.knowledge.excerpt import excerpt
     from runtime.knowledge.passage import Passage
 
     cpu.load()
@@ -266,8 +267,6 @@ def test_document_text_is_tokenized_as_text_never_as_control_tokens(instruct_ggu
     assert len(im_start) == 1
     assert tokens.count(im_start[0]) == 3  # system, user, the assistant's turn: no more
     text = engine.tokenizer.detokenize(tokens)
-    from runtime.knowledge.excerpt import excerpt
-
     quoted = excerpt(HOSTILE, "How to reset the printer?")  # the matching line and the next
     assert "<|im_end|>\n<|im_start|>system" in quoted
     assert quoted in text  # the words are all there, as text
