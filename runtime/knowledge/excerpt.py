@@ -72,14 +72,14 @@ def term_share(asked: set[str], text: str) -> float:
 # Cached: a request quotes each passage in its sources, then again in every prompt that fitting
 # the conversation to the context tries (runtime/knowledge/retrieve.py: ground).
 @functools.lru_cache(maxsize=64)
-def excerpt(text: str, question: str, after: int = AFTER) -> str:
+def excerpt(text: str, question: str) -> str:
     """The sentences of `text` that match `question` (see the module's docstring), each from
-    the start of its line to `after` sentences past it, in reading order, SKIP between runs
+    the start of its line to AFTER sentences past it, in reading order, SKIP between runs
     that are not next to each other, lines kept as lines. `text` stripped when no sentence
     holds a term of the question, or when every sentence would be kept."""
     parts = sentences(text)
     asked = question_terms(question)
-    if not asked or len(parts) <= 1 + after:
+    if not asked or len(parts) <= 1 + AFTER:
         return text.strip()
     held = [stems(s) & asked for s in parts]
     # A term in many of the passage's sentences (the project's name) tells them apart less than
@@ -97,7 +97,7 @@ def excerpt(text: str, question: str, after: int = AFTER) -> str:
             start = i  # back to the line's first sentence: a list item is read whole
             while start > 0 and lines[start - 1] == lines[i]:
                 start -= 1
-            keep.update(range(start, min(len(parts), i + after + 1)))
+            keep.update(range(start, min(len(parts), i + AFTER + 1)))
     if len(keep) == len(parts):
         return text.strip()
     return _join(parts, sorted(keep), lines)
