@@ -127,6 +127,55 @@ def test_html_keeps_headings_lists_and_table_rows_and_drops_page_chrome(tmp_path
     ]
 
 
+def test_html_cells_and_rows_end_without_their_end_tags_and_nothing_after_is_lost(
+        tmp_path: Path) -> None:
+    # Valid HTML leaves </td> and </tr> out; a nested table reads as its outer cell's text.
+    path = tmp_path / "rates.html"
+    path.write_text(
+        "<h1>Shipping</h1><table><tr><th>Zone<th>Price<tr><td>Canada<td>$14.50"
+        "<tr><td>Help<td><p>Call</p><table><tr><td>phone<td>555 0100</table></table>"
+        "<p>Returns are accepted within 30 days.</p><table><tr><td>Unclosed<td>at the end")
+    doc = read_document(Source(path, "rates.html"))
+    assert doc.blocks == [
+        Block("Zone | Price\nCanada | $14.50\nHelp | Call phone | 555 0100", ("Shipping",)),
+        Block("Returns are accepted within 30 days.", ("Shipping",)),
+        Block("Unclosed | at the end", ("Shipping",)),
+    ]
+
+
+def test_html_drops_chrome_marked_by_role_or_class_and_keeps_an_articles_own_header(
+        tmp_path: Path) -> None:
+    path = tmp_path / "article.html"
+    path.write_text(
+        "<title>Site | 新规</title><header>Site name</header>"
+        "<div id='cookie-consent'><div>We use cookies.</div><p>Accept</p></div>"
+        "<div role='navigation'><p>Home › News</p></div>"
+        "<article><header><h1>电动自行车新规</h1><p class='meta'>2024-03-15</p></header>"
+        "<p>未登记的车辆不得上路。</p>"
+        "<pre><code>x = 1 <span class='token comment'># kept: a code comment</span></code></pre>"
+        "<div class='share'>Share on Weibo</div></article>"
+        "<div class='sphinxsidebar'><h3>Related Topics</h3><div><p>Previous</p></div>"
+        "<p>Quick search</p></div><h2>Install<a class='headerlink' href='#i'>¶</a></h2>"
+        "<p>pip install it</p><div class='footer'>© 2024</div>")
+    doc = read_document(Source(path, "article.html"))
+    assert doc.title == "电动自行车新规"
+    assert doc.blocks == [
+        Block("2024-03-15", ("电动自行车新规",)),
+        Block("未登记的车辆不得上路。", ("电动自行车新规",)),
+        Block("x = 1 # kept: a code comment", ("电动自行车新规",)),
+        Block("pip install it", ("电动自行车新规", "Install")),
+    ]
+
+
+def test_an_html_manuals_title_is_its_first_heading_even_with_nothing_under_it(
+        tmp_path: Path) -> None:
+    path = tmp_path / "manual.html"
+    path.write_text("<title>manual.html</title><h1>The Manual</h1><div class='toc'>"
+                    "<p>1. Setup</p></div><h1>1. Setup</h1><p>Plug it in.</p>")
+    doc = read_document(Source(path, "manual.html"))
+    assert doc.title == "The Manual" and doc.blocks == [Block("Plug it in.", ("1. Setup",))]
+
+
 def test_html_without_headings_takes_its_title_element(tmp_path: Path) -> None:
     path = tmp_path / "faq.htm"
     path.write_text("<title>FAQ</title><p>Answer.</p>")

@@ -117,6 +117,8 @@ def read_document(source: Source) -> Document:
         raise DocumentError(f"{name}: no text in it (empty document)")
     log.debug("%s: %d blocks", name, len(blocks))
     headed = next((block.headings[0] for block in blocks if block.headings), None)
+    if suffix in (".html", ".htm"):  # the page's first top-level heading, else its <title>
+        return Document(name, title or headed or source.path.name, blocks)
     return Document(name, headed or title or source.path.name, blocks)
 
 
