@@ -350,6 +350,30 @@ def test_find_documents_walks_folders_sorted_and_skips_hidden_and_unknown_files(
     ]
 
 
+def test_two_folders_holding_the_same_file_name_are_named_apart(tmp_path: Path) -> None:
+    # Both named README.md, the second took the first's passages in the index (issue #24).
+    for package in ("pkgA", "pkgB"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "README.md").write_text(f"# {package}\n\nAbout {package}.")
+    (tmp_path / "README.md").write_text("# top\n\nThe single file.")
+    found, _ = find_documents([tmp_path / "pkgA", tmp_path / "pkgB", tmp_path / "README.md"])
+    assert [s.relpath for s in found] == ["pkgA/README.md", "pkgB/README.md", "README.md"]
+    again = tmp_path / "again"
+    (again / "pkgA").mkdir(parents=True)
+    (again / "pkgA" / "README.md").write_text("# pkgA again\n\nAnother one.")
+    found, _ = find_documents([tmp_path / "pkgA", again, tmp_path / "pkgB"])
+    assert [s.relpath for s in found] == ["pkgA/README.md", "pkgA/README.md (2)",
+                                         "pkgB/README.md"]
+
+
+def test_a_pipe_named_like_a_document_is_skipped_not_read(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.txt")  # reading it would block the build forever
+    (tmp_path / "a.md").write_text("text")
+    found, skipped = find_documents([tmp_path])
+    assert [s.relpath for s in found] == ["a.md"]
+    assert [(s.path.name, s.reason) for s in skipped] == [("pipe.txt", "not a regular file")]
+
+
 def test_find_documents_reads_duplicates_once_and_survives_a_symlink_loop(tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     (docs / "sub").mkdir(parents=True)

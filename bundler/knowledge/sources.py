@@ -25,7 +25,7 @@ MAX_BYTES = 256 * 1024 * 1024
 def find_documents(paths: list[Path]) -> tuple[list[Source], list[Skipped]]:
     """The documents under files and folders (recursive, sorted, hidden ones left out), and the
     files left out with why. A file reached twice, or with another's bytes, counts once."""
-    found: list[Source] = []
+    found: list[tuple[Source, Path]] = []  # each with the folder or file it was found under
     skipped: list[Skipped] = []
     seen: dict[str, Path] = {}  # content hash -> first path with it
     for root in paths:
@@ -38,10 +38,32 @@ def find_documents(paths: list[Path]) -> tuple[list[Source], list[Skipped]]:
                 else:
                     seen[digest] = path
             if reason is None:
-                found.append(Source(path, relpath))
+                found.append((Source(path, relpath), root))
             else:
                 skipped.append(Skipped(path, reason))
-    return found, skipped
+    return _named_apart(found), skipped
+
+
+def _named_apart(found: list[tuple[Source, Path]]) -> list[Source]:
+    """Sources whose names (how citations name them, and the index's key) are unique: two
+    folders given to one build may each hold a README.md; then each is named under its folder
+    ("pkgA/README.md"), and a number tells apart what still collides."""
+    count: dict[str, int] = {}
+    for source, _ in found:
+        count[source.relpath] = count.get(source.relpath, 0) + 1
+    used: set[str] = set()
+    out = []
+    for source, root in found:
+        name = source.relpath
+        if count[name] > 1:
+            name = f"{root.name}/{name}" if root.is_dir() else name
+        unique, n = name, 1
+        while unique in used:
+            n += 1
+            unique = f"{name} ({n})"
+        used.add(unique)
+        out.append(Source(source.path, unique))
+    return out
 
 
 def _walk(root: Path, skipped: list[Skipped]) -> list[tuple[Path, str]]:
@@ -80,6 +102,8 @@ def _walk(root: Path, skipped: list[Skipped]) -> list[tuple[Path, str]]:
 def _unwanted(path: Path) -> str | None:
     if path.suffix.lower() not in EXTENSIONS:
         return f"not a supported document type ({path.suffix or 'no extension'})"
+    if path.exists() and not path.is_file():  # a pipe or a device would block the build
+        return "not a regular file"
     try:
         size = path.stat().st_size
     except OSError as exc:
