@@ -73,6 +73,22 @@ def test_very_short_chinese_files_are_told_apart_between_gbk_and_big5(
     assert _read(path) == [text]
 
 
+def test_utf8_with_a_stray_byte_or_cut_inside_a_character_is_read_less_those_bytes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One bad byte used to drop the whole file as "not text in any known encoding".
+    paragraphs = _paragraphs(ZH_HANS)
+    data = "\n\n".join(paragraphs).encode()
+    middle = data.index(b"\n\n")
+    path = tmp_path / "damaged.md"
+    path.write_bytes(data[:middle] + b"\xff" + data[middle:] + "再见".encode()[:-1])
+    assert _read(path) == [*paragraphs[:-1], paragraphs[-1] + "再"]
+    assert "damaged.md: 2 invalid UTF-8 byte sequence(s) left out" in caplog.text
+    # A GBK file is not damaged UTF-8: it is still read as GBK.
+    path.write_bytes("\n\n".join(paragraphs).encode("gbk"))
+    assert _read(path) == paragraphs
+
+
 def test_plain_text_wraps_are_undone_without_spaces_between_chinese_characters(
     tmp_path: Path,
 ) -> None:

@@ -1,11 +1,12 @@
-"""Bytes to text for .txt/.md/.html: UTF-8/16/32, GB18030/GBK, Big5, and what charset-normalizer
-recognises. Chinese files are often not UTF-8, and short ones fool statistical detectors (two
-characters of GBK are also valid Big5), so Chinese encodings are decided by which decoding gives
-common Chinese characters."""
+"""Bytes to text for .txt/.md/.html: UTF-8/16/32 (UTF-8 with a few bad bytes too), GB18030/GBK,
+Big5, and what charset-normalizer recognises. Chinese files are often not UTF-8, and short ones
+fool statistical detectors (two characters of GBK are also valid Big5), so Chinese encodings
+are decided by which decoding gives common Chinese characters."""
 
 from __future__ import annotations
 
 import codecs
+import logging
 
 import charset_normalizer
 
@@ -21,6 +22,14 @@ _BOMS = (
 _CHINESE = ("gb18030", "big5")
 # Below this share of plausible characters a Chinese decoding is taken for noise.
 _PLAUSIBLE = 0.6
+# UTF-8 with a few bad bytes (a stray byte, a file cut inside a character) is still UTF-8: at
+# most one invalid sequence per _DAMAGED bytes (two in a short file), and at least
+# _VALID_PER_BAD valid multi-byte characters per invalid one (a GBK or Latin-1 file decoded as
+# UTF-8 has next to none).
+_DAMAGED = 1000
+_VALID_PER_BAD = 20
+
+log = logging.getLogger(__name__)
 
 
 def decode_text(data: bytes, name: str) -> str:
@@ -31,10 +40,9 @@ def decode_text(data: bytes, name: str) -> str:
     try:
         text = data.decode("utf-8")  # strict first: valid UTF-8 is almost never anything else
     except UnicodeDecodeError:
-        pass
-    else:
-        if "\x00" not in text:  # NULs: UTF-16 without a BOM, or binary
-            return text
+        text = _damaged_utf8(data, name)
+    if text is not None and "\x00" not in text:  # NULs: UTF-16 without a BOM, or binary
+        return text
     chinese = _guess_chinese(data)
     if chinese is not None:
         return chinese
@@ -42,6 +50,17 @@ def decode_text(data: bytes, name: str) -> str:
     if best is None or best.encoding is None or _looks_binary(str(best)):
         raise DocumentError(f"{name}: not text in any known encoding (binary file?)")
     return str(best)
+
+
+def _damaged_utf8(data: bytes, name: str) -> str | None:
+    """UTF-8 text with its few invalid bytes left out (logged), or None if it is not UTF-8."""
+    text = data.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd") - data.count("\ufffd".encode())
+    valid = sum(1 for c in text if ord(c) > 0x7F) - bad
+    if bad > max(2, len(data) // _DAMAGED) or valid < _VALID_PER_BAD * bad:
+        return None
+    log.warning("%s: %d invalid UTF-8 byte sequence(s) left out", name, bad)
+    return data.decode("utf-8", errors="ignore")
 
 
 def _strict(data: bytes, encoding: str, name: str) -> str:
