@@ -37,6 +37,7 @@ def decode_text(data: bytes, name: str) -> str:
     for bom, encoding in _BOMS:
         if data.startswith(bom):
             return _strict(data, encoding, name)
+    text: str | None
     try:
         text = data.decode("utf-8")  # strict first: valid UTF-8 is almost never anything else
     except UnicodeDecodeError:
