@@ -111,3 +111,19 @@ def test_chunks_are_sized_by_the_given_token_counter() -> None:
 def test_a_document_without_headings_or_pages_has_an_empty_location() -> None:
     chunks = chunk_document(Document("n.txt", "n.txt", [Block("Just text.")]), len)
     assert [(c.location, c.headings, c.page) for c in chunks] == [("", (), None)]
+
+
+def test_a_huge_line_without_a_full_stop_is_sliced_without_tokenizing_all_of_it_per_cut() -> None:
+    # Each cut searched the whole rest of the line: a 1 MB line took 72 s of tokenizing, and
+    # the build looked hung in chunking. Now each cut tokenizes a window around the chunk.
+    text = " ".join(f"word{i}" for i in range(40_000))  # ~270,000 characters
+    counted = []
+
+    def count(piece: str) -> int:
+        counted.append(len(piece))
+        return len(piece.split())
+
+    chunks = chunk_document(Document("long.txt", "Long", [Block(text, ())]), count, 64, 0)
+    assert " ".join(c.text for c in chunks) == text
+    assert all(count(c.text) <= 64 for c in chunks)
+    assert sum(counted) < 20 * len(text)

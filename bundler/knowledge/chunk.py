@@ -16,6 +16,7 @@ from bundler.knowledge.document import Block, Document, is_cjk
 
 _TERMINATOR = re.compile(r"(?:[。！？；…]+|[!?;]+|\.+)[”’\"'」』）)】》\]]*")
 _CLAUSE = re.compile(r"[，、,：:]+")
+CHARS_PER_TOKEN = 8  # _slice's first window: English runs ~4 characters a token, Chinese ~1
 # Words that end with a period without ending the sentence ("etc." usually does end one).
 _ABBREVIATIONS = {
     "e.g", "i.e", "eg", "ie", "vs", "cf", "mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr",
@@ -125,9 +126,15 @@ def _fit(sentence: str, count: Callable[[str], int], limit: int) -> Iterator[str
 
 
 def _slice(text: str, count: Callable[[str], int], limit: int) -> Iterator[str]:
-    """The longest prefixes that fit, cut at a space where there is one."""
+    """The longest prefixes that fit, cut at a space where there is one. The search starts
+    from a window of a few characters per token, doubled while it still fits: searching the
+    whole rest of a 2 MB line without a full stop tokenized megabytes per step, and the
+    build sat in chunking for many minutes."""
     while text:
-        low, high = 1, len(text)
+        high = min(len(text), CHARS_PER_TOKEN * limit)
+        while high < len(text) and count(text[:high]) <= limit:
+            high = min(len(text), 2 * high)
+        low = 1
         while low < high:  # the longest prefix within the limit (at least one character)
             middle = (low + high + 1) // 2
             low, high = (middle, high) if count(text[:middle]) <= limit else (low, middle - 1)
