@@ -436,3 +436,17 @@ def test_badges_images_layout_tags_and_rst_directives_are_dropped_before_chunkin
         ".. _pinyin-data: https://github.com/mozillazg/pinyin-data\n"
         "__ https://github.com/hotoo/pinyin\n")
     assert [b.text for b in rst] == ["汉字拼音转换工具", "将汉字转为拼音。", "pip install pypinyin"]
+
+
+def test_raw_html_in_markdown_keeps_its_text_and_loses_comments_scripts_and_link_targets() -> None:
+    from bundler.knowledge.textfile import read_markdown
+
+    markdown = read_markdown(
+        "# Models\n\n<!-- a maintainer's note\nover two lines -->\n"
+        "<table><tr><th>Model</th><th>Size</th></tr>\n<tr><td>densenet</td><td>4.7 M</td></tr>"
+        "</table>\n\n<details><summary>More</summary>\n\nThe <code>lite</code> model is "
+        "faster.\n\n</details>\n\n<script>track()</script><style>p {}</style>\n\n"
+        "Read the [guide][1].\n\n[1]: https://example.org/guide \"Guide\"\n")
+    assert [b.text for b in markdown] == [
+        "Model | Size", "densenet | 4.7 M", "More", "The lite model is faster.",
+        "Read the [guide][1]."]

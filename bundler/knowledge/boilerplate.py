@@ -17,9 +17,19 @@ import re
 _MD_IMAGE = re.compile(r"\[!\[[^\]]*\]\([^)]*\)\]\([^)]*\)|!\[[^\]]*\]\([^)]*\)")
 _HTML_IMAGE = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
 _GAP = re.compile(r"(?<=\S) {2,}")
-# Layout tags around text (the text stays).
-_HTML_TAG = re.compile(r"</?(?:p|a|div|span|br|picture|source|center|strong|em|b|i|sub|sup|"
-                       r"h[1-6])\b[^>]*>", re.IGNORECASE)
+# Layout tags around text (the text stays), and a table cell's end before the next cell (the
+# cells stay apart: "A | B").
+_HTML_TAG = re.compile(r"</?(?:p|a|div|span|br|picture|source|center|strong|em|b|i|u|s|sub|sup|"
+                       r"small|big|font|code|kbd|del|ins|h[1-6]|table|thead|tbody|tfoot|tr|td|"
+                       r"th|details|summary|ul|ol|li|dl|dt|dd|blockquote|hr)\b[^>]*>",
+                       re.IGNORECASE)
+_HTML_CELL = re.compile(r"</t[dh]>\s*<t[dh]\b[^>]*>", re.IGNORECASE)
+_HTML_ROW_END = re.compile(r"</tr\s*>", re.IGNORECASE)
+# What a rendered page never shows at all: comments, scripts and styles (over several lines).
+_HTML_HIDDEN = re.compile(r"<!--.*?-->|<(script|style)\b[^>]*>.*?</\1\s*>",
+                          re.IGNORECASE | re.DOTALL)
+# A Markdown link reference definition: "[1]: https://..." (its label is used in the text).
+_MD_LINK_DEFINITION = re.compile(r"^ {0,3}\[[^\]]+\]:\s*\S+(?:\s+[\"'(].*)?\s*$")
 # reStructuredText: image and figure directives with their options, substitution definitions,
 # link targets (`.. _name: url`, `__ url`), the table of contents, a code block's directive
 # line (its indented code stays), and a line of substitution references only (`|Build| |PyPI|`).
@@ -39,13 +49,19 @@ def strip_adornments(text: str) -> str:
 
 
 def strip_boilerplate(text: str) -> str:
-    """`text` without images, layout tags and directive lines; a line left empty by that is
-    dropped (so paragraphs do not split where a badge was)."""
+    """`text` without images, layout tags (a table's rows kept apart), HTML comments, scripts
+    and styles, link targets and directive lines; a line left empty by that is dropped (so
+    paragraphs do not split where a badge was)."""
     out = []
+    text = _HTML_HIDDEN.sub(lambda m: "\n" * m.group().count("\n"), text)
+    text = _HTML_ROW_END.sub("\n\n", text)  # a table row is a paragraph of its own
     for line in text.split("\n"):
-        if _RST_LINE.match(line) or _RST_SUBSTITUTIONS.match(line):
+        if _RST_LINE.match(line) or _RST_SUBSTITUTIONS.match(line) or \
+                _MD_LINK_DEFINITION.match(line):
             continue
-        cleaned = _HTML_TAG.sub("", _HTML_IMAGE.sub("", _MD_IMAGE.sub("", line)))
+        line_cells = _HTML_CELL.sub(" | ", line)
+        cleaned = _HTML_TAG.sub("", _HTML_IMAGE.sub("", _MD_IMAGE.sub("", line_cells)))
+        cleaned = cleaned.replace("&nbsp;", " ")  # a spacer paragraph (<p>&nbsp;</p>)
         if cleaned != line:
             cleaned = _GAP.sub(" ", cleaned)  # where an image stood between two words
         if cleaned.strip() or not line.strip():
