@@ -293,6 +293,16 @@ def test_pdf_ligatures_and_soft_hyphens_become_plain_text() -> None:
     assert joined == "a document with softhyphens"
 
 
+def test_a_pdfs_table_of_contents_pages_are_left_out_and_its_chapters_kept(
+        tmp_path: Path) -> None:
+    contents = ["Contents", "", *[f"{n}.{m} 升级工作站 . . . . . . . . . . . . {n * 10 + m}"
+                                  for n in (1, 2) for m in (1, 2, 3)], "", "Appendix....... iv"]
+    chapter = ["12.2 升级工作站", "", "Run the upgrade on the main server first. . . then reboot."]
+    path = _pdf(tmp_path / "manual.pdf", [contents, chapter])
+    assert [(b.page, b.text) for b in read_document(Source(path, "manual.pdf")).blocks] == [
+        (2, "12.2 升级工作站"), (2, "Run the upgrade on the main server first. . . then reboot.")]
+
+
 def test_encrypted_pdf_is_named_as_encrypted(tmp_path: Path) -> None:
     path = _pdf(tmp_path / "secret.pdf", [["Top secret text."]], encrypt="hunter2")
     with pytest.raises(DocumentError, match=r"^secret\.pdf: the PDF is encrypted"):

@@ -2,7 +2,8 @@
 
 A PDF has no paragraphs or headings, only positioned lines: each of pdfminer's text boxes becomes
 a block carrying its page; running headers and footers (the same line on most pages, page numbers
-included) are dropped, so they neither pollute every chunk nor win every search."""
+included) are dropped, so they neither pollute every chunk nor win every search; so are the pages
+of a table of contents."""
 
 from __future__ import annotations
 
@@ -32,6 +33,13 @@ _LIGATURE = re.compile("[" + "".join(_LIGATURES) + "]")
 # within what share of the page's height from its edge (the margin, not the body).
 _EDGE_LINES = 2
 _MARGIN = 0.12
+# A table of contents: entries ending in a dot leader ("3.1 网络 . . . . . 12", "Intro....4").
+# A page where at least _CONTENTS_SHARE of the lines with words are such entries (and at least
+# _CONTENTS_LINES of them) is left out: its page numbers and headings win searches for the
+# chapters they list, and the chapter itself answers.
+_LEADER = re.compile(r"(?:\.\s?){4,}\s*(?:\d+|[ivxlc]+)?\s*$", re.IGNORECASE)
+_CONTENTS_SHARE = 0.3
+_CONTENTS_LINES = 5
 
 
 
@@ -59,6 +67,8 @@ def read_pdf(path: Path, name: str) -> tuple[str | None, list[Block]]:
     repeated = _running_lines(pages)
     blocks = []
     for number, page in enumerate(pages, start=1):
+        if _is_contents(page):
+            continue
         for b, box in enumerate(page.boxes):
             kept = [
                 line for i, line in enumerate(box)
@@ -111,6 +121,13 @@ def _page_text(layout: LTPage) -> _Page:
     top = [(b, i) for y, b, i in placed[:_EDGE_LINES] if y > layout.y1 - _MARGIN * layout.height]
     low = [(b, i) for y, b, i in placed[-_EDGE_LINES:] if y < layout.y0 + _MARGIN * layout.height]
     return _Page(boxes, set(top + low))
+
+
+def _is_contents(page: _Page) -> bool:
+    """Whether the page is (part of) a table of contents: see _LEADER."""
+    lines = [line for box in page.boxes for line in box if any(c.isalpha() for c in line)]
+    leaders = sum(1 for line in lines if _LEADER.search(line))
+    return leaders >= _CONTENTS_LINES and leaders >= _CONTENTS_SHARE * len(lines)
 
 
 def _clean(text: str) -> str:
