@@ -18,6 +18,9 @@ from reportlab.pdfgen import canvas
 from runtime.artifact.manifest import read_manifest_at
 
 DOCS = Path(__file__).parent / "data" / "knowledge" / "docs"
+# A document in two languages: its chunks are numbered script group by script group.
+BILINGUAL = ("# Setup\n\nPlug the lamp into a wall socket.\n\n# 清洁\n\n用干布擦拭灯罩。\n\n"
+             "# Storage\n\nKeep the lamp in a dry place.\n")
 
 
 def _build(*args: object, cache: Path) -> subprocess.CompletedProcess[str]:
@@ -98,6 +101,7 @@ def knowledge_build(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory,
     docs = root / "docs"
     shutil.copytree(DOCS, docs)
     shutil.copy(DOCS / "en" / "warranty.txt", docs / "warranty-copy.txt")
+    (docs / "bilingual.md").write_text(BILINGUAL, encoding="utf-8")
     _bad_files(docs / "bad")
     out = root / "kb.llamabundle"
     proc = _build(tiny_gguf, "--knowledge", docs, "-o", out, cache=shared_cache)
@@ -111,7 +115,7 @@ def test_build_names_each_skipped_file_and_reports_the_knowledge(knowledge_build
     assert "Traceback" not in proc.stderr
     _named_once(proc.stderr, {"warranty-copy.txt": "same content as"})
     lines = proc.stdout.splitlines()
-    assert lines[0].startswith("Knowledge: 19 documents, ")
+    assert lines[0].startswith("Knowledge: 20 documents, ")
     assert " 9 skipped; index " in lines[0]  # 8 bad files (the loop too), the duplicate
     assert lines[1].startswith("Self-test: hit@5 ")
     assert float(lines[1].split()[2]) >= 0.9
@@ -123,7 +127,7 @@ def test_info_and_inspect_describe_the_knowledge(knowledge_build) -> None:  # no
     info = json.loads(subprocess.run([str(artifact), "--info"], capture_output=True,
                                      text=True, check=True).stdout)
     knowledge = info["knowledge"]
-    assert knowledge["documents"] == 19 and knowledge["chunks"] > 19
+    assert knowledge["documents"] == 20 and knowledge["chunks"] > 20
     assert knowledge["format"] == 3
     assert knowledge["chunking"] == {"max_tokens": 256, "overlap_sentences": 1}
     model = knowledge["embedding_model"]
@@ -155,7 +159,7 @@ def test_verify_checks_every_section_and_opens_the_index(knowledge_build,  # noq
     ok = subprocess.run([str(artifact), "--verify"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.splitlines()[1].startswith("OK: embedder match xxh3-128:")
-    assert "OK: knowledge index opens (19 documents, " in ok.stdout  # simsimd, frozen
+    assert "OK: knowledge index opens (20 documents, " in ok.stdout  # simsimd, frozen
     damaged = tmp_path / "damaged.llamabundle"
     shutil.copy(artifact, damaged)
     section = read_manifest_at(str(damaged)).section("knowledge")
@@ -199,6 +203,13 @@ def test_bundled_knowledge_finds_the_passage(knowledge, question: str, document:
     assert any(h.passage.document == document and phrase in h.passage.text for h in hits), \
         [(h.passage.document, h.passage.text[:40]) for h in hits]
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+@pytest.mark.slow
+def test_a_document_in_two_languages_reads_in_its_own_order(knowledge) -> None:  # noqa: ANN001
+    number = next(d.number for d in knowledge.documents() if d.document == "bilingual.md")
+    assert [p.text for p in knowledge.document(number)] == [
+        "Plug the lamp into a wall socket.", "用干布擦拭灯罩。", "Keep the lamp in a dry place."]
 
 
 @pytest.mark.slow
@@ -249,7 +260,7 @@ def test_bundled_knowledge_embeds_and_describes(knowledge) -> None:  # noqa: ANN
     assert [len(v) for v in vectors] == [384, 384]
     assert all(abs(sum(x * x for x in v) - 1) < 1e-3 for v in vectors)
     assert sum(a * b for a, b in zip(*vectors, strict=True)) > 0.8  # same meaning
-    assert knowledge.describe()["documents"] == 19
+    assert knowledge.describe()["documents"] == 20
     with pytest.raises(RequestError, match="empty input"):
         knowledge.embed([""])
     with pytest.raises(RequestError, match="at most 512"):

@@ -88,8 +88,9 @@ def build_knowledge(options: KnowledgeOptions, progress: Progress | None = None)
     note = ""
     try:
         count = embedder.counter()
-        chunks = by_script([c for doc in documents for c in chunk_document(
-            doc, count, options.max_tokens, options.overlap)])
+        read = [c for doc in documents for c in chunk_document(
+            doc, count, options.max_tokens, options.overlap)]
+        chunks = by_script(read)
         vectors = embedder.embed_passages([indexed_text(c) for c in chunks],
                                           bar(len(chunks), "Embedding"))
         meta, db = _database(documents, chunks, vectors, embedder)
@@ -103,6 +104,9 @@ def build_knowledge(options: KnowledgeOptions, progress: Progress | None = None)
         db.executemany("INSERT INTO hubs VALUES (?, ?)",
                        [(kind, np.asarray(values, dtype=np.float32).tobytes())
                         for kind, values in calibration.hubs.items()])
+        position = {id(c): i for i, c in enumerate(read)}
+        db.executemany("INSERT INTO reading VALUES (?, ?)",
+                       [(n, position[id(c)]) for n, c in enumerate(chunks, 1)])
         db.commit()
         index = Index(db)  # as the runtime will open it: with its levels (the starters' check)
         if wanted is not None:

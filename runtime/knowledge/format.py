@@ -6,7 +6,9 @@
 The database holds the chunks (document, title, location, text), an FTS5 full-text index over
 runtime/knowledge/terms.py's terms (contentless: the text is stored once, in `chunks`), the
 int8 vectors as one blob (row i is chunk i + 1), from format 3 each chunk's hub score per
-query script (`hubs`: one float32 per chunk, in chunk order), and `meta`: everything the
+query script (`hubs`: one float32 per chunk, in chunk order), each chunk's place in its
+document's reading order (`reading`: chunks are numbered script group by script group, so a
+document in two languages is not in reading order by id; optional), and `meta`: everything the
 runtime needs to search as the build did (dimensions, quantization scales, the script groups
 with their calibrated relevance levels, the embedder's prefixes). SQLite rather than a format
 of our own: FTS5 and bm25 come with the runtime's Python, and it is opened from memory
@@ -48,6 +50,7 @@ CREATE TABLE chunks(id INTEGER PRIMARY KEY, document INTEGER NOT NULL REFERENCES
 CREATE VIRTUAL TABLE fts USING fts5(terms, content='', tokenize='unicode61 remove_diacritics 0');
 CREATE TABLE vectors(id INTEGER PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE hubs(script TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE reading(chunk INTEGER PRIMARY KEY, position INTEGER NOT NULL);
 """
 
 

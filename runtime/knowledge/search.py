@@ -188,10 +188,16 @@ class Index:
             "LEFT JOIN chunks c ON c.document = d.id GROUP BY d.id ORDER BY d.id")]
 
     def passages_of(self, document: int) -> list[Passage]:
-        """A document's chunks in index order: its reading order within each script group."""
+        """A document's chunks in reading order (an index without the `reading` table: in
+        index order, the reading order within each script group)."""
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'reading'").fetchone():
+            order = "c.id"
+        else:
+            order = "(SELECT position FROM reading r WHERE r.chunk = c.id), c.id"
         return [Passage(*row) for row in self.db.execute(
             "SELECT d.path, d.title, c.location, c.text FROM chunks c "
-            "JOIN documents d ON d.id = c.document WHERE d.id = ? ORDER BY c.id", (document,))]
+            f"JOIN documents d ON d.id = c.document WHERE d.id = ? ORDER BY {order}",
+            (document,))]
 
     def group(self, chunk: int) -> Group:
         return self.groups[bisect.bisect_right(self.starts, chunk) - 1]
