@@ -15,9 +15,12 @@ from fake import FakeEngine, FakeKnowledge, FakeServer, chat_length
 from runtime.generation import ChatMessage, Finish
 from runtime.knowledge.passage import Hit, Passage
 from runtime.knowledge.retrieve import (
+    ECHOES,
     FOLLOW_UP_ADDS,
     INSTRUCTION_EN,
     INSTRUCTION_ZH,
+    REMINDER_EN,
+    REMINDER_ZH,
     answer_room,
     close_enough,
     close_in_words,
@@ -322,6 +325,16 @@ def test_an_uncited_sentence_a_passage_holds_is_cited_in_the_stream(site, client
     assert pieces == ["The driver is installed by running the setup", " script as root",
                       " [1]. Ask me more"]
     assert chunks[0].model_dump()["sources"][0]["document"] == "manual/install.md"
+
+
+def test_a_grounded_answer_stops_where_it_would_echo_the_reminder(site, client):
+    # The 0.5B model copied a source, then the reminder after it, into an answer.
+    assert REMINDER_EN.startswith(ECHOES[0]) and REMINDER_ZH.startswith(ECHOES[1])
+    client.chat.completions.create(model="fake", messages=ASK, max_tokens=4, stop=["END"])
+    assert site.engine.requests[-1].stop == ("END", *ECHOES)
+    off_topic = [{"role": "user", "content": "Who won the 1998 football World Cup?"}]
+    client.chat.completions.create(model="fake", messages=off_topic, max_tokens=4, stop=["END"])
+    assert site.engine.requests[-1].stop == ("END",)  # no source given: nothing to echo
 
 
 def test_knowledge_false_skips_retrieval(site, knowledge, client):

@@ -217,6 +217,10 @@ REMINDER_EN = ("Answer from the sources above, and put the number of the source 
                "not cover it.")
 REMINDER_ZH = ("请根据上面的资料回答，并在每个事实后注明资料的编号，如 [1]。"
                "如果资料回答不了这个问题，就说文档中没有涉及。")
+# A small model that has copied a source out sometimes goes on to copy the reminder after it
+# ("… Answer from the sources above, and put the number of the source after each fact, like [",
+# a Debian manual's bundle, issue #24): a grounded answer ends where an echo of it begins.
+ECHOES = ("Answer from the sources above", "请根据上面的资料回答")
 # After the question, with the sentence to answer given word for word: told before the
 # question only to say so, the 0.5B model still answered four of six off-topic Chinese
 # questions from memory; this way it answered none of them.
@@ -379,7 +383,8 @@ def answer(knowledge: Knowledge, request: GenerationRequest,
     grounding = dataclasses.replace(grounding, usage=dataclasses.replace(
         grounding.usage, search_ns=time.perf_counter_ns() - started))
     _log(grounding)
-    events = generate(dataclasses.replace(request, messages=grounding.messages))
+    stop = request.stop + ECHOES if grounding.hits else request.stop
+    events = generate(dataclasses.replace(request, messages=grounding.messages, stop=stop))
     if grounding.hits:
         events = attributed(events, messages[-1].content, grounding.hits)
     return _with_sources(grounding, events)
