@@ -224,6 +224,25 @@ def test_docx_keeps_body_order_heading_styles_and_tables(tmp_path: Path) -> None
     ]
 
 
+def test_docx_title_paragraph_names_it_and_nested_table_rows_are_kept(tmp_path: Path) -> None:
+    document = docx.Document()
+    document.core_properties.title = "PowerPoint 演示文稿"  # what metadata titles often are
+    document.add_paragraph("员工手册", style="Title")
+    document.add_heading("第一章 假期", level=1)
+    table = document.add_table(rows=1, cols=2)
+    table.rows[0].cells[0].text = "假期"
+    inner = table.rows[0].cells[1].add_table(rows=2, cols=2)
+    for row, cells in zip(inner.rows, [("年假", "五天"), ("产假", "一百五十八天")], strict=True):
+        for cell, text in zip(row.cells, cells, strict=True):
+            cell.text = text
+    path = tmp_path / "handbook.docx"
+    document.save(str(path))
+    doc = read_document(Source(path, "handbook.docx"))
+    assert doc.title == "员工手册"
+    assert doc.blocks == [
+        Block("假期 | 年假 | 五天; 产假 | 一百五十八天", ("员工手册", "第一章 假期"))]
+
+
 def test_docx_without_headings_takes_its_metadata_title(tmp_path: Path) -> None:
     document = docx.Document()
     document.core_properties.title = "Quarterly notes"

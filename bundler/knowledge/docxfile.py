@@ -1,4 +1,5 @@
-"""Word documents with python-docx: paragraphs and tables in body order, headings from styles."""
+"""Word documents with python-docx: paragraphs and tables (tables inside cells too) in body order,
+headings from styles, the Title-style paragraph above them all."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import docx
 from docx.opc.exceptions import PackageNotFoundError
-from docx.table import Table
+from docx.table import Table, _Cell
 from docx.text.paragraph import Paragraph
 
 from bundler.knowledge.document import Block, squash
@@ -54,7 +55,7 @@ def _heading_level(paragraph: Paragraph) -> int | None:
     style = paragraph.style
     name = (style.name or "") if style is not None else ""
     if name.lower() == "title":
-        return 1
+        return 0  # above Heading 1: the document's own title, the root of every heading path
     match = _HEADING_STYLE.match(name.strip())
     return int(match.group(1)) if match else None
 
@@ -64,10 +65,20 @@ def _table_text(table: Table) -> str:
     for row in table.rows:
         cells: list[str] = []
         for cell in row.cells:
-            text = squash(cell.text)
+            text = _cell_text(cell)
             # A merged cell is repeated once per grid column it spans: keep it once.
             if not cells or text != cells[-1]:
                 cells.append(text)
         if any(cells):
             rows.append(" | ".join(cells))
     return "\n".join(rows)
+
+
+def _cell_text(cell: _Cell) -> str:
+    """A cell's paragraphs and the rows of the tables inside it ("a | b; c | d"): python-docx's
+    cell.text leaves nested tables out, and with them a handbook's rows of figures."""
+    parts = []
+    for item in cell.iter_inner_content():
+        parts.append(_table_text(item).replace("\n", "; ") if isinstance(item, Table)
+                     else squash(item.text))
+    return squash(" ".join(part for part in parts if part))
