@@ -75,7 +75,10 @@ class _Reader(HTMLParser):
         self.title: str | None = None
         self.path: list[tuple[int, str]] = []
         self.text: list[str] = []
-        self.skipping: list[list[str | int]] = []  # open skipped elements: [tag, depth]
+        # The skipped element being read past (nothing inside it is read), and how many elements
+        # of its tag are open (itself and those nested in it): it ends when that reaches 0.
+        self.skipping: str | None = None
+        self.skip_depth = 0
         self.articles = 0  # open <article>/<main> elements
         self.pre = 0
         self.in_title = False
@@ -84,11 +87,10 @@ class _Reader(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if self.skipping:
-            if tag == self.skipping[-1][0]:
-                self.skipping[-1][1] = int(self.skipping[-1][1]) + 1
+            self.skip_depth += tag == self.skipping
             return
         if tag not in _VOID and self._chrome(tag, attrs):
-            self.skipping.append([tag, 1])
+            self.skipping, self.skip_depth = tag, 1
             return
         self.articles += tag in _ARTICLE
         table = self.tables[-1] if self.tables else None
@@ -117,10 +119,9 @@ class _Reader(HTMLParser):
 
     def handle_endtag(self, tag: str) -> None:
         if self.skipping:
-            if tag == self.skipping[-1][0]:
-                self.skipping[-1][1] = int(self.skipping[-1][1]) - 1
-                if self.skipping[-1][1] == 0:
-                    self.skipping.pop()
+            self.skip_depth -= tag == self.skipping
+            if self.skip_depth == 0:
+                self.skipping = None
             return
         if tag in _ARTICLE and self.articles:
             self.articles -= 1
