@@ -9,7 +9,13 @@ import logging
 import pytest
 
 from runtime.generation import CallStart, Finish
-from runtime.knowledge.attribute import Attributor, attributed, backing, claim_terms
+from runtime.knowledge.attribute import (
+    Attributor,
+    attributed,
+    backing,
+    claim_terms,
+    without_label,
+)
 from runtime.knowledge.passage import Hit, Passage
 
 LEAVE = Passage("leave.md", "Leave policy", "Annual leave",
@@ -116,3 +122,28 @@ def test_the_text_before_a_tool_call_is_sent_before_it():
     out = list(attributed(iter(["Salaries are paid on the 25th.", call, finish]),
                           "What do new hires need to know?", HITS))
     assert out == ["Salaries are paid on the 25th", " [2].", call, finish]
+
+
+LABELS = ["[1] Leave policy — Annual leave:", "[2] Onboarding:"]
+
+
+@pytest.mark.parametrize(("pieces", "sent"), [
+    (["[1] Leave", " policy — Annual leave: Full-time", " employees get 28 days."],
+     ["[1] ", "Full-time", " employees get 28 days."]),
+    ([" [2] Onboarding:", "\nThe probation period is six months."],
+     ["[2] ", "The probation period is six months."]),
+    (["The probation", " period is six months."], ["The probation", " period is six months."]),
+    (["[2", "] says six months."], ["[2] says six months."]),  # not a label: sent whole
+    (["[2]"], ["[2]"]),  # the text ended inside a label's start: sent as it was
+])
+def test_a_copied_passage_label_at_the_start_is_cut_to_its_citation(pieces, sent):
+    out = list(without_label(iter([*pieces, Finish("stop", 1, 2, 0)]), LABELS))
+    assert out[:-1] == sent and isinstance(out[-1], Finish)
+
+
+def test_text_that_cannot_be_a_label_goes_out_at_once():
+    def model():
+        yield "Twenty-eight days."
+        raise AssertionError("read past the first piece before sending it")
+
+    assert next(without_label(model(), LABELS)) == "Twenty-eight days."

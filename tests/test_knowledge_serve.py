@@ -327,6 +327,15 @@ def test_an_uncited_sentence_a_passage_holds_is_cited_in_the_stream(site, client
     assert chunks[0].model_dump()["sources"][0]["document"] == "manual/install.md"
 
 
+def test_an_answer_that_opens_by_copying_a_passages_label_keeps_only_its_citation(site, client):
+    # "[1] Install — Linux: To install ..." as the 0.5B model writes most answers.
+    site.engine.script = ["[1] Inst", "all — Li", "nux: To install the printer driver on Linux",
+                          " run the setup script as root.", Finish("stop", 3, 9, 0)]
+    chunks = list(client.chat.completions.create(model="fake", messages=ASK, stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "[1] To install the printer driver on Linux run the setup script as root."
+
+
 def test_a_grounded_answer_stops_where_it_would_echo_the_reminder(site, client):
     # The 0.5B model copied a source, then the reminder after it, into an answer.
     assert REMINDER_EN.startswith(ECHOES[0]) and REMINDER_ZH.startswith(ECHOES[1])

@@ -37,7 +37,7 @@ from runtime.generation import (
     KnowledgeUsage,
     Sources,
 )
-from runtime.knowledge.attribute import attributed
+from runtime.knowledge.attribute import attributed, without_label
 from runtime.knowledge.excerpt import excerpt, question_terms, term_share
 from runtime.knowledge.passage import Hit, Knowledge
 from runtime.knowledge.terms import script
@@ -180,12 +180,17 @@ def shown(hit: Hit, question: str) -> str:
 def passage_line(n: int, hit: Hit, question: str = "") -> str:
     """`[1] Title — location: text`, the form the model cites and the page links; the text is
     what shown() quotes of it for `question`."""
+    return f"{label(n, hit)} {shown(hit, question)}"
+
+
+def label(n: int, hit: Hit) -> str:
+    """`[1] Title — location:`, what a passage's line in the prompt opens with."""
     p = hit.passage
     location = p.location
     if location.startswith(f"{p.title} › "):  # a heading path starts with the title heading
         location = location[len(p.title) + 3:]
     where = f" — {location}" if location and location != p.title else ""
-    return f"[{n}] {p.title}{where}: {shown(hit, question)}"
+    return f"[{n}] {p.title}{where}:"
 
 
 INSTRUCTION_EN = (
@@ -386,7 +391,8 @@ def answer(knowledge: Knowledge, request: GenerationRequest,
     stop = request.stop + ECHOES if grounding.hits else request.stop
     events = generate(dataclasses.replace(request, messages=grounding.messages, stop=stop))
     if grounding.hits:
-        events = attributed(events, messages[-1].content, grounding.hits)
+        labels = [label(n, hit) for n, hit in enumerate(grounding.hits, 1)]
+        events = attributed(without_label(events, labels), messages[-1].content, grounding.hits)
     return _with_sources(grounding, events)
 
 
