@@ -149,34 +149,48 @@ def without_label(events: Iterator[Event], labels: Sequence[str]) -> Iterator[Ev
     3 使用 › 3.1 中文数字: 最大支持到…" goes out as "[1] 最大支持到…". A 0.5B model opens most
     answers by copying a passage's line whole, label included, and forbidding the "[" cost more
     answers their fact than it saved (issue #24: 0.739 -> 0.609 on the tune split); the
-    citation stays, so the copied passage is still the one cited. The label is cut once the text
-    has matched one whole; while it is still the start of one, the text is held back (the first
-    visible token comes that much later); the moment it is not, all of it goes out."""
-    held, state = "", "deciding"  # then "trimming" (a label was taken off), then "passing"
+    citation stays, so the copied passage is still the one cited. "[1] " goes out as soon as it
+    is written; the title and location after it are held back while they can still be the
+    label's, and go out whole the moment they are not."""
+    held, state = "", "deciding"  # "cited" ("[n] " sent), "trimming" (label cut), "passing"
+    tails: list[str] = []  # after "[n] ": the rest of the label citing n
     for event in events:
-        if isinstance(event, str) and state != "passing":
-            held += event
-            if state == "deciding":
-                start = held.lstrip()
-                whole = next((lab for lab in labels if start.startswith(lab)), None)
-                if whole is None and any(lab.startswith(start) for lab in labels):
-                    continue  # still the start of a label
-                if whole is None:
-                    state = "passing"
-                    yield held
-                    continue
-                citation = whole[:whole.index("]") + 1]
-                held, state = start[len(whole):], "trimming"
-                yield citation + " "
-            held = held.lstrip()  # the space or line break after the label
-            if held:
+        if not isinstance(event, str) or state == "passing":
+            if held and state in ("deciding", "cited"):  # the text ended inside a label
+                yield held
+            held, state = "", "passing"
+            yield event
+            continue
+        held += event
+        if state == "deciding":
+            start = held.lstrip()
+            citation = start[:start.find("] ") + 2] if "] " in start else ""
+            tails = [lab[len(citation):] for lab in labels if citation and lab.startswith(citation)]
+            if tails:
+                yield citation
+                held, state = start[len(citation):], "cited"
+            elif any(lab.startswith(start) for lab in labels):
+                continue  # "[", "[1": still the start of a label
+            else:
                 state = "passing"
                 yield held
-            continue
-        if state == "deciding" and held:  # the text ended (a tool call, the end) in a label
+                held = ""
+                continue
+        if state == "cited":
+            whole = next((tail for tail in tails if held.startswith(tail)), None)
+            if whole is None and any(tail.startswith(held) for tail in tails):
+                continue  # still the start of the label's title and location
+            if whole is None:
+                state = "passing"
+                yield held
+                held = ""
+                continue
+            held, state = held[len(whole):], "trimming"
+        held = held.lstrip()  # the space or line break after the label
+        if held:
+            state = "passing"
             yield held
-        state = "passing"
-        yield event
+            held = ""
 
 
 def attributed(events: Iterator[Event], question: str, hits: Sequence[Hit]) -> Iterator[Event]:
