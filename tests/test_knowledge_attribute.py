@@ -136,7 +136,8 @@ LABELS = ["[1] Leave policy — Annual leave:", "[2] Onboarding:"]
     (["[2", "] says six months."], ["[2] ", "says six months."]),  # not the label: kept
     (["[2]"], ["[2]"]),  # the text ended inside a label's start: sent as it was
     (["[1] Leave pol", "icy — Annual"], ["[1] ", "Leave policy — Annual"]),
-    (["[3] Leave policy: x."], ["[3] Leave policy: x."]),  # no third passage
+    (["[2] Leave policy — Annual leave: 28 days."], ["[2] ", "28 days."]),  # the other's
+    (["[2] Leave policy: x."], ["[2] ", "Leave policy: x."]),  # no passage is labelled so
 ])
 def test_a_copied_passage_label_at_the_start_is_cut_to_its_citation(pieces, sent):
     out = list(without_label(iter([*pieces, Finish("stop", 1, 2, 0)]), LABELS))

@@ -153,7 +153,7 @@ def without_label(events: Iterator[Event], labels: Sequence[str]) -> Iterator[Ev
     is written; the title and location after it are held back while they can still be the
     label's, and go out whole the moment they are not."""
     held, state = "", "deciding"  # "cited" ("[n] " sent), "trimming" (label cut), "passing"
-    tails: list[str] = []  # after "[n] ": the rest of the label citing n
+    tails: list[str] = []  # after "[n] ": the rest of each label (title and location)
     for event in events:
         if not isinstance(event, str) or state == "passing":
             if held and state in ("deciding", "cited"):  # the text ended inside a label
@@ -165,7 +165,9 @@ def without_label(events: Iterator[Event], labels: Sequence[str]) -> Iterator[Ev
         if state == "deciding":
             start = held.lstrip()
             citation = start[:start.find("] ") + 2] if "] " in start else ""
-            tails = [lab[len(citation):] for lab in labels if citation and lab.startswith(citation)]
+            # Any passage's label: the model sometimes copies the second one's after "[1] ".
+            tails = [lab[lab.find("] ") + 2:] for lab in labels] \
+                if re.fullmatch(r"\[\d+\] ", citation) else []
             if tails:
                 yield citation
                 held, state = start[len(citation):], "cited"
