@@ -138,6 +138,7 @@ LABELS = ["[1] Leave policy — Annual leave:", "[2] Onboarding:"]
     (["[1] Leave pol", "icy — Annual"], ["[1] ", "Leave policy — Annual"]),
     (["[2] Leave policy — Annual leave: 28 days."], ["[2] ", "28 days."]),  # the other's
     (["[2] Leave policy: x."], ["[2] ", "Leave policy: x."]),  # no passage is labelled so
+    (["[3] Onboarding: Six", " months."], ["Six", " months."]),  # no third passage was given
 ])
 def test_a_copied_passage_label_at_the_start_is_cut_to_its_citation(pieces, sent):
     out = list(without_label(iter([*pieces, Finish("stop", 1, 2, 0)]), LABELS))

@@ -89,6 +89,37 @@ def test_utf8_with_a_stray_byte_or_cut_inside_a_character_is_read_less_those_byt
     assert _read(path) == paragraphs
 
 
+def test_text_as_editors_and_docs_sites_write_it_is_read_whole(tmp_path: Path) -> None:
+    cases = {
+        # old Mac line endings: one "line", read as one heading, was no text at all
+        "mac.md": (b"# Backup\r\rThe backup runs at 02:00.\r\r## Restore\r\rRun restore.sh.\r",
+                   ["The backup runs at 02:00.", "Run restore.sh."]),
+        # a stray NUL and zero-width spaces inside words
+        "nul.txt": ("The li\u200bcense key is ABC.\x00\n\nReturns within 30 days.".encode(),
+                    ["The license key is ABC.", "Returns within 30 days."]),
+        # footnotes and a definition whose target is not a link are text; an indented
+        # directive option is not, a sentence opening with a role is
+        "notes.md": (("本产品保修两年[^1]。\n\n[^1]: 保修期自购买之日起计算。\n\n"
+                      "[1]: 先在测试环境验证。\n\n:class:`Session` objects persist cookies.\n\n"
+                      ".. image:: logo.png\n   :alt: logo\n\n[site]: https://example.org\n"
+                      ).encode(),
+                     ["本产品保修两年[^1]。", "[^1]: 保修期自购买之日起计算。",
+                      "[1]: 先在测试环境验证。", ":class:Session objects persist cookies."]),
+        # HTML in a fenced code sample is the sample
+        "embed.md": (b"Paste this:\n\n```html\n<div id=\"chat\"></div>\n<script src=\"w.js\">"
+                     b"</script>\n<!-- end -->\n```\n\nDone.\n",
+                     ["Paste this:", '<div id="chat"></div>\n<script src="w.js"></script>\n'
+                      "<!-- end -->", "Done."]),
+        # a <section>'s own header holds its heading and text
+        "plans.html": (b"<header>Site</header><section><header><h2>Pricing</h2><p>Pro costs 12 "
+                       b"dollars.</p></header><p>Annual billing saves two months.</p></section>",
+                       ["Pro costs 12 dollars.", "Annual billing saves two months."]),
+    }
+    for name, (data, texts) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        assert _read(tmp_path / name) == texts, name
+
+
 def test_plain_text_wraps_are_undone_without_spaces_between_chinese_characters(
     tmp_path: Path,
 ) -> None:
@@ -403,6 +434,9 @@ def test_two_folders_holding_the_same_file_name_are_named_apart(tmp_path: Path) 
     (tmp_path / "README.md").write_text("# top\n\nThe single file.")
     found, _ = find_documents([tmp_path / "pkgA", tmp_path / "pkgB", tmp_path / "README.md"])
     assert [s.relpath for s in found] == ["pkgA/README.md", "pkgB/README.md", "README.md"]
+    os.chdir(tmp_path / "pkgA")  # "--knowledge ." names its folder too (was "/README.md")
+    found, _ = find_documents([Path("."), tmp_path / "pkgB"])
+    assert [s.relpath for s in found] == ["pkgA/README.md", "pkgB/README.md"]
     again = tmp_path / "again"
     (again / "pkgA").mkdir(parents=True)
     (again / "pkgA" / "README.md").write_text("# pkgA again\n\nAnother one.")

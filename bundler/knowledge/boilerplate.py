@@ -29,14 +29,20 @@ _HTML_ROW_END = re.compile(r"</tr\s*>", re.IGNORECASE)
 _HTML_HIDDEN = re.compile(r"<!--.*?-->|<(script|style)\b[^>]*>.*?</\1\s*>",
                           re.IGNORECASE | re.DOTALL)
 # A Markdown link reference definition: "[1]: https://..." (its label is used in the text).
-_MD_LINK_DEFINITION = re.compile(r"^ {0,3}\[[^\]]+\]:\s*\S+(?:\s+[\"'(].*)?\s*$")
+# Its target must look like a link: "[1]: 先在测试环境验证" and footnotes ("[^1]: ...") are text.
+_MD_LINK_DEFINITION = re.compile(
+    r"^ {0,3}\[[^\]^][^\]]*\]:\s*(?:<[^>]*>|[A-Za-z][\w+.-]*://\S*|mailto:\S+|www\.\S+|"
+    r"\.{0,2}/\S*|#\S*)(?:\s+[\"'(].*)?\s*$")
+# A fenced code block's opening or closing line: nothing inside one is touched.
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 # reStructuredText: image and figure directives with their options, substitution definitions,
 # link targets (`.. _name: url`, `__ url`), the table of contents, a code block's directive
 # line (its indented code stays), and a line of substitution references only (`|Build| |PyPI|`).
 _RST_LINE = re.compile(
     r"^\s*(?:\.\.\s+(?:\|[^|]+\|\s+)?(?:image|figure|raw|contents|code-block|code|sourcecode)"
-    r"::|\.\.\s+_[^:]*:|\.\.\s+\|[^|]+\|\s+replace::|:(?:target|alt|width|height|align|scale"
-    r"|class):|__\s+\S+\s*$)")
+    r"::|\.\.\s+_[^:]*:|\.\.\s+\|[^|]+\|\s+replace::|__\s+\S+\s*$)"
+    # a directive's option, indented under it (":class:`Session` objects…" is a sentence)
+    r"|^\s+:(?:target|alt|width|height|align|scale|class):(?:\s|$)")
 _RST_SUBSTITUTIONS = re.compile(r"^\s*(?:\|[^|\s][^|]*\|\s*)+$")
 # A section title's under- or overline in reStructuredText (plain text only: in Markdown it
 # makes the line above a heading).
@@ -51,7 +57,31 @@ def strip_adornments(text: str) -> str:
 def strip_boilerplate(text: str) -> str:
     """`text` without images, layout tags (a table's rows kept apart), HTML comments, scripts
     and styles, link targets and directive lines; a line left empty by that is dropped (so
-    paragraphs do not split where a badge was)."""
+    paragraphs do not split where a badge was). Fenced code blocks are kept as they are: HTML
+    or CSS in a code sample is the sample."""
+    out: list[str] = []
+    prose: list[str] = []
+    fence = ""  # the open fence's marker ("```"), "" outside a fenced block
+    for line in text.split("\n"):
+        mark = _FENCE.match(line)
+        if not fence:
+            if mark:
+                out += _stripped("\n".join(prose)) if prose else []
+                prose, fence = [], mark.group(1)
+                out.append(line)
+            else:
+                prose.append(line)
+            continue
+        out.append(line)
+        if mark and mark.group(1)[0] == fence[0] and len(mark.group(1)) >= len(fence) \
+                and not line.strip()[len(mark.group(1)):].strip():
+            fence = ""
+    out += _stripped("\n".join(prose)) if prose else []
+    return "\n".join(out)
+
+
+def _stripped(text: str) -> list[str]:
+    """strip_boilerplate's work on text outside fenced code, as lines."""
     out = []
     text = _HTML_HIDDEN.sub(lambda m: "\n" * m.group().count("\n"), text)
     text = _HTML_ROW_END.sub("\n\n", text)  # a table row is a paragraph of its own
@@ -66,4 +96,4 @@ def strip_boilerplate(text: str) -> str:
             cleaned = _GAP.sub(" ", cleaned)  # where an image stood between two words
         if cleaned.strip() or not line.strip():
             out.append(cleaned.rstrip() if cleaned.strip() else "")
-    return "\n".join(out)
+    return out

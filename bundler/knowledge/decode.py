@@ -37,6 +37,8 @@ def decode_text(data: bytes, name: str) -> str:
     for bom, encoding in _BOMS:
         if data.startswith(bom):
             return _strict(data, encoding, name)
+    if 0 < data.count(0) <= max(1, len(data) // _DAMAGED):  # a stray NUL in text, not UTF-16
+        data = data.replace(b"\x00", b"")
     text: str | None
     try:
         text = data.decode("utf-8")  # strict first: valid UTF-8 is almost never anything else

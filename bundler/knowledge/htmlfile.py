@@ -11,8 +11,8 @@ from html.parser import HTMLParser
 from bundler.knowledge.document import Block, squash
 
 _SKIP = {"script", "style", "nav", "footer", "header", "aside", "noscript", "template", "svg"}
-# An <article>'s own <header> holds its title: skipped only outside an article.
-_ARTICLE = {"article", "main"}
+# An <article>'s or a <section>'s own <header> holds its title: skipped only outside them.
+_ARTICLE = {"article", "main", "section"}
 # Chrome marked by its role, or by a class or id word that names it (Sphinx's sidebar and
 # "¶" links, cookie banners, breadcrumbs, share buttons, comment boxes, ads): any element.
 _SKIP_ROLES = {"navigation", "banner", "contentinfo", "complementary", "search"}

@@ -56,7 +56,7 @@ def _named_apart(found: list[tuple[Source, Path]]) -> list[Source]:
     for source, root in found:
         name = source.relpath
         if count[name] > 1:
-            name = f"{root.name}/{name}" if root.is_dir() else name
+            name = f"{root.resolve().name}/{name}" if root.is_dir() else name  # "." too
         unique, n = name, 1
         while unique in used:
             n += 1
@@ -137,6 +137,7 @@ def read_document(source: Source) -> Document:
             title, blocks = _read_text(source.path, name, suffix)
     except OSError as exc:
         raise DocumentError(f"{name}: cannot read it ({exc.strerror or exc})") from None
+    blocks = [b for b in (_visible(block) for block in blocks) if b.text.strip()]
     if not blocks:
         raise DocumentError(f"{name}: no text in it (empty document)")
     log.debug("%s: %d blocks", name, len(blocks))
@@ -146,11 +147,21 @@ def read_document(source: Source) -> Document:
     return Document(name, headed or title or source.path.name, blocks)
 
 
+# Characters nobody sees that split a word for search: zero-width spaces and joiners, a BOM
+# in mid-text, soft hyphens ("li\u200bcense" was not found by "license").
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
+
+
+def _visible(block: Block) -> Block:
+    return Block(block.text.translate(_INVISIBLE),
+                 tuple(h.translate(_INVISIBLE) for h in block.headings), block.page)
+
+
 def _read_text(path: Path, name: str, suffix: str) -> tuple[str | None, list[Block]]:
     data = path.read_bytes()
     if not data.strip():
         raise DocumentError(f"{name}: empty file")
-    text = decode_text(data, name)
+    text = decode_text(data, name).replace("\r\n", "\n").replace("\r", "\n")  # old Macs: CR
     if suffix in (".html", ".htm"):
         return read_html(text)
     if suffix in (".md", ".markdown"):

@@ -151,7 +151,8 @@ def without_label(events: Iterator[Event], labels: Sequence[str]) -> Iterator[Ev
     answers their fact than it saved (issue #24: 0.739 -> 0.609 on the tune split); the
     citation stays, so the copied passage is still the one cited. "[1] " goes out as soon as it
     is written; the title and location after it are held back while they can still be the
-    label's, and go out whole the moment they are not."""
+    label's, and go out whole the moment they are not. An opening citation of a passage that
+    was not given ("[2] " with one source) is left out."""
     held, state = "", "deciding"  # "cited" ("[n] " sent), "trimming" (label cut), "passing"
     tails: list[str] = []  # after "[n] ": the rest of each label (title and location)
     for event in events:
@@ -169,7 +170,8 @@ def without_label(events: Iterator[Event], labels: Sequence[str]) -> Iterator[Ev
             tails = [lab[lab.find("] ") + 2:] for lab in labels] \
                 if re.fullmatch(r"\[\d+\] ", citation) else []
             if tails:
-                yield citation
+                if int(citation[1:-2]) <= len(labels):  # not "[2] " with one source given
+                    yield citation
                 held, state = start[len(citation):], "cited"
             elif any(lab.startswith(start) for lab in labels):
                 continue  # "[", "[1": still the start of a label
