@@ -163,6 +163,10 @@ class Index:
         self.starts = [g.start for g in self.groups]
         self.centroids = [memoryview(array.array("f", g.centroid)) for g in self.groups]
         self.hubs: dict[str, array.array[float]] = {}
+        # Each chunk's place in its document's reading order, where the index keeps it.
+        self.reading_order = "c.id"
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'reading'").fetchone():
+            self.reading_order = "(SELECT position FROM reading r WHERE r.chunk = c.id), c.id"
         if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'hubs'").fetchone():
             self.set_hubs({name: array.array("f", bytes(blob)).tolist()
                            for name, blob in db.execute("SELECT script, data FROM hubs")})
@@ -190,13 +194,9 @@ class Index:
     def passages_of(self, document: int) -> list[Passage]:
         """A document's chunks in reading order (an index without the `reading` table: in
         index order, the reading order within each script group)."""
-        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'reading'").fetchone():
-            order = "c.id"
-        else:
-            order = "(SELECT position FROM reading r WHERE r.chunk = c.id), c.id"
         return [Passage(*row) for row in self.db.execute(
             "SELECT d.path, d.title, c.location, c.text FROM chunks c "
-            f"JOIN documents d ON d.id = c.document WHERE d.id = ? ORDER BY {order}",
+            f"JOIN documents d ON d.id = c.document WHERE d.id = ? ORDER BY {self.reading_order}",
             (document,))]
 
     def group(self, chunk: int) -> Group:
