@@ -29,6 +29,12 @@ EN = (
     "The router needs a stable power supply.\n"
     "Connect the WAN port to your modem before you switch it on.\n"
 )
+# EUC-KR Korean is valid GBK made of common Chinese characters; Latin-1 French, cp1250 Czech
+# and cp1254 Turkish each read as another code page at charset-normalizer's best score.
+KO = "이 제품의 보증 기간은 2년입니다.\n배터리는 6개월 동안 보증됩니다.\n"
+FR = "Le café est fermé le dimanche.\nRéservez à l'avance, s'il vous plaît.\n"
+CS = "Změnit velikost okna.\nUmístění souboru není známé, zkuste to později.\n"
+TR = "Anahtar için kullanıcı kimliği bulunamadı.\nLütfen şifrenizi değiştirin.\n"
 
 
 def _read(path: Path) -> list[str]:
@@ -48,6 +54,10 @@ def _paragraphs(text: str) -> list[str]:
         ("gb18030", ZH_HANS),
         ("gbk", ZH_HANT),  # traditional characters in a GBK file are still GBK
         ("big5", ZH_HANT),
+        ("euc-kr", KO),
+        ("latin-1", FR),
+        ("cp1250", CS),
+        ("cp1254", TR),
     ],
 )
 def test_text_files_are_decoded_in_their_encoding(

@@ -1,14 +1,20 @@
 """Bytes to text for .txt/.md/.html: UTF-8/16/32 (UTF-8 with a few bad bytes too), GB18030/GBK,
 Big5, and what charset-normalizer recognises. Chinese files are often not UTF-8, and short ones
 fool statistical detectors (two characters of GBK are also valid Big5), so Chinese encodings
-are decided by which decoding gives common Chinese characters."""
+are decided by which decoding gives common Chinese characters. Korean EUC-KR is valid GBK made
+of common characters too: it is told apart by charset-normalizer's measure of how messy each
+reading is. Latin-script code pages, which charset-normalizer scores alike, are decided by
+whose accented letters are one language's (Windows-1252, what "Latin-1" files and unlabelled
+Western pages are, first among equals, as in browsers)."""
 
 from __future__ import annotations
 
 import codecs
 import logging
+import unicodedata
 
 import charset_normalizer
+from charset_normalizer.md import mess_ratio
 
 from runtime.errors import DocumentError
 
@@ -48,11 +54,65 @@ def decode_text(data: bytes, name: str) -> str:
         return text
     chinese = _guess_chinese(data)
     if chinese is not None:
-        return chinese
-    best = charset_normalizer.from_bytes(data).best()
+        return _korean(data) or chinese
+    results = charset_normalizer.from_bytes(data)
+    best = results.best()
     if best is None or best.encoding is None or _looks_binary(str(best)):
         raise DocumentError(f"{name}: not text in any known encoding (binary file?)")
-    return str(best)
+    text = str(best)
+    return (_latin(data) or text) if _latin_script(text) else text
+
+
+def _latin_script(text: str) -> bool:
+    letters = [c for c in text if c.isalpha() and ord(c) > 0x7F]
+    return sum(unicodedata.name(c, "").startswith("LATIN") for c in letters) > len(letters) / 2
+
+
+def _latin(data: bytes) -> str | None:
+    """Text in a Latin-script code page. charset-normalizer tells these apart poorly (a French
+    "à" is cp1250's "ŕ", a Czech "ř" cp1252's "ø", at equal scores): the reading whose accented
+    letters are one language's, then the least messy, Windows-1252 first among equals."""
+    scored = []
+    for rank, encoding in enumerate(_LATIN):
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        scored.append((-_one_language(text), mess_ratio(text), rank, text))
+    return min(scored)[-1] if scored else None
+
+
+_LATIN = ("cp1252", "cp1250", "cp1254", "cp1257")  # Western, Central European, Turkish, Baltic
+# The accented letters of the languages those code pages are for.
+_ALPHABETS = tuple(set(letters) for letters in (
+    "àâæçéèêëîïôœùûüÿ", "äöüß", "áéíóúñü", "ãõáâêôçéíóúà", "àèéìíîòóùú", "åæøäöéü", "ëïéèóáúíöü",
+    "àèéíïòóúüç", "áčďéěíňóřšťúůýž", "áäčďéíĺľňóôŕšťúýž", "ąćęłńóśźż", "áéíóöőúüű", "ăâîșțşţ",
+    "čćđšž", "çğıöşüâî", "ąčęėįšųūž", "āčēģīķļņšūž", "äöõüšž", "áðéíóúýþæö",
+))
+
+
+def _one_language(text: str) -> float:
+    """Share of a text's accented letters (each counted once) that one language has."""
+    letters = {c for c in text.lower() if c.isalpha() and ord(c) > 0x7F}
+    if not letters:
+        return 1.0
+    return max(len(letters & alphabet) for alphabet in _ALPHABETS) / len(letters)
+
+
+def _korean(data: bytes) -> str | None:
+    """The EUC-KR (CP949) reading of bytes that also read as common Chinese characters, when it
+    is mostly Hangul and less messy than the Chinese reading."""
+    try:
+        text = data.decode("cp949")
+    except UnicodeDecodeError:
+        return None
+    wide = [c for c in text if ord(c) > 0x7F]
+    if sum("\uac00" <= c <= "\ud7a3" for c in wide) < _PLAUSIBLE * len(wide):
+        return None
+    chinese = charset_normalizer.from_bytes(data, cp_isolation=list(_CHINESE)).best()
+    if chinese is not None and mess_ratio(text) >= chinese.chaos:
+        return None
+    return text
 
 
 def _damaged_utf8(data: bytes, name: str) -> str | None:
