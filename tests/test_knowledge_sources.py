@@ -210,10 +210,10 @@ def test_html_drops_chrome_marked_by_role_or_class_and_keeps_an_articles_own_hea
         "<article><header><h1>电动自行车新规</h1><p class='meta'>2024-03-15</p></header>"
         "<p>未登记的车辆不得上路。</p>"
         "<pre><code>x = 1 <span class='token comment'># kept: a code comment</span></code></pre>"
-        "<div class='share'>Share on Weibo</div></article>"
+        "<div class='share'>Share on Weibo</div>"
         "<div class='sphinxsidebar'><h3>Related Topics</h3><div><p>Previous</p></div>"
         "<p>Quick search</p></div><h2>Install<a class='headerlink' href='#i'>¶</a></h2>"
-        "<p>pip install it</p><div class='footer'>© 2024</div>")
+        "<p>pip install it</p></article><div class='footer'>© 2024</div>")
     doc = read_document(Source(path, "article.html"))
     assert doc.title == "电动自行车新规"
     assert doc.blocks == [
@@ -222,6 +222,42 @@ def test_html_drops_chrome_marked_by_role_or_class_and_keeps_an_articles_own_hea
         Block("x = 1 # kept: a code comment", ("电动自行车新规",)),
         Block("pip install it", ("电动自行车新规", "Install")),
     ]
+
+
+def test_html_chrome_named_inside_class_names_and_buttons_is_dropped_but_sections_are_kept(
+        tmp_path: Path) -> None:
+    # A Docusaurus page: its "On this page" contents, a copy button and the skip link went in
+    # as passages; a Sphinx section whose id is its heading's ("cookies") was dropped whole.
+    path = tmp_path / "install.html"
+    path.write_text(
+        "<a class='skipToContent_fXgn' href='#main'>Skip to main content</a>"
+        "<div class='tocCollapsible_ETCw theme-doc-toc-mobile'>On this page</div>"
+        "<h1>Install</h1><p>It needs Node.js 18.</p>"
+        "<pre><code>npm install -g mytool</code></pre><button>Copy</button>"
+        "<section id='cookies'><h2>Cookies</h2><p>Pass cookies with cookies=.</p></section>"
+        "<div class='section' id='comments'><h2>Comments</h2><p>Start them with #.</p></div>"
+        "<div class='tableOfContents_bqdL'><ul><li>Cookies</li><li>Comments</li></ul></div>"
+        "<div class='csdn-toolbar'>首页 博客 下载</div><div class='recommend-box'>猜你喜欢</div>")
+    assert _read(path) == [
+        "It needs Node.js 18.", "npm install -g mytool", "Pass cookies with cookies=.",
+        "Start them with #."]
+
+
+def test_a_page_that_marks_its_main_content_is_read_from_it_alone(tmp_path: Path) -> None:
+    # A help page's top bar and "Was this helpful?" box carry no chrome names: the page's
+    # <main> says where its content is, as a browser's reader view takes it.
+    page = ("<div id='top-bar'>Example Help Center Sign in</div>"
+            "<div role='main'><h1>Reset</h1><p>Hold the reset button for 12 seconds.</p>"
+            "<p>The default password is on the label under the router.</p></div>"
+            "<div class='feedback'>Was this article helpful? Yes No</div>")
+    path = tmp_path / "reset.html"
+    path.write_text(page)
+    assert _read(path) == ["Hold the reset button for 12 seconds.",
+                           "The default password is on the label under the router."]
+    # An <article> that is a small card beside the page's text is not the page.
+    path.write_text("<h1>Reset</h1>" + "<p>Hold the reset button for 12 seconds.</p>" * 4
+                    + "<article><p>Teaser: new routers</p></article>")
+    assert len(_read(path)) == 5
 
 
 def test_an_html_manuals_title_is_its_first_heading_even_with_nothing_under_it(
@@ -453,6 +489,21 @@ def test_two_folders_holding_the_same_file_name_are_named_apart(tmp_path: Path) 
     found, _ = find_documents([tmp_path / "pkgA", again, tmp_path / "pkgB"])
     assert [s.relpath for s in found] == ["pkgA/README.md", "pkgA/README.md (2)",
                                          "pkgB/README.md"]
+
+
+def test_a_saved_pages_files_folder_is_not_read_as_documents(tmp_path: Path) -> None:
+    # "Web page, complete" saves the page's iframes (ads, chat widgets) as .html files beside
+    # its images and scripts; they were indexed as documents of their own.
+    (tmp_path / "Reset a router.html").write_text("<h1>Reset</h1><p>Hold the button.</p>")
+    files = tmp_path / "Reset a router_files"
+    files.mkdir()
+    (files / "saved_resource.html").write_text("<p>Cheap routers! Buy today.</p>")
+    (tmp_path / "notes_files").mkdir()  # no notes.html beside it: an ordinary folder
+    (tmp_path / "notes_files" / "a.txt").write_text("A note.")
+    found, skipped = find_documents([tmp_path])
+    assert [s.relpath for s in found] == ["Reset a router.html", "notes_files/a.txt"]
+    assert [(s.path.name, s.reason) for s in skipped] == [
+        ("Reset a router_files", "the files of the saved page Reset a router")]
 
 
 def test_a_pipe_named_like_a_document_is_skipped_not_read(tmp_path: Path) -> None:

@@ -1,6 +1,9 @@
 """HTML with the standard library's parser: headings, paragraphs, list items and table rows, and
 none of the page's chrome (scripts, styles, navigation, the site's header and footer, asides,
-cookie banners, a documentation generator's sidebar and its "¶" heading links)."""
+buttons, cookie banners, a documentation generator's sidebar, its "on this page" contents and
+its "¶" heading links). A page that marks its main content (<main>, role="main", <article>)
+is read from it alone, as a browser's reader view does, when it holds a fair share of the
+page's text."""
 
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ from html.parser import HTMLParser
 
 from bundler.knowledge.document import Block, squash
 
-_SKIP = {"script", "style", "nav", "footer", "header", "aside", "noscript", "template", "svg"}
+_SKIP = {"script", "style", "nav", "footer", "header", "aside", "noscript", "template", "svg",
+         "button", "select"}
 # An <article>'s or a <section>'s own <header> holds its title: skipped only outside them.
 _ARTICLE = {"article", "main", "section"}
 # Chrome marked by its role, or by a class or id word that names it (Sphinx's sidebar and
@@ -22,6 +26,18 @@ _SKIP_NAMES = re.compile(
     r"|advert|advertisement|ads?|sidebar|skip-?link|toc|site-?header|site-?footer|footer|copyright"
     r"|related|related-?(?:posts|articles|links))$",
     re.IGNORECASE)
+# Words that name chrome wherever they stand in a class name, split at "-", "_" and camelCase
+# ("theme-doc-toc-mobile", "csdn-toolbar", "recommend-box"), and "table of contents" however
+# it is written ("tableOfContents_bqdL", "table-of-contents").
+_CHROME_PARTS = {
+    "toc", "sidebar", "breadcrumb", "breadcrumbs", "toolbar", "cookie", "cookies", "pagination",
+    "pager", "recommend", "recommends", "recommended", "recommendations", "copyright",
+    "advert", "advertisement", "comments", "share", "sharing", "social", "search", "skip",
+}
+_CLASS_PARTS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
+# The main content must hold this share of the page's text to be read alone: a <main> or an
+# <article> holding a teaser card, not the page, leaves the page read whole.
+_MAIN_SHARE = 1 / 3
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 # Tags that end the text before them: each one starts a new block.
 _BREAKS = {
@@ -30,6 +46,12 @@ _BREAKS = {
 }
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
          "track", "wbr"}
+
+
+def _chrome_class(word: str) -> bool:
+    parts = [part.lower() for part in _CLASS_PARTS.findall(word)]
+    return bool(_SKIP_NAMES.match(word) or _CHROME_PARTS.intersection(parts)
+                or "tableofcontents" in "".join(parts))
 
 
 def read_html(text: str) -> tuple[str | None, list[Block]]:
@@ -41,8 +63,24 @@ def read_html(text: str) -> tuple[str | None, list[Block]]:
     parser.close()
     parser.end_tables()
     parser.flush()
-    top = min(parser.headings, default=None, key=lambda h: h[0])
-    return top[1] if top else parser.title, parser.blocks
+    main = _main_content(parser.blocks, parser.regions)
+    pairs = zip(parser.blocks, parser.regions, strict=True)
+    blocks = [block for block, region in pairs if main in region]
+    headings = [(level, title) for level, title, region in parser.headings if main in region]
+    top = min(headings, default=None, key=lambda h: h[0])
+    return top[1] if top else parser.title, blocks
+
+
+def _main_content(blocks: list[Block], regions: list[frozenset[str]]) -> str:
+    """Which blocks make the page: those in its <main> (or role="main"), else in its
+    <article>s, when they hold at least _MAIN_SHARE of the text; else all ("page")."""
+    sizes = [(len(block.text), where) for block, where in zip(blocks, regions, strict=True)]
+    total = sum(size for size, _ in sizes)
+    for region in ("main", "article"):
+        inside = sum(size for size, where in sizes if region in where)
+        if inside and inside >= _MAIN_SHARE * total:
+            return region
+    return "page"
 
 
 @dataclass
@@ -79,11 +117,14 @@ class _Reader(HTMLParser):
         # of its tag are open (itself and those nested in it): it ends when that reaches 0.
         self.skipping: str | None = None
         self.skip_depth = 0
-        self.articles = 0  # open <article>/<main> elements
         self.pre = 0
         self.in_title = False
         self.tables: list[_Table] = []  # open tables, innermost last
-        self.headings: list[tuple[int, str]] = []  # (level, text) of every heading, in order
+        # (level, text, region) of every heading, in order; each block's region: "page" and
+        # "main" or "article" when it is inside one
+        self.headings: list[tuple[int, str, frozenset[str]]] = []
+        self.regions: list[frozenset[str]] = []
+        self.open: list[tuple[str, str | None]] = []  # open elements and the region each begins
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if self.skipping:
@@ -92,7 +133,6 @@ class _Reader(HTMLParser):
         if tag not in _VOID and self._chrome(tag, attrs):
             self.skipping, self.skip_depth = tag, 1
             return
-        self.articles += tag in _ARTICLE
         table = self.tables[-1] if self.tables else None
         if tag == "title":
             self.in_title = True
@@ -116,6 +156,9 @@ class _Reader(HTMLParser):
         elif tag in _HEADINGS or tag in _BREAKS:
             self.flush()
             self.pre += tag == "pre"
+        if tag not in _VOID:
+            main = tag == "main" or ("role", "main") in attrs
+            self.open.append((tag, "main" if main else "article" if tag == "article" else None))
 
     def handle_endtag(self, tag: str) -> None:
         if self.skipping:
@@ -123,8 +166,6 @@ class _Reader(HTMLParser):
             if self.skip_depth == 0:
                 self.skipping = None
             return
-        if tag in _ARTICLE and self.articles:
-            self.articles -= 1
         table = self.tables[-1] if self.tables else None
         if tag == "title":
             self.in_title = False
@@ -142,6 +183,11 @@ class _Reader(HTMLParser):
         elif tag in _BREAKS:
             self.flush()
             self.pre -= tag == "pre" and self.pre > 0
+        # An end tag closes its element and whatever HTML let go unclosed inside it.
+        for depth in range(len(self.open) - 1, -1, -1):
+            if self.open[depth][0] == tag:
+                del self.open[depth:]
+                break
 
     def handle_data(self, data: str) -> None:
         if self.skipping:
@@ -153,15 +199,17 @@ class _Reader(HTMLParser):
 
     def _chrome(self, tag: str, attrs: list[tuple[str, str | None]]) -> bool:
         if tag in _SKIP:
-            return not (tag == "header" and self.articles)
-        for name, value in attrs:
-            if not value:
-                continue
-            if name == "role" and value.lower() in _SKIP_ROLES:
-                return True
-            if name in ("class", "id") and any(_SKIP_NAMES.match(w) for w in value.split()):
-                return True
-        return False
+            return not (tag == "header" and any(name in _ARTICLE for name, _ in self.open))
+        found = {name: value or "" for name, value in attrs}
+        classes = found.get("class", "").split()
+        if found.get("role", "").lower() in _SKIP_ROLES:
+            return True
+        if any(_chrome_class(word) for word in classes):
+            return True
+        # An id names chrome only as a whole word, and never a section's: documentation
+        # generators give each section its heading's name ("cookies", "pager-support").
+        section = tag == "section" or "section" in classes
+        return not section and bool(_SKIP_NAMES.match(found.get("id", "")))
 
     def _end_table(self) -> None:
         """The innermost table ends: a block of its rows, or, inside another table's cell,
@@ -191,13 +239,17 @@ class _Reader(HTMLParser):
         else:
             self._add("\n".join(squash(line) for line in raw.split("\n") if line.strip()))
 
+    def _region(self) -> frozenset[str]:
+        return frozenset({"page"}.union(region for _, region in self.open if region))
+
     def _add(self, text: str) -> None:
         if text.strip():
             self.blocks.append(Block(text, tuple(title for _, title in self.path)))
+            self.regions.append(self._region())
 
     def _heading(self, level: int, title: str) -> None:
         while self.path and self.path[-1][0] >= level:
             self.path.pop()
         if title:
             self.path.append((level, title))
-            self.headings.append((level, title))
+            self.headings.append((level, title, self._region()))

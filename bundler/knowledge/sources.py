@@ -86,11 +86,16 @@ def _walk(root: Path, skipped: list[Skipped]) -> list[tuple[Path, str]]:
         except OSError as exc:
             skipped.append(Skipped(folder, f"cannot list the folder ({exc.strerror})"))
             return
+        pages = {Path(e.name).stem for e in entries if e.name.lower().endswith((".html", ".htm"))}
         for entry in entries:
             if entry.name.startswith("."):
                 continue
             path = Path(entry.path)
-            if entry.is_dir():
+            if entry.is_dir() and entry.name.endswith("_files") and entry.name[:-6] in pages:
+                # A browser's "Web page, complete" save: the page's images, scripts, ads and
+                # chat widgets, not documents.
+                skipped.append(Skipped(path, f"the files of the saved page {entry.name[:-6]}"))
+            elif entry.is_dir():
                 walk(path)
             else:
                 files.append((path, path.relative_to(root).as_posix()))
