@@ -574,3 +574,32 @@ def test_raw_html_in_markdown_keeps_its_text_and_loses_comments_scripts_and_link
     assert [b.text for b in markdown] == [
         "Model | Size", "densenet | 4.7 M", "More", "The lite model is faster.",
         "Read the [guide][1]."]
+
+
+def test_docs_site_markdown_loses_imports_components_admonition_marks_and_shortcodes() -> None:
+    # Docusaurus, MkDocs and Hugo pages as their sources ship: every passage of the probe's
+    # docs-site file carried "import Tabs from…", ":::tip", "{{< figure >}}" or "&lt;".
+    from bundler.knowledge.textfile import read_markdown
+
+    markdown = read_markdown(
+        "+++\ntitle = \"Deploying\"\ndraft = false\n+++\n"
+        "import Tabs from '@theme/Tabs';\n\n# Deploying {#deploying}\n\n"
+        "!!! note \"Port numbers\"\n    The server listens on port 8123.\n\n"
+        ":::tip 提示\n部署前请先备份配置文件。\n:::\n\n"
+        "<Tabs>\n  <TabItem value=\"linux\" label=\"Linux\">\nRun `./server --daemon`.\n"
+        "  </TabItem>\n</Tabs>\n\n{{< figure src=\"/img/arch.png\" >}}\n\n"
+        "Compare a &lt; b &amp;&amp; c, not `a &lt; b`; end a line with `<br>`.\n\n"
+        "Ask at a@b.org?x=1&copy=2.\n\n:::{note}\nUse {func}`attrs.define`, `GET /r/{id}`.\n:::\n\n"
+        "1. Cast it:\n\n    ```cpp\n    Invoke(implicit_cast<Closure*>(done));\n    ```\n")
+    assert [(b.headings, b.text) for b in markdown] == [
+        (("Deploying",), "Port numbers"),
+        (("Deploying",), "The server listens on port 8123."),
+        (("Deploying",), "提示"),
+        (("Deploying",), "部署前请先备份配置文件。"),
+        (("Deploying",), "Run ./server --daemon."),
+        (("Deploying",), "Compare a < b && c, not a &lt; b; end a line with <br>."),
+        (("Deploying",), "Ask at a@b.org?x=1&copy=2."),
+        (("Deploying",), "Use attrs.define, GET /r/{id}."),  # MyST: ":::{note}", a role
+        (("Deploying",), "1. Cast it:"),
+        (("Deploying",), "Invoke(implicit_cast<Closure*>(done));"),  # a list item's fence
+    ]

@@ -11,6 +11,7 @@ code stays (a command is often the answer).
 
 from __future__ import annotations
 
+import html
 import re
 
 # A linked image (a badge), then a bare image: Markdown's, and HTML's <img>.
@@ -34,7 +35,7 @@ _MD_LINK_DEFINITION = re.compile(
     r"^ {0,3}\[[^\]^][^\]]*\]:\s*(?:<[^>]*>|[A-Za-z][\w+.-]*://\S*|mailto:\S+|www\.\S+|"
     r"\.{0,2}/\S*|#\S*)(?:\s+[\"'(].*)?\s*$")
 # A fenced code block's opening or closing line: nothing inside one is touched.
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_FENCE = re.compile(r"^\s*(`{3,}|~{3,})")  # indented too: a fence in a list item
 # reStructuredText: image and figure directives with their options, substitution definitions,
 # link targets (`.. _name: url`, `__ url`), the table of contents, a code block's directive
 # line (its indented code stays), and a line of substitution references only (`|Build| |PyPI|`).
@@ -44,6 +45,22 @@ _RST_LINE = re.compile(
     # a directive's option, indented under it (":class:`Session` objects…" is a sentence)
     r"|^\s+:(?:target|alt|width|height|align|scale|class):(?:\s|$)")
 _RST_SUBSTITUTIONS = re.compile(r"^\s*(?:\|[^|\s][^|]*\|\s*)+$")
+# Docs-site Markdown (Docusaurus MDX, MkDocs, Hugo): module imports and exports, components
+# (<Tabs>, <TabItem label="Linux">: their text stays), admonition markers (":::tip Title",
+# ":::{note}", "!!! note \"Title\"": the title stays, on a line of its own) and shortcodes
+# ({{< figure >}}).
+_MDX_MODULE = re.compile(r"^(?:import\s[^'\"]*?['\"][^'\"]+['\"]"
+                         r"|export\s+(?:default|const|function)\b.*);?\s*$")
+_COMPONENT = re.compile(r"</?[A-Z][A-Za-z0-9]*(?:\.[A-Za-z0-9]+)*(?:\s[^<>]*)?/?>")
+_ADMONITION = re.compile(
+    r"^\s*(?::::+\s*(?:\{[\w-]+\}|[\w-]*)(?:\[[^\]]*\])?|(?:!!!|\?\?\?\+?)\s*[\w-]+)\s*(.*?)\s*$")
+# A MyST role before a code span ("{meth}`__getstate__`"): the span is what a reader sees.
+_ROLE = re.compile(r"(?<![^\s(])\{[\w:-]+\}(?=`)")
+_SHORTCODE = re.compile(r"\{\{[<%].*?[%>]\}\}")
+# A character reference as Markdown reads it: named ones end in ";" ("&copy=2" is text).
+_CHAR_REF = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
+# An inline code span: what is in one is shown as written (`<br>` is the sample, not a tag).
+_CODE_SPAN = re.compile(r"(`+)(?!`).+?(?<!`)\1(?!`)")
 # A section title's under- or overline in reStructuredText (plain text only: in Markdown it
 # makes the line above a heading).
 _ADORNMENT = re.compile(r"^\s*([=\-~^+*#\"'`:.])\1{2,}\s*$")
@@ -54,11 +71,13 @@ def strip_adornments(text: str) -> str:
     return "\n".join(line for line in text.split("\n") if not _ADORNMENT.match(line))
 
 
-def strip_boilerplate(text: str) -> str:
+def strip_boilerplate(text: str, markdown: bool = False) -> str:
     """`text` without images, layout tags (a table's rows kept apart), HTML comments, scripts
     and styles, link targets and directive lines; a line left empty by that is dropped (so
-    paragraphs do not split where a badge was). Fenced code blocks are kept as they are: HTML
-    or CSS in a code sample is the sample."""
+    paragraphs do not split where a badge was). Fenced code blocks and inline code spans are
+    kept as they are: HTML or CSS in a code sample is the sample. Markdown also loses what
+    docs sites add (_MDX_MODULE, _COMPONENT, _ADMONITION, _SHORTCODE), and its character
+    references are read ("&lt;" is "<")."""
     out: list[str] = []
     prose: list[str] = []
     fence = ""  # the open fence's marker ("```"), "" outside a fenced block
@@ -66,7 +85,7 @@ def strip_boilerplate(text: str) -> str:
         mark = _FENCE.match(line)
         if not fence:
             if mark:
-                out += _stripped("\n".join(prose)) if prose else []
+                out += _stripped("\n".join(prose), markdown) if prose else []
                 prose, fence = [], mark.group(1)
                 out.append(line)
             else:
@@ -76,24 +95,40 @@ def strip_boilerplate(text: str) -> str:
         if mark and mark.group(1)[0] == fence[0] and len(mark.group(1)) >= len(fence) \
                 and not line.strip()[len(mark.group(1)):].strip():
             fence = ""
-    out += _stripped("\n".join(prose)) if prose else []
+    out += _stripped("\n".join(prose), markdown) if prose else []
     return "\n".join(out)
 
 
-def _stripped(text: str) -> list[str]:
+def _stripped(text: str, markdown: bool) -> list[str]:
     """strip_boilerplate's work on text outside fenced code, as lines."""
     out = []
     text = _HTML_HIDDEN.sub(lambda m: "\n" * m.group().count("\n"), text)
     text = _HTML_ROW_END.sub("\n\n", text)  # a table row is a paragraph of its own
     for line in text.split("\n"):
         if _RST_LINE.match(line) or _RST_SUBSTITUTIONS.match(line) or \
-                _MD_LINK_DEFINITION.match(line):
+                _MD_LINK_DEFINITION.match(line) or (markdown and _MDX_MODULE.match(line)):
             continue
-        line_cells = _HTML_CELL.sub(" | ", line)
-        cleaned = _HTML_TAG.sub("", _HTML_IMAGE.sub("", _MD_IMAGE.sub("", line_cells)))
-        cleaned = cleaned.replace("&nbsp;", " ")  # a spacer paragraph (<p>&nbsp;</p>)
+        if markdown and (admonition := _ADMONITION.match(line)):
+            out += [admonition.group(1).strip("\"'"), ""]  # its title, a paragraph of its own
+            continue
+        # Code spans as written; the text around them cleaned.
+        line = _ROLE.sub("", line) if markdown else line
+        spans = _CODE_SPAN.split(line) if "`" in line else [line]
+        codes = [m.group() for m in _CODE_SPAN.finditer(line)] if "`" in line else []
+        parts = [_cleaned(part, markdown) for part in spans[::2]]
+        cleaned = parts[0] + "".join(code + rest for code, rest in zip(codes, parts[1:],
+                                                                         strict=True))
         if cleaned != line:
             cleaned = _GAP.sub(" ", cleaned)  # where an image stood between two words
         if cleaned.strip() or not line.strip():
             out.append(cleaned.rstrip() if cleaned.strip() else "")
     return out
+
+
+def _cleaned(text: str, markdown: bool) -> str:
+    text = _HTML_TAG.sub("", _HTML_IMAGE.sub("", _MD_IMAGE.sub("", _HTML_CELL.sub(" | ", text))))
+    text = text.replace("&nbsp;", " ")  # a spacer paragraph (<p>&nbsp;</p>)
+    if markdown:
+        text = _SHORTCODE.sub("", _COMPONENT.sub("", text))
+        text = _CHAR_REF.sub(lambda ref: html.unescape(ref.group()), text)
+    return text

@@ -4,6 +4,7 @@ heading path above each."""
 from __future__ import annotations
 
 import re
+import textwrap
 from collections.abc import Iterator
 
 from bundler.knowledge.boilerplate import strip_adornments, strip_boilerplate
@@ -11,11 +12,12 @@ from bundler.knowledge.document import Block, join_lines
 
 _ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
 _SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
-_FENCE = re.compile(r"^ {0,3}(```|~~~)")
+_FENCE = re.compile(r"^\s*(```|~~~)")  # indented too: a fence in a list item
 _ITEM = re.compile(r"^ {0,3}(?:[-*+]|\d{1,9}[.)])[ \t]+")
 _BULLET = re.compile(r"^[-*+][ \t]+")
 _TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
-_FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.DOTALL)
+_FRONT_MATTER = re.compile(r"\A(---|\+\+\+)\n.*?\n\1\n", re.DOTALL)  # YAML's, Hugo's TOML
+_HEADING_ID = re.compile(r"\s*\{#[\w.:-]+\}$")  # "## Install {#install}": an anchor's name
 
 
 def read_plain(text: str) -> list[Block]:
@@ -40,7 +42,7 @@ def _paragraphs(text: str) -> Iterator[list[str]]:
 def read_markdown(text: str) -> list[Block]:
     """A Markdown file: blocks under their `#` (or underlined) heading path."""
     text = _FRONT_MATTER.sub("", text.replace("\r\n", "\n"))
-    return list(_MarkdownReader(strip_boilerplate(text)).blocks())
+    return list(_MarkdownReader(strip_boilerplate(text, markdown=True)).blocks())
 
 
 class _MarkdownReader:
@@ -64,7 +66,7 @@ class _MarkdownReader:
         for line in self.lines:
             if fence is not None:  # inside a code block nothing is a heading
                 if line.strip().startswith(fence):
-                    yield from self._block("\n".join(code))
+                    yield from self._block(textwrap.dedent("\n".join(code)))
                     fence, code = None, []
                 else:
                     code.append(line)
@@ -75,7 +77,7 @@ class _MarkdownReader:
                 continue
             if (atx := _ATX.match(line)) is not None:
                 yield from self._flush(para)
-                self.enter(len(atx.group(1)), _inline(atx.group(2) or ""))
+                self.enter(len(atx.group(1)), _inline(_HEADING_ID.sub("", atx.group(2) or "")))
             elif (under := _SETEXT.match(line)) and len(para) == 1 and not _ITEM.match(para[0]):
                 self.enter(1 if under.group(1)[0] == "=" else 2, _inline(para.pop().strip()))
             elif not line.strip() or (_ITEM.match(line) and para) or _is_row(line) != _rows(para):
@@ -85,7 +87,7 @@ class _MarkdownReader:
             else:
                 para.append(line)
         yield from self._flush(para)
-        yield from self._block("\n".join(code))
+        yield from self._block(textwrap.dedent("\n".join(code)))
 
     def _flush(self, para: list[str]) -> Iterator[Block]:
         if para:
