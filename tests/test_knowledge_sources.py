@@ -538,6 +538,26 @@ def test_pdf_body_lines_repeated_on_every_page_are_kept(tmp_path: Path) -> None:
     assert texts.count("Warning: unplug the router first.") == 3
 
 
+def test_pdf_watermarks_in_large_or_rotated_type_on_every_page_are_dropped(tmp_path: Path) -> None:
+    # "INTERNAL USE ONLY" across the middle of each page was a passage of every page.
+    path = tmp_path / "policy.pdf"
+    pdf = canvas.Canvas(str(path), pagesize=(595, 842), invariant=True)
+    for number in (1, 2, 3):
+        pdf.setFont("Helvetica", 11)
+        pdf.drawString(72, 700, f"Rule {number}: backups are kept for {number + 6} years.")
+        pdf.setFont("Helvetica", 40)
+        pdf.drawCentredString(297, 421, "INTERNAL USE ONLY")
+        pdf.saveState()
+        pdf.translate(297, 200)
+        pdf.rotate(45)
+        pdf.setFont("Helvetica", 12)
+        pdf.drawCentredString(0, 0, "DRAFT")
+        pdf.restoreState()
+        pdf.showPage()
+    pdf.save()
+    assert _read(path) == [f"Rule {n}: backups are kept for {n + 6} years." for n in (1, 2, 3)]
+
+
 def test_badges_images_layout_tags_and_rst_directives_are_dropped_before_chunking() -> None:
     from bundler.knowledge.textfile import read_markdown, read_plain
 

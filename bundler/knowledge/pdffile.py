@@ -2,19 +2,21 @@
 
 A PDF has no paragraphs or headings, only positioned lines: each of pdfminer's text boxes becomes
 a block carrying its page; running headers and footers (the same line on most pages, page numbers
-included) are dropped, so they neither pollute every chunk nor win every search; so are the pages
-of a table of contents."""
+included) and watermarks (the same line in large or rotated type on most pages) are dropped, so
+they neither pollute every chunk nor win every search; so are the pages of a table of
+contents."""
 
 from __future__ import annotations
 
 import re
+import statistics
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from pdfminer.converter import PDFPageAggregator
-from pdfminer.layout import LAParams, LTPage, LTTextBox, LTTextLine
+from pdfminer.layout import LAParams, LTChar, LTPage, LTTextBox, LTTextLine
 from pdfminer.pdfdocument import PDFDocument, PDFPasswordIncorrect
 from pdfminer.pdfinterp import PDFPageInterpreter, PDFResourceManager
 from pdfminer.pdfpage import PDFPage
@@ -40,14 +42,17 @@ _MARGIN = 0.12
 _LEADER = re.compile(r"(?:\.\s?){4,}\s*(?:\d+|[ivxlc]+)?\s*$", re.IGNORECASE)
 _CONTENTS_SHARE = 0.3
 _CONTENTS_LINES = 5
+# A watermark's type: at least this many times the page's usual character size, or rotated.
+_MARK_SIZE = 2.0
 
 
 
 @dataclass
 class _Page:
     boxes: list[list[str]]  # text boxes in reading order, each a list of lines
-    # (box, line) indexes of the topmost and bottommost lines: where running headers and footers
-    # sit. Only these are ever dropped, so body text that repeats is kept.
+    # (box, line) indexes of the topmost and bottommost lines, where running headers and footers
+    # sit, and of lines in a watermark's type. Only these are ever dropped, so body text that
+    # repeats is kept.
     edges: set[tuple[int, int]]
 
     def edge_lines(self) -> set[str]:
@@ -108,11 +113,18 @@ def _layouts(document: PDFDocument, name: str) -> list[LTPage]:
 def _page_text(layout: LTPage) -> _Page:
     boxes: list[list[str]] = []
     placed: list[tuple[float, int, int]] = []  # (height on the page, box, line)
+    types: dict[tuple[int, int], tuple[float, bool]] = {}  # (size, turned) of each line
+    sizes: list[float] = []  # every character's
     for element in layout:
         if isinstance(element, LTTextBox):
             box: list[str] = []
             for line in element:
                 if isinstance(line, LTTextLine) and (text := _clean(line.get_text())):
+                    chars = [c for c in line if isinstance(c, LTChar)]
+                    sizes += [c.size for c in chars]
+                    types[len(boxes), len(box)] = (
+                        max((c.size for c in chars), default=0.0),
+                        any(abs(c.matrix[1]) > 0.05 for c in chars))  # rotated, not slanted
                     placed.append((line.y0, len(boxes), len(box)))
                     box.append(text)
             if box:
@@ -120,7 +132,10 @@ def _page_text(layout: LTPage) -> _Page:
     placed.sort(key=lambda item: -item[0])
     top = [(b, i) for y, b, i in placed[:_EDGE_LINES] if y > layout.y1 - _MARGIN * layout.height]
     low = [(b, i) for y, b, i in placed[-_EDGE_LINES:] if y < layout.y0 + _MARGIN * layout.height]
-    return _Page(boxes, set(top + low))
+    usual = statistics.median(sizes) if sizes else 0.0
+    marks = [at for at, (size, turned) in types.items()
+             if turned or size >= _MARK_SIZE * usual > 0]
+    return _Page(boxes, set(top + low + marks))
 
 
 def _is_contents(page: _Page) -> bool:
@@ -140,7 +155,8 @@ def _shape(line: str) -> str:
 
 
 def _running_lines(pages: list[_Page]) -> set[str]:
-    """Lines at a page's top or bottom that recur on most pages (at least two)."""
+    """Lines at a page's top or bottom, or in a watermark's type, that recur on most pages (at
+    least two)."""
     counts: Counter[str] = Counter()
     for page in pages:
         counts.update(page.edge_lines())
