@@ -111,13 +111,12 @@ def _stripped(text: str, markdown: bool) -> list[str]:
         if markdown and (admonition := _ADMONITION.match(line)):
             out += [admonition.group(1).strip("\"'"), ""]  # its title, a paragraph of its own
             continue
-        # Code spans as written; the text around them cleaned.
         line = _ROLE.sub("", line) if markdown else line
-        spans = _CODE_SPAN.split(line) if "`" in line else [line]
-        codes = [m.group() for m in _CODE_SPAN.finditer(line)] if "`" in line else []
-        parts = [_cleaned(part, markdown) for part in spans[::2]]
-        cleaned = parts[0] + "".join(code + rest for code, rest in zip(codes, parts[1:],
-                                                                         strict=True))
+        pieces, end = [], 0  # code spans as written, the text around them cleaned
+        for span in _CODE_SPAN.finditer(line):
+            pieces += [_cleaned(line[end:span.start()], markdown), span.group()]
+            end = span.end()
+        cleaned = "".join(pieces) + _cleaned(line[end:], markdown)
         if cleaned != line:
             cleaned = _GAP.sub(" ", cleaned)  # where an image stood between two words
         if cleaned.strip() or not line.strip():
