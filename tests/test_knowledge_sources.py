@@ -243,6 +243,36 @@ def test_html_chrome_named_inside_class_names_and_buttons_is_dropped_but_section
         "Start them with #."]
 
 
+def test_a_docbook_manuals_tip_boxes_are_kept_and_its_navigation_and_byline_left_out(
+        tmp_path: Path) -> None:
+    # The Debian Administrator's Handbook puts its TIP boxes in <div class="sidebar">: 26 % of
+    # its text was dropped as a blog's sidebar; its Prev/Next bars, the Debian Reference's
+    # navfooter and "List of Tables" became passages; its author byline every location.
+    path = tmp_path / "apt.html"
+    path.write_text(
+        "<div id='banner'><a href='/get'>Download the ebook</a></div>"
+        "<ul class='docnav'><li><a href='a.html'>Prev</a></li><li><a>Next</a></li></ul>"
+        "<div class='navheader'><table><tr><td><a>Prev</a></td><td>6.2. APT</td></tr></table></div>"
+        "<h1>APT</h1><h3 class='author'>Osamu Aoki</h3>"
+        "<div class='list-of-tables'><p>Table 1.1. List of shells</p></div>"
+        "<p>APT downloads the package lists.</p>"
+        "<div class='sidebar'><p class='title'><strong>TIP</strong> Incremental updates</p>"
+        "<p>Set <a href='#x'>Acquire::PDiffs</a> to false to fetch whole files.</p></div>"
+        "<div class='note'><table><tr><td rowspan='2'><img alt='[Note]'></td><th>提示</th></tr>"
+        "<tr><td><p>PAM 模块使用后缀 .so。</p></td></tr></table></div>"
+        "<div class='sidebar widget-area'><ul><li><a href='/a'>Archives</a></li>"
+        "<li><a href='/b'>Recent posts</a></li></ul></div>"
+        "<div class='navfooter'><a>Chapter 4</a> | <a>Chapter 6</a></div>")
+    doc = read_document(Source(path, "apt.html"))
+    assert (doc.title, [(b.headings, b.text) for b in doc.blocks]) == ("APT", [
+        (("APT",), "Osamu Aoki"),
+        (("APT",), "APT downloads the package lists."),
+        (("APT",), "TIP Incremental updates"),
+        (("APT",), "Set Acquire::PDiffs to false to fetch whole files."),
+        (("APT",), "提示\nPAM 模块使用后缀 .so。"),
+    ])
+
+
 def test_a_page_that_marks_its_main_content_is_read_from_it_alone(tmp_path: Path) -> None:
     # A help page's top bar and "Was this helpful?" box carry no chrome names: the page's
     # <main> says where its content is, as a browser's reader view takes it.

@@ -23,18 +23,27 @@ _SKIP_ROLES = {"navigation", "banner", "contentinfo", "complementary", "search"}
 _SKIP_NAMES = re.compile(
     r"^(?:sphinxsidebar|headerlink|breadcrumbs?|cookies?|cookie-?(?:banner|consent|notice)"
     r"|consent|share|sharing|social|share-?buttons|comments|comment-?(?:box|form|list|section)"
-    r"|advert|advertisement|ads?|sidebar|skip-?link|toc|site-?header|site-?footer|footer|copyright"
+    r"|advert|advertisement|ads?|skip-?link|toc|site-?header|site-?footer|footer|copyright"
+    r"|navheader|navfooter|docnav"
     r"|related|related-?(?:posts|articles|links))$",
     re.IGNORECASE)
 # Words that name chrome wherever they stand in a class name, split at "-", "_" and camelCase
-# ("theme-doc-toc-mobile", "csdn-toolbar", "recommend-box"), and "table of contents" however
-# it is written ("tableOfContents_bqdL", "table-of-contents").
+# ("theme-doc-toc-mobile", "csdn-toolbar", "recommend-box"), and a table of contents or a list
+# of tables however it is written ("tableOfContents_bqdL", "list-of-tables").
 _CHROME_PARTS = {
-    "toc", "sidebar", "breadcrumb", "breadcrumbs", "toolbar", "cookie", "cookies", "pagination",
-    "pager", "recommend", "recommends", "recommended", "recommendations", "copyright",
+    "toc", "navbar", "breadcrumb", "breadcrumbs", "toolbar", "cookie", "cookies",
+    "pagination", "pager", "recommend", "recommends", "recommended", "recommendations", "copyright",
     "advert", "advertisement", "comments", "share", "sharing", "social", "search", "skip",
 }
 _CLASS_PARTS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
+_LISTS = re.compile(r"tableofcontents|listof(?:tables|figures|examples|equations)")
+# Words that name chrome or content: a blog's sidebar is links, a DocBook manual's sidebar is
+# a "TIP" box of prose, a page's banner its title. Such an element is read, and dropped if
+# links make at least _LINKS_SHARE of its text.
+_MAYBE_PARTS = {"sidebar", "banner"}
+_LINKS_SHARE = 0.5
+# Headings that are a title page's byline, not a section (DocBook's <h3 class="author">).
+_BYLINES = {"author", "authorgroup", "byline", "corpauthor", "editor", "othercredit"}
 # The main content must hold this share of the page's text to be read alone: a <main> or an
 # <article> holding a teaser card, not the page, leaves the page read whole.
 _MAIN_SHARE = 1 / 3
@@ -51,7 +60,13 @@ _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "me
 def _chrome_class(word: str) -> bool:
     parts = [part.lower() for part in _CLASS_PARTS.findall(word)]
     return bool(_SKIP_NAMES.match(word) or _CHROME_PARTS.intersection(parts)
-                or "tableofcontents" in "".join(parts))
+                or _LISTS.search("".join(parts)))
+
+
+def _words(attrs: dict[str, str]) -> set[str]:
+    """The parts of an element's class and id words, lower-cased."""
+    words = attrs.get("class", "").split() + attrs.get("id", "").split()
+    return {part.lower() for word in words for part in _CLASS_PARTS.findall(word)}
 
 
 def read_html(text: str) -> tuple[str | None, list[Block]]:
@@ -84,6 +99,17 @@ def _main_content(blocks: list[Block], regions: list[frozenset[str]]) -> str:
 
 
 @dataclass
+class _Open:
+    """An open element: the region it begins ("main", "article"), and for one that may be
+    chrome (_MAYBE_PARTS), the reader's counts when it began: blocks, headings, link text and
+    all text."""
+
+    tag: str
+    region: str | None = None
+    began: tuple[int, int, int, int] | None = None
+
+
+@dataclass
 class _Table:
     """A table being read. HTML lets </td> and </tr> go unwritten (the next cell, row or the
     table's end closes them), so cells and rows end at whatever comes next."""
@@ -101,8 +127,9 @@ class _Table:
 
     def end_row(self, text: list[str]) -> None:
         self.end_cell(text)
-        if self.cells and any(self.cells):
-            self.rows.append(" | ".join(self.cells))
+        if self.cells and any(self.cells):  # empty cells at its ends (an icon's) left out
+            filled = [i for i, cell in enumerate(self.cells) if cell]
+            self.rows.append(" | ".join(self.cells[filled[0]:filled[-1] + 1]))
         self.cells = None
 
 
@@ -124,7 +151,10 @@ class _Reader(HTMLParser):
         # "main" or "article" when it is inside one
         self.headings: list[tuple[int, str, frozenset[str]]] = []
         self.regions: list[frozenset[str]] = []
-        self.open: list[tuple[str, str | None]] = []  # open elements and the region each begins
+        self.open: list[_Open] = []
+        self.anchors = 0  # open <a> elements
+        self.link_chars = self.all_chars = 0  # characters of text read: in links, in all
+        self.byline = False  # the heading being read is a byline (_BYLINES)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if self.skipping:
@@ -156,9 +186,16 @@ class _Reader(HTMLParser):
         elif tag in _HEADINGS or tag in _BREAKS:
             self.flush()
             self.pre += tag == "pre"
+        if tag in _HEADINGS:
+            self.byline = not _BYLINES.isdisjoint(_words({"class": dict(attrs).get("class") or ""}))
+        self.anchors += tag == "a"
         if tag not in _VOID:
-            main = tag == "main" or ("role", "main") in attrs
-            self.open.append((tag, "main" if main else "article" if tag == "article" else None))
+            found = {name: value or "" for name, value in attrs}
+            main = tag == "main" or found.get("role") == "main"
+            counts = (len(self.blocks), len(self.headings), self.link_chars, self.all_chars)
+            maybe = not _MAYBE_PARTS.isdisjoint(_words(found))
+            self.open.append(_Open(tag, "main" if main else "article" if tag == "article" else None,
+                                   counts if maybe else None))
 
     def handle_endtag(self, tag: str) -> None:
         if self.skipping:
@@ -177,17 +214,30 @@ class _Reader(HTMLParser):
             self._end_table()
         elif table is not None and (tag in _HEADINGS or tag in _BREAKS):
             self.text.append(" ")
+        elif tag in _HEADINGS and self.byline:
+            self.flush()
         elif tag in _HEADINGS:
             self._heading(_HEADINGS[tag], squash("".join(self.text)))
             self.text = []
         elif tag in _BREAKS:
             self.flush()
             self.pre -= tag == "pre" and self.pre > 0
+        self.anchors -= tag == "a" and self.anchors > 0
         # An end tag closes its element and whatever HTML let go unclosed inside it.
         for depth in range(len(self.open) - 1, -1, -1):
-            if self.open[depth][0] == tag:
+            if self.open[depth].tag == tag:
+                for element in reversed(self.open[depth:]):
+                    self._links_only(element)
                 del self.open[depth:]
                 break
+
+    def _links_only(self, element: _Open) -> None:
+        """Drops what a maybe-chrome element gave if it was mostly links."""
+        if element.began is None:
+            return
+        blocks, headings, links, chars = element.began
+        if self.link_chars - links >= _LINKS_SHARE * (self.all_chars - chars) > 0:
+            del self.blocks[blocks:], self.regions[blocks:], self.headings[headings:]
 
     def handle_data(self, data: str) -> None:
         if self.skipping:
@@ -196,10 +246,13 @@ class _Reader(HTMLParser):
             self.title = squash((self.title or "") + data) or None
         else:  # outside <pre> a source line break is just a space; <br> is the break
             self.text.append(data if self.pre else data.replace("\n", " "))
+            size = len(data.strip())
+            self.link_chars += size if self.anchors else 0
+            self.all_chars += size
 
     def _chrome(self, tag: str, attrs: list[tuple[str, str | None]]) -> bool:
         if tag in _SKIP:
-            return not (tag == "header" and any(name in _ARTICLE for name, _ in self.open))
+            return not (tag == "header" and any(e.tag in _ARTICLE for e in self.open))
         found = {name: value or "" for name, value in attrs}
         classes = found.get("class", "").split()
         if found.get("role", "").lower() in _SKIP_ROLES:
@@ -240,7 +293,7 @@ class _Reader(HTMLParser):
             self._add("\n".join(squash(line) for line in raw.split("\n") if line.strip()))
 
     def _region(self) -> frozenset[str]:
-        return frozenset({"page"}.union(region for _, region in self.open if region))
+        return frozenset({"page"}.union(e.region for e in self.open if e.region))
 
     def _add(self, text: str) -> None:
         if text.strip():
