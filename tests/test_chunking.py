@@ -21,6 +21,15 @@ def test_sentences_are_not_cut_inside_numbers_or_after_abbreviations() -> None:
     ]
 
 
+def test_a_section_or_table_number_does_not_end_a_sentence() -> None:
+    # A chunk ended "…1.14." and the next began "List of key bindings for bash".
+    text = ("1.14. List of key bindings for bash\n"
+            "See Table 12.5. Shell options. It shipped in 2024. Then")
+    assert split_sentences(text) == [
+        "1.14. List of key bindings for bash", "See Table 12.5. Shell options.",
+        "It shipped in 2024.", "Then"]
+
+
 def test_sentences_end_at_line_breaks_and_semicolons() -> None:
     assert split_sentences("Name | Value\na | 1；b | 2") == ["Name | Value", "a | 1；", "b | 2"]
 

@@ -204,7 +204,14 @@ def test_a_document_reads_without_the_chunks_overlap():
                 p("Use", "Wait. Start again."),  # a new section: no overlap, even if it reads so
                 p("Use", "Start again. 打开电源。按下按钮。"),
                 p("Use", "按下按钮。等待绿灯。"),
-                p("Use", "Nothing shared here.")]
+                p("Use", "Nothing shared here."),
+                # a line without a full stop shared (a command): shown once too
+                p("Use", "Run it:\njob 1 at Wed Jul 27 09:00:00 2022"),
+                p("Use", "job 1 at Wed Jul 27 09:00:00 2022\nThe job is queued."),
+                p("Use", "It runs now"),
+                p("Use", "now\nlater")]  # "now" ends a line, but starts none before: kept
     assert reading_text(passages) == [
         "Plug it in. Press the red button. Wait.", "Then the light turns green.",
-        "Wait. Start again.", "打开电源。按下按钮。", "等待绿灯。", "Nothing shared here."]
+        "Wait. Start again.", "打开电源。按下按钮。", "等待绿灯。", "Nothing shared here.",
+        "Run it:\njob 1 at Wed Jul 27 09:00:00 2022", "The job is queued.",
+        "It runs now", "now\nlater"]

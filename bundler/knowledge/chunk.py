@@ -25,6 +25,10 @@ _ABBREVIATIONS = {
     "sep", "sept", "oct", "nov", "dec", "min", "max", "ref", "u.s", "a.m", "p.m",
 }
 
+# Words a number names a part by: "Table 12.5. Shell options" is one caption.
+_LABELS = {"table", "figure", "fig", "example", "section", "chapter", "step", "part", "appendix",
+           "listing", "equation", "item", "note"}
+
 
 @dataclass(frozen=True)
 class Chunk:
@@ -68,6 +72,10 @@ def _ends_sentence(line: str, match: re.Match[str]) -> bool:
     before = word.group(1).lower() if word else ""
     if before in _ABBREVIATIONS or (len(before) == 1 and before.isalpha()):
         return False  # "e.g. Linux", "Dr. Smith", "J. Smith"
+    if re.fullmatch(r"\d+(?:\.\d+)*", before):  # "1.14. List of…", "Table 12.5. Shells"
+        lead = line[: match.start() - len(before)].split()
+        if not lead or lead[-1].lower() in _LABELS:
+            return False
     return not nxt.islower()  # a lower-case word after ". " continues the sentence
 
 

@@ -55,11 +55,12 @@ def reading_text(passages: list[Passage]) -> list[str]:
 
 def _overlap(before: str, text: str) -> int:
     """The length of the longest start of `text` that ends `before` as whole sentences: it
-    ends where a sentence of `text` ends and starts where one of `before`'s starts (0: none)."""
+    ends where a sentence of `text` ends, or where its line does (a command, a list's lead-in
+    without a full stop), and starts where one of `before`'s starts (0: none)."""
     for k in range(min(len(before), len(text)) - 1, 1, -1):
         start = before[-k - 1]
-        if (text[k - 1] in _SENTENCE_END and (start in _SENTENCE_END or start.isspace())
-                and before.endswith(text[:k])):
+        ends = text[k - 1] in _SENTENCE_END or (text[k] == "\n" and start == "\n")
+        if ends and (start in _SENTENCE_END or start.isspace()) and before.endswith(text[:k]):
             return k
     return 0
 
