@@ -149,6 +149,9 @@ _UNITS = {"Writing": None, "Reading": "files", "Embedding": "chunks"}
 def _progress_bar(total: int, label: str = "Writing") -> Callable[[int], None]:
     unit = _UNITS.get(label, "items")
     started = time.monotonic()
+    stream = click.get_text_stream("stderr")
+    if unit and not stream.isatty():
+        return _progress_lines(total, label, unit)
 
     def rate(_: object) -> str:
         elapsed = time.monotonic() - started
@@ -165,6 +168,24 @@ def _progress_bar(total: int, label: str = "Writing") -> Callable[[int], None]:
         bar.update(n)
         if bar.pos >= total:
             bar.__exit__(None, None, None)
+
+    return advance
+
+
+def _progress_lines(total: int, label: str, unit: str) -> Callable[[int], None]:
+    """Progress for a log or a pipe, where a bar shows nothing until it ends (a large
+    knowledge folder embeds for many minutes): a line at each tenth done."""
+    started = time.monotonic()
+    done = shown = 0
+
+    def advance(n: int) -> None:
+        nonlocal done, shown
+        done += n
+        if done * 10 // total > shown or done >= total:
+            shown = done * 10 // total
+            elapsed = time.monotonic() - started
+            click.echo(f"{label} {done}/{total} {unit}, {done / max(elapsed, 1e-9):.1f} {unit}/s",
+                       err=True)
 
     return advance
 

@@ -119,6 +119,10 @@ def test_build_names_each_skipped_file_and_reports_the_knowledge(knowledge_build
     assert " 9 skipped; index " in lines[0]  # 8 bad files (the loop too), the duplicate
     assert lines[1].startswith("Self-test: hit@5 ")
     assert float(lines[1].split()[2]) >= 0.9
+    # Progress in a log (stderr is a pipe here): lines with counts, the last one at the end.
+    chunks = int(lines[0].split(" chunks")[0].split()[-1])
+    embedding = [line for line in proc.stderr.splitlines() if line.startswith("Embedding ")]
+    assert 2 <= len(embedding) <= 11 and embedding[-1].startswith(f"Embedding {chunks}/{chunks} ")
 
 
 @pytest.mark.slow
