@@ -412,6 +412,12 @@ def test_knowledge_search_returns_ranked_passages(site):
     assert [x["document"] for x in r.json()["results"]] == ["manual/paper.pdf"]
     none = httpx.post(site.url + "/knowledge/search", json={"query": "Mona Lisa"})
     assert none.json() == {"results": []}
+    # GET, as a browser's address bar or curl asks: the same results.
+    got = httpx.get(site.url + "/knowledge/search",
+                    params={"query": "printer paper toner", "top_k": 2})
+    assert got.status_code == 200 and got.json()["results"] == results
+    bad = httpx.get(site.url + "/knowledge/search", params={"query": " ", "top_k": 2})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "query"
 
 
 @pytest.mark.parametrize("body, param", [({"query": "  "}, "query"), ({}, "query"),

@@ -64,7 +64,10 @@ def add_error_handlers(app: FastAPI) -> None:
         if first.get("type") == "json_invalid":
             return error_response(400, "the request body is not valid JSON",
                                   "invalid_request_error", "json_invalid", path=r.url.path)
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        loc = tuple(first.get("loc", ()))
+        if loc[:1] in (("body",), ("query",), ("path",)):  # where it came from, not its name
+            loc = loc[1:]
+        where = ".".join(str(p) for p in loc)
         message = f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
         return error_response(400, message, "invalid_request_error", first.get("type"),
                               where or None, r.url.path)

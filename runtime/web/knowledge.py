@@ -1,11 +1,11 @@
-"""A knowledge bundle's documents over HTTP: POST /knowledge/search, and the shapes the chat
+"""A knowledge bundle's documents over HTTP: /knowledge/search, and the shapes the chat
 dialects use for the sources of an answer and what its prompt left out."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import Field, field_validator
 
@@ -85,6 +85,11 @@ def add_routes(app: FastAPI, state: State) -> None:
         engine = state.ready_engine()
         hits = await state.worker.call(engine.search, body.query, body.top_k)
         return {"results": [hit_json(hit) for hit in hits]}
+
+    # The same from a browser's address bar or a plain curl: ?query=…&top_k=…
+    @app.get("/knowledge/search")
+    async def search_query(params: Annotated[SearchRequest, Query()]) -> dict[str, Any]:
+        return await search(params)
 
     # The chat page's first screen lists the documents and opens one's text. Not on the model
     # thread: a listing must not wait behind someone's long answer (the index has its own lock).
