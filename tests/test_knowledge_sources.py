@@ -640,6 +640,7 @@ def test_docs_site_markdown_loses_imports_components_admonition_marks_and_shortc
         "  </TabItem>\n</Tabs>\n\n{{< figure src=\"/img/arch.png\" >}}\n\n"
         "Compare a &lt; b &amp;&amp; c, not `a &lt; b`; end a line with `<br>`.\n\n"
         "Ask at a@b.org?x=1&copy=2.\n\n:::{note}\nUse {func}`attrs.define`, `GET /r/{id}`.\n:::\n\n"
+        "{pep}`557` added Data Classes.\n\n"
         "1. Cast it:\n\n    ```cpp\n    Invoke(implicit_cast<Closure*>(done));\n    ```\n")
     assert [(b.headings, b.text) for b in markdown] == [
         (("Deploying",), "Port numbers"),
@@ -650,6 +651,7 @@ def test_docs_site_markdown_loses_imports_components_admonition_marks_and_shortc
         (("Deploying",), "Compare a < b && c, not a &lt; b; end a line with <br>."),
         (("Deploying",), "Ask at a@b.org?x=1&copy=2."),
         (("Deploying",), "Use attrs.define, GET /r/{id}."),  # MyST: ":::{note}", a role
+        (("Deploying",), "PEP 557 added Data Classes."),
         (("Deploying",), "1. Cast it:"),
         (("Deploying",), "Invoke(implicit_cast<Closure*>(done));"),  # a list item's fence
     ]

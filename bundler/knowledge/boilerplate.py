@@ -111,7 +111,7 @@ def _stripped(text: str, markdown: bool) -> list[str]:
         if markdown and (admonition := _ADMONITION.match(line)):
             out += [admonition.group(1).strip("\"'"), ""]  # its title, a paragraph of its own
             continue
-        line = _ROLE.sub("", line) if markdown else line
+        line = _ROLE.sub(_role, line) if markdown else line
         pieces, end = [], 0  # code spans as written, the text around them cleaned
         for span in _CODE_SPAN.finditer(line):
             pieces += [_cleaned(line[end:span.start()], markdown), span.group()]
@@ -122,6 +122,12 @@ def _stripped(text: str, markdown: bool) -> list[str]:
         if cleaned.strip() or not line.strip():
             out.append(cleaned.rstrip() if cleaned.strip() else "")
     return out
+
+
+def _role(found: re.Match[str]) -> str:
+    """A MyST role's name is left out, but for the ones that read as words ({pep}`557`)."""
+    name = found.group().strip("{}").lower()
+    return f"{name.upper()} " if name in ("pep", "rfc") else ""
 
 
 def _cleaned(text: str, markdown: bool) -> str:
