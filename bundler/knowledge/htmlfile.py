@@ -160,7 +160,8 @@ class _Reader(HTMLParser):
         if self.skipping:
             self.skip_depth += tag == self.skipping
             return
-        if tag not in _VOID and self._chrome(tag, attrs):
+        found = {name: value or "" for name, value in attrs}
+        if tag not in _VOID and self._chrome(tag, found):
             self.skipping, self.skip_depth = tag, 1
             return
         table = self.tables[-1] if self.tables else None
@@ -187,10 +188,9 @@ class _Reader(HTMLParser):
             self.flush()
             self.pre += tag == "pre"
         if tag in _HEADINGS:
-            self.byline = not _BYLINES.isdisjoint(_words({"class": dict(attrs).get("class") or ""}))
+            self.byline = not _BYLINES.isdisjoint(_words({"class": found.get("class", "")}))
         self.anchors += tag == "a"
         if tag not in _VOID:
-            found = {name: value or "" for name, value in attrs}
             main = tag == "main" or found.get("role") == "main"
             counts = (len(self.blocks), len(self.headings), self.link_chars, self.all_chars)
             maybe = not _MAYBE_PARTS.isdisjoint(_words(found))
@@ -250,10 +250,9 @@ class _Reader(HTMLParser):
             self.link_chars += size if self.anchors else 0
             self.all_chars += size
 
-    def _chrome(self, tag: str, attrs: list[tuple[str, str | None]]) -> bool:
+    def _chrome(self, tag: str, found: dict[str, str]) -> bool:
         if tag in _SKIP:
             return not (tag == "header" and any(e.tag in _ARTICLE for e in self.open))
-        found = {name: value or "" for name, value in attrs}
         classes = found.get("class", "").split()
         if found.get("role", "").lower() in _SKIP_ROLES:
             return True
