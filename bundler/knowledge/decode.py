@@ -34,6 +34,13 @@ _PLAUSIBLE = 0.6
 # UTF-8 has next to none).
 _DAMAGED = 1000
 _VALID_PER_BAD = 20
+_LATIN = ("cp1252", "cp1250", "cp1254", "cp1257")  # Western, Central European, Turkish, Baltic
+# The accented letters of the languages those code pages are for.
+_ALPHABETS = tuple(set(letters) for letters in (
+    "àâæçéèêëîïôœùûüÿ", "äöüß", "áéíóúñü", "ãõáâêôçéíóúà", "àèéìíîòóùú", "åæøäöéü", "ëïéèóáúíöü",
+    "àèéíïòóúüç", "áčďéěíňóřšťúůýž", "áäčďéíĺľňóôŕšťúýž", "ąćęłńóśźż", "áéíóöőúüű", "ăâîșțşţ",
+    "čćđšž", "çğıöşüâî", "ąčęėįšųūž", "āčēģīķļņšūž", "äöõüšž", "áðéíóúýþæö",
+))
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +62,7 @@ def decode_text(data: bytes, name: str) -> str:
     chinese = _guess_chinese(data)
     if chinese is not None:
         return _korean(data) or chinese
-    results = charset_normalizer.from_bytes(data)
-    best = results.best()
+    best = charset_normalizer.from_bytes(data).best()
     if best is None or best.encoding is None or _looks_binary(str(best)):
         raise DocumentError(f"{name}: not text in any known encoding (binary file?)")
     text = str(best)
@@ -80,15 +86,6 @@ def _latin(data: bytes) -> str | None:
             continue
         scored.append((-_one_language(text), mess_ratio(text), rank, text))
     return min(scored)[-1] if scored else None
-
-
-_LATIN = ("cp1252", "cp1250", "cp1254", "cp1257")  # Western, Central European, Turkish, Baltic
-# The accented letters of the languages those code pages are for.
-_ALPHABETS = tuple(set(letters) for letters in (
-    "àâæçéèêëîïôœùûüÿ", "äöüß", "áéíóúñü", "ãõáâêôçéíóúà", "àèéìíîòóùú", "åæøäöéü", "ëïéèóáúíöü",
-    "àèéíïòóúüç", "áčďéěíňóřšťúůýž", "áäčďéíĺľňóôŕšťúýž", "ąćęłńóśźż", "áéíóöőúüű", "ăâîșțşţ",
-    "čćđšž", "çğıöşüâî", "ąčęėįšųūž", "āčēģīķļņšūž", "äöõüšž", "áðéíóúýþæö",
-))
 
 
 def _one_language(text: str) -> float:
