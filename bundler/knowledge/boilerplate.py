@@ -34,8 +34,8 @@ _HTML_HIDDEN = re.compile(r"<!--.*?-->|<(script|style)\b[^>]*>.*?</\1\s*>",
 _MD_LINK_DEFINITION = re.compile(
     r"^ {0,3}\[[^\]^][^\]]*\]:\s*(?:<[^>]*>|[A-Za-z][\w+.-]*://\S*|mailto:\S+|www\.\S+|"
     r"\.{0,2}/\S*|#\S*)(?:\s+[\"'(].*)?\s*$")
-# A fenced code block's opening or closing line: nothing inside one is touched.
-_FENCE = re.compile(r"^\s*(`{3,}|~{3,})")  # indented too: a fence in a list item
+# A fenced code block's opening or closing line (indented too: a fence in a list item).
+FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
 # reStructuredText: image and figure directives with their options, substitution definitions,
 # link targets (`.. _name: url`, `__ url`), the table of contents, a code block's directive
 # line (its indented code stays), and a line of substitution references only (`|Build| |PyPI|`).
@@ -82,9 +82,8 @@ def strip_boilerplate(text: str, markdown: bool = False) -> str:
     prose: list[str] = []
     fence = ""  # the open fence's marker ("```"), "" outside a fenced block
     for line in text.split("\n"):
-        mark = _FENCE.match(line)
         if not fence:
-            if mark:
+            if mark := FENCE.match(line):
                 out += _stripped("\n".join(prose), markdown) if prose else []
                 prose, fence = [], mark.group(1)
                 out.append(line)
@@ -92,11 +91,19 @@ def strip_boilerplate(text: str, markdown: bool = False) -> str:
                 prose.append(line)
             continue
         out.append(line)
-        if mark and mark.group(1)[0] == fence[0] and len(mark.group(1)) >= len(fence) \
-                and not line.strip()[len(mark.group(1)):].strip():
+        if closes(fence, line):
             fence = ""
     out += _stripped("\n".join(prose), markdown) if prose else []
     return "\n".join(out)
+
+
+def closes(fence: str, line: str) -> bool:
+    """Whether `line` closes the code block that `fence` ("```") opened: a fence of the same
+    character, at least as long. One with a language after it closes it too: READMEs that
+    never close a block in a list item open the next with "```bash" (the item's end closes it
+    when rendered), and reading on as code would swallow the rest of the file."""
+    mark = FENCE.match(line)
+    return mark is not None and mark.group(1)[0] == fence[0] and len(mark.group(1)) >= len(fence)
 
 
 def _stripped(text: str, markdown: bool) -> list[str]:

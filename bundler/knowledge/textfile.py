@@ -7,12 +7,11 @@ import re
 import textwrap
 from collections.abc import Iterator
 
-from bundler.knowledge.boilerplate import strip_adornments, strip_boilerplate
+from bundler.knowledge.boilerplate import FENCE, closes, strip_adornments, strip_boilerplate
 from bundler.knowledge.document import Block, join_lines
 
 _ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
 _SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
-_FENCE = re.compile(r"^\s*(```|~~~)")  # indented too: a fence in a list item
 _ITEM = re.compile(r"^ {0,3}(?:[-*+]|\d{1,9}[.)])[ \t]+")
 _BULLET = re.compile(r"^[-*+][ \t]+")
 _TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
@@ -65,13 +64,13 @@ class _MarkdownReader:
         code: list[str] = []
         for line in self.lines:
             if fence is not None:  # inside a code block nothing is a heading
-                if line.strip().startswith(fence):
+                if closes(fence, line):
                     yield from self._block(textwrap.dedent("\n".join(code)))
                     fence, code = None, []
                 else:
                     code.append(line)
                 continue
-            if (opened := _FENCE.match(line)) is not None:
+            if (opened := FENCE.match(line)) is not None:
                 yield from self._flush(para)
                 fence = opened.group(1)
                 continue
