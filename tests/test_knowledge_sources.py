@@ -429,6 +429,42 @@ def test_a_pdfs_table_of_contents_pages_are_left_out_and_its_chapters_kept(
         (2, "12.2 升级工作站"), (2, "Run the upgrade on the main server first. . . then reboot.")]
 
 
+def test_pdf_stretched_chinese_is_read_without_spaces_and_real_spaces_kept(
+        tmp_path: Path) -> None:
+    """Justified Chinese sets its characters a little apart: pdfminer wrote a space between
+    each two ("对 应 宏 定 义", a TeX book's every line), which no CJK bigram matches."""
+    path = tmp_path / "book.pdf"
+    pdfmetrics.registerFont(UnicodeCIDFont("STSong-Light"))
+    pdf = canvas.Canvas(str(path), pagesize=(595, 842), invariant=True)
+    for y, text, spacing in [(740, "传递给宏的每个参量都对应宏定义中的一个参数。", 2.0),
+                             (700, "第 1 节 介绍", 0.0), (660, "目录", 4.0),
+                             (620, ". . . . . . . . . .", 0.0)]:
+        line = pdf.beginText(72, y)
+        line.setFont("STSong-Light", 11)
+        line.setCharSpace(spacing)
+        line.textLine(text)
+        pdf.drawText(line)
+    pdf.showPage()
+    pdf.save()
+    assert [b.text for b in read_document(Source(path, "book.pdf")).blocks] == [
+        "传递给宏的每个参量都对应宏定义中的一个参数。", "第 1 节 介绍", "目录"]
+
+
+def test_pdf_glyphs_without_unicode_are_tex_text_where_known_else_left_out() -> None:
+    """pdfminer wrote "(cid:12)nd" for "find" (TeX's Computer Modern fonts give no Unicode for
+    their ligatures, Greek or symbols) and "(cid:136)" for a Type 3 bullet."""
+    from bundler.knowledge.pdffile import undefined_glyph
+
+    assert undefined_glyph("BFYFBU+CMR10", 12) == "fi"
+    assert undefined_glyph("CMBX12", 14) == "ffi"
+    assert undefined_glyph("PHAXZW+CMMI10", 11) == "α"
+    assert undefined_glyph("WJOKFW+CMSY10", 1) == "·"
+    assert undefined_glyph("HDHNHN+CMEX10", 12) == ""
+    assert undefined_glyph("CMTT10", 12) == ""
+    assert undefined_glyph("unknown", 136) == ""
+    assert undefined_glyph("BRRBAA+SimSun", 3373) == ""
+
+
 def test_encrypted_pdf_is_named_as_encrypted(tmp_path: Path) -> None:
     path = _pdf(tmp_path / "secret.pdf", [["Top secret text."]], encrypt="hunter2")
     with pytest.raises(DocumentError, match=r"^secret\.pdf: the PDF is encrypted"):

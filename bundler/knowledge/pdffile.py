@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pdfminer.converter import PDFPageAggregator
-from pdfminer.layout import LAParams, LTChar, LTPage, LTTextBox, LTTextLine
+from pdfminer.layout import LAParams, LTAnno, LTChar, LTPage, LTTextBox, LTTextLine
 from pdfminer.pdfdocument import PDFDocument, PDFPasswordIncorrect
 from pdfminer.pdfinterp import PDFPageInterpreter, PDFResourceManager
 from pdfminer.pdfpage import PDFPage
 from pdfminer.pdfparser import PDFParser
 from pdfminer.utils import decode_text
 
-from bundler.knowledge.document import Block, join_lines
+from bundler.knowledge.document import Block, is_cjk, join_lines
 from runtime.errors import DocumentError
 
 # Some fonts map the fi/fl ligatures to these private-use code points.
@@ -42,8 +42,32 @@ _MARGIN = 0.12
 _LEADER = re.compile(r"(?:\.\s?){4,}\s*(?:\d+|[ivxlc]+)?\s*$", re.IGNORECASE)
 _CONTENTS_SHARE = 0.3
 _CONTENTS_LINES = 5
+# A line that is only a dot leader's dots: the rest of an entry of a table of contents that
+# shares its page with text (pdfminer puts the leader in a box of its own).
+_ONLY_LEADER = re.compile(r"^[.·…\s]+$")
 # A watermark's type: at least this many times the page's usual character size, or rotated.
 _MARK_SIZE = 2.0
+# Justified Chinese stretches the gaps between characters, and pdfminer writes a space for any
+# gap past a tenth of a character ("对 应 宏 定 义 中 的 一 个 参 数", a TeX book: 1,339 times):
+# such text matches no CJK bigram in search and reads as noise to the model. A space between
+# two CJK characters (not Hangul: Korean spaces its words) set less than this share of the
+# character's size apart is dropped. Measured on five Chinese LaTeX manuals (texlive-lang-
+# chinese): stretched gaps are 0.1-0.4 of a character, deliberate ones ("第 1 节 介绍", a
+# table's columns) 0.5 and more.
+_CJK_GAP = 0.45
+# Glyphs a PDF gives no Unicode for. pdfminer writes them "(cid:12)", which then reads as words
+# ("(cid:12)nd" for "find"). Most are TeX's Computer Modern fonts, whose old encodings
+# (OT1, math italic, math symbols) map no code to Unicode in the PDF; no library we use knows
+# those encodings, so the few codes that carry text are written out here (Knuth's font tables):
+# ligatures, Greek and the symbols that stand for words. Any other such glyph is left out.
+_GREEK_CAPS = dict(enumerate("ΓΔΘΛΞΠΣΥΦΨΩ"))
+_TEX_TEXT = _GREEK_CAPS | {11: "ff", 12: "fi", 13: "fl", 14: "ffi", 15: "ffl", 16: "ı",
+                           17: "ȷ", 25: "ß", 26: "æ", 27: "œ", 28: "ø", 29: "Æ", 30: "Œ",
+                           31: "Ø"}
+_TEX_MATH_ITALIC = _GREEK_CAPS | dict(enumerate("αβγδϵζηθικλμνξπρστυϕχψω", start=11))
+_TEX_SYMBOLS = {0: "−", 1: "·", 2: "×", 3: "∗", 15: "•", 17: "≡", 20: "≤", 21: "≥",
+                24: "∼", 25: "≈", 32: "←", 33: "→"}
+_TEX_FONT = re.compile(r"^(?:[A-Z]{6}\+)?(CM[A-Z]*?)\d*$")
 
 
 
@@ -93,9 +117,30 @@ def _open(file, name: str) -> PDFDocument:  # type: ignore[no-untyped-def]
         raise DocumentError(f"{name}: not a readable PDF ({_describe(exc)})") from None
 
 
+class _Aggregator(PDFPageAggregator):
+    def handle_undefined_char(self, font, cid: int) -> str:  # type: ignore[no-untyped-def]
+        return undefined_glyph(getattr(font, "fontname", ""), cid)
+
+
+def undefined_glyph(font: str, code: int) -> str:
+    """What a glyph without Unicode in the PDF stands for: its text in TeX's Computer Modern
+    fonts where that is known (see _TEX_TEXT), else nothing."""
+    match = _TEX_FONT.match(font or "")
+    if match is None:
+        return ""
+    family = match.group(1)
+    if family.startswith(("CMMI", "CMBMI")):
+        return _TEX_MATH_ITALIC.get(code, "")
+    if family.startswith(("CMSY", "CMBSY")):
+        return _TEX_SYMBOLS.get(code, "")
+    if family.startswith(("CMEX", "CMTT", "CMITT", "CMSLTT", "CMTCSC")):
+        return ""  # big delimiters; the typewriter fonts have no ligatures
+    return _TEX_TEXT.get(code, "")
+
+
 def _layouts(document: PDFDocument, name: str) -> list[LTPage]:
     manager = PDFResourceManager(caching=True)
-    device = PDFPageAggregator(manager, laparams=LAParams())
+    device = _Aggregator(manager, laparams=LAParams())
     interpreter = PDFPageInterpreter(manager, device)
     layouts = []
     try:
@@ -119,7 +164,8 @@ def _page_text(layout: LTPage) -> _Page:
         if isinstance(element, LTTextBox):
             box: list[str] = []
             for line in element:
-                if isinstance(line, LTTextLine) and (text := _clean(line.get_text())):
+                if (isinstance(line, LTTextLine) and (text := _clean(_line_text(line)))
+                        and not _ONLY_LEADER.match(text)):
                     chars = [c for c in line if isinstance(c, LTChar)]
                     sizes += [c.size for c in chars]
                     types[len(boxes), len(box)] = (
@@ -136,6 +182,28 @@ def _page_text(layout: LTPage) -> _Page:
     marks = [at for at, (size, turned) in types.items()
              if turned or size >= _MARK_SIZE * usual > 0]
     return _Page(boxes, set(top + low + marks))
+
+
+def _line_text(line: LTTextLine) -> str:
+    """The line's text, less pdfminer's spaces inside stretched CJK text (_CJK_GAP)."""
+    items = list(line)
+    return "".join(
+        item.get_text() for i, item in enumerate(items)
+        if not (isinstance(item, LTAnno) and item.get_text() == " " and 0 < i < len(items) - 1
+                and _stretched(items[i - 1], items[i + 1])))
+
+
+def _stretched(before: object, after: object) -> bool:
+    """Two CJK characters a little apart, not a word space (see _CJK_GAP)."""
+    if not (isinstance(before, LTChar) and isinstance(after, LTChar)):
+        return False
+    a, b = before.get_text(), after.get_text()
+    return (_spaceless(a) and _spaceless(b)
+            and after.x0 - before.x1 < _CJK_GAP * max(before.size, after.size))
+
+
+def _spaceless(char: str) -> bool:
+    return len(char) == 1 and is_cjk(char) and not "\uac00" <= char <= "\ud7af"
 
 
 def _is_contents(page: _Page) -> bool:
