@@ -450,6 +450,34 @@ def test_pdf_stretched_chinese_is_read_without_spaces_and_real_spaces_kept(
         "传递给宏的每个参量都对应宏定义中的一个参数。", "第 1 节 介绍", "目录"]
 
 
+def test_pdf_paragraphs_set_with_wide_leading_are_read_whole(tmp_path: Path) -> None:
+    """Chinese is set with more leading than pdfminer groups into one box: every line was a
+    block of its own, cut inside words ("再用 \\input 命令插入。复" | "杂的图、表…")."""
+    path = tmp_path / "guide.pdf"
+    pdfmetrics.registerFont(UnicodeCIDFont("STSong-Light"))
+    pdf = canvas.Canvas(str(path), pagesize=(595, 842), invariant=True)
+    lines = [(72, 14, "第二章 安装"),  # a heading: larger type
+             (94, 11, "当导言区内容较多时，常常将其单独放置在一个文件中，再用命令插入。复"),
+             (72, 11, "杂的图、表、代码等也会用类似的手段处理。这一段到这里为止，后面另起一"),
+             (72, 11, "段。"),
+             (94, 11, "新的一段从这里开始，它的第一行缩进两个字，并且一直写到这一行的最右"),
+             (72, 11, "1. 列表的第一项"),
+             (72, 11, "2. 列表的第二项")]
+    y = 740.0
+    for x, size, text in lines:
+        pdf.setFont("STSong-Light", size)
+        pdf.drawString(x, y, text)
+        y -= 2 * size  # double spacing: each line a box of its own for pdfminer
+    pdf.showPage()
+    pdf.save()
+    assert [b.text for b in read_document(Source(path, "guide.pdf")).blocks] == [
+        "第二章 安装",
+        "当导言区内容较多时，常常将其单独放置在一个文件中，再用命令插入。复杂的图、表、代码等也"
+        "会用类似的手段处理。这一段到这里为止，后面另起一段。",
+        "新的一段从这里开始，它的第一行缩进两个字，并且一直写到这一行的最右",
+        "1. 列表的第一项", "2. 列表的第二项"]
+
+
 def test_pdf_glyphs_without_unicode_are_tex_text_where_known_else_left_out() -> None:
     """pdfminer wrote "(cid:12)nd" for "find" (TeX's Computer Modern fonts give no Unicode for
     their ligatures, Greek or symbols) and "(cid:136)" for a Type 3 bullet."""

@@ -14,6 +14,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from pdfminer.converter import PDFPageAggregator
 from pdfminer.layout import LAParams, LTAnno, LTChar, LTPage, LTTextBox, LTTextLine
@@ -45,6 +46,20 @@ _CONTENTS_LINES = 5
 # A line that is only a dot leader's dots: the rest of an entry of a table of contents that
 # shares its page with text (pdfminer puts the leader in a box of its own).
 _ONLY_LEADER = re.compile(r"^[.·…\s]+$")
+# pdfminer groups lines into a box while the gap between them is under half a line's height;
+# Chinese is set with more leading than that (1.5-2 lines), so each of its lines was a box of
+# its own and every paragraph was cut at each line ("…再用 \input 命令插入。复" | "杂的图、表…";
+# lshort-zh-cn: 1,013 of 5,790 blocks ended inside a sentence). A box that starts right under a
+# line that ran to its column's right edge (it wrapped) continues that line's paragraph: no
+# lower than this many characters' size under it, at its left edge or left of it (an indented
+# first line starts a new paragraph), in the same size of type, and only when the line ends
+# inside a sentence (_ENDED).
+_WRAP_GAP = 1.0
+_COLUMN_LINES = 5
+# A line ending a sentence is left to end its box: joined or not, nothing is cut in two.
+_ENDED = re.compile(r"[。！？：；.!?:;]\W*$")
+# A list's item starts a box of its own too.
+_ITEM = re.compile(r"^(?:[•·▪‣◦∙*–-]|\d{1,2}[.)、]|[(（]\d{1,2}[)）])\s*")
 # A watermark's type: at least this many times the page's usual character size, or rotated.
 _MARK_SIZE = 2.0
 # Justified Chinese stretches the gaps between characters, and pdfminer writes a space for any
@@ -71,9 +86,20 @@ _TEX_FONT = re.compile(r"^(?:[A-Z]{6}\+)?(CM[A-Z]*?)\d*$")
 
 
 
+class _Frame(NamedTuple):
+    """Where a line is on its page, and its type's size."""
+
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+    size: float
+
+
 @dataclass
 class _Page:
     boxes: list[list[str]]  # text boxes in reading order, each a list of lines
+    frames: list[list[_Frame]]  # each line's
     # (box, line) indexes of the topmost and bottommost lines, where running headers and footers
     # sit, and of lines in a watermark's type. Only these are ever dropped, so body text that
     # repeats is kept.
@@ -98,14 +124,40 @@ def read_pdf(path: Path, name: str) -> tuple[str | None, list[Block]]:
     for number, page in enumerate(pages, start=1):
         if _is_contents(page):
             continue
-        for b, box in enumerate(page.boxes):
-            kept = [
-                line for i, line in enumerate(box)
-                if (b, i) not in page.edges or _shape(line) not in repeated
-            ]
-            if text := join_lines(kept):
+        boxes = [[(line, frame) for i, (line, frame) in enumerate(zip(box, frames, strict=True))
+                  if (b, i) not in page.edges or _shape(line) not in repeated]
+                 for b, (box, frames) in enumerate(zip(page.boxes, page.frames, strict=True))]
+        for paragraph in _paragraphs([box for box in boxes if box]):
+            if text := join_lines(paragraph):
                 blocks.append(Block(text, (), number))
     return title, blocks
+
+
+def _paragraphs(boxes: list[list[tuple[str, _Frame]]]) -> list[list[str]]:
+    """A page's boxes of lines, each joined to the one before when it continues its paragraph
+    (_WRAP_GAP), as lists of lines."""
+    frames = [frame for box in boxes for _, frame in box]
+    out: list[list[str]] = []
+    for b, box in enumerate(boxes):
+        if (out and not _ENDED.search(out[-1][-1]) and not _ITEM.match(box[0][0])
+                and _continues(boxes[b - 1][-1][1], box[0][1], frames)):
+            out[-1] += [line for line, _ in box]
+        else:
+            out.append([line for line, _ in box])
+    return out
+
+
+def _continues(last: _Frame, first: _Frame, frames: list[_Frame]) -> bool:
+    """Whether the line at `first` goes on from the line at `last` (see _WRAP_GAP); the
+    column's right edge is the rightmost of the lines above or under `last` (at most
+    _COLUMN_LINES lines away: a quotation or a chapter's opening is set narrower)."""
+    size = max(last.size, first.size)
+    right = max(f.x1 for f in frames if f.x0 < last.x1 and f.x1 > last.x0
+                and abs(f.y0 - last.y0) <= _COLUMN_LINES * size)
+    return (abs(last.size - first.size) <= 0.1 * size
+            and last.x1 >= right - 2 * size
+            and 0 <= last.y0 - first.y1 <= _WRAP_GAP * size
+            and last.x0 - 3 * size <= first.x0 <= last.x0 + 0.5 * size)
 
 
 def _open(file, name: str) -> PDFDocument:  # type: ignore[no-untyped-def]
@@ -157,12 +209,14 @@ def _layouts(document: PDFDocument, name: str) -> list[LTPage]:
 
 def _page_text(layout: LTPage) -> _Page:
     boxes: list[list[str]] = []
+    frames: list[list[_Frame]] = []
     placed: list[tuple[float, int, int]] = []  # (height on the page, box, line)
     types: dict[tuple[int, int], tuple[float, bool]] = {}  # (size, turned) of each line
     sizes: list[float] = []  # every character's
     for element in layout:
         if isinstance(element, LTTextBox):
             box: list[str] = []
+            where: list[_Frame] = []
             for line in element:
                 if (isinstance(line, LTTextLine) and (text := _clean(_line_text(line)))
                         and not _ONLY_LEADER.match(text)):
@@ -173,15 +227,19 @@ def _page_text(layout: LTPage) -> _Page:
                         any(abs(c.matrix[1]) > 0.05 for c in chars))  # rotated, not slanted
                     placed.append((line.y0, len(boxes), len(box)))
                     box.append(text)
+                    where.append(_Frame(line.x0, line.x1, line.y0, line.y1,
+                                        statistics.median(c.size for c in chars) if chars
+                                        else line.height))
             if box:
                 boxes.append(box)
+                frames.append(where)
     placed.sort(key=lambda item: -item[0])
     top = [(b, i) for y, b, i in placed[:_EDGE_LINES] if y > layout.y1 - _MARGIN * layout.height]
     low = [(b, i) for y, b, i in placed[-_EDGE_LINES:] if y < layout.y0 + _MARGIN * layout.height]
     usual = statistics.median(sizes) if sizes else 0.0
     marks = [at for at, (size, turned) in types.items()
              if turned or size >= _MARK_SIZE * usual > 0]
-    return _Page(boxes, set(top + low + marks))
+    return _Page(boxes, frames, set(top + low + marks))
 
 
 def _line_text(line: LTTextLine) -> str:
