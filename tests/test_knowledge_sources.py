@@ -421,11 +421,14 @@ def test_pdf_ligatures_and_soft_hyphens_become_plain_text() -> None:
 
 def test_a_pdfs_table_of_contents_pages_are_left_out_and_its_chapters_kept(
         tmp_path: Path) -> None:
-    contents = ["Contents", "", *[f"{n}.{m} 升级工作站 . . . . . . . . . . . . {n * 10 + m}"
+    # The prose above a contents page's entries is kept (a FAQ says how many questions it has).
+    contents = ["本文的大部分内容都来自于论坛上的讨论。版本号为 0.4，一共收录有 89 个问题。", "",
+                "Contents", "", *[f"{n}.{m} 升级工作站 . . . . . . . . . . . . {n * 10 + m}"
                                   for n in (1, 2) for m in (1, 2, 3)], "", "Appendix....... iv"]
     chapter = ["12.2 升级工作站", "", "Run the upgrade on the main server first. . . then reboot."]
     path = _pdf(tmp_path / "manual.pdf", [contents, chapter])
     assert [(b.page, b.text) for b in read_document(Source(path, "manual.pdf")).blocks] == [
+        (1, "本文的大部分内容都来自于论坛上的讨论。版本号为 0.4，一共收录有 89 个问题。"),
         (2, "12.2 升级工作站"), (2, "Run the upgrade on the main server first. . . then reboot.")]
 
 

@@ -39,10 +39,14 @@ _MARGIN = 0.12
 # A table of contents: entries ending in a dot leader ("3.1 网络 . . . . . 12", "Intro....4").
 # A page where at least _CONTENTS_SHARE of the lines with words are such entries (and at least
 # _CONTENTS_LINES of them) is left out: its page numbers and headings win searches for the
-# chapters they list, and the chapter itself answers.
+# chapters they list, and the chapter itself answers. Its prose is kept: a paragraph of at least
+# _PROSE characters holding a full sentence, no entry among its lines (a FAQ's first page says
+# how many questions it holds above its contents).
 _LEADER = re.compile(r"(?:\.\s?){4,}\s*(?:\d+|[ivxlc]+)?\s*$", re.IGNORECASE)
 _CONTENTS_SHARE = 0.3
 _CONTENTS_LINES = 5
+_PROSE = 40
+_SENTENCE_END = re.compile(r"[。！？]|[.!?](?:\s|$)")
 # A line that is only a dot leader's dots: the rest of an entry of a table of contents that
 # shares its page with text (pdfminer puts the leader in a box of its own).
 _ONLY_LEADER = re.compile(r"^[.·…\s]+$")
@@ -59,7 +63,7 @@ _COLUMN_LINES = 5
 # A line ending a sentence is left to end its box: joined or not, nothing is cut in two.
 _ENDED = re.compile(r"[。！？：；.!?:;]\W*$")
 # A list's item starts a box of its own too.
-_ITEM = re.compile(r"^(?:[•·▪‣◦∙*–-]|\d{1,2}[.)、]|[(（]\d{1,2}[)）])\s*")
+_ITEM = re.compile(r"^(?:[•·▪‣◦∙*–-]|\d{1,2}[.)、]|[(（]\d{1,2}[)）]|[a-zA-Z][.)]\s)")
 # A watermark's type: at least this many times the page's usual character size, or rotated.
 _MARK_SIZE = 2.0
 # Justified Chinese stretches the gaps between characters, and pdfminer writes a space for any
@@ -122,13 +126,12 @@ def read_pdf(path: Path, name: str) -> tuple[str | None, list[Block]]:
     repeated = _running_lines(pages)
     blocks = []
     for number, page in enumerate(pages, start=1):
-        if _is_contents(page):
-            continue
+        contents = _is_contents(page)
         boxes = [[(line, frame) for i, (line, frame) in enumerate(zip(box, frames, strict=True))
                   if (b, i) not in page.edges or _shape(line) not in repeated]
                  for b, (box, frames) in enumerate(zip(page.boxes, page.frames, strict=True))]
         for paragraph in _paragraphs([box for box in boxes if box]):
-            if text := join_lines(paragraph):
+            if (text := join_lines(paragraph)) and (not contents or _prose(paragraph, text)):
                 blocks.append(Block(text, (), number))
     return title, blocks
 
@@ -262,6 +265,12 @@ def _stretched(before: object, after: object) -> bool:
 
 def _spaceless(char: str) -> bool:
     return len(char) == 1 and is_cjk(char) and not "\uac00" <= char <= "\ud7af"
+
+
+def _prose(lines: list[str], text: str) -> bool:
+    """Whether a paragraph of a contents page is prose, not entries (see _PROSE)."""
+    return (len(text) >= _PROSE and _SENTENCE_END.search(text) is not None
+            and not any(_LEADER.search(line) for line in lines))
 
 
 def _is_contents(page: _Page) -> bool:
