@@ -105,7 +105,7 @@ class Engine:
         events = self.observe(self.decoder.generate(
             prompt, request.sampling, request.max_tokens, request.stop + self.extra_stops,
             grammar, self.markers if parse else frozenset(), request.logprobs,
-            request.cancel))
+            request.cancel, request.words_first))
         if not parse:
             return events
         return _with_calls(events, ToolStream(self.family, request.tools), request.text_only)

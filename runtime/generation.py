@@ -80,6 +80,9 @@ class GenerationRequest:
     # With tool_choice "none": the answer is still read for calls, and any call in it dropped
     # rather than shown as text (the agent-loop guard's second try; runtime/chat/agent_loop.py)
     text_only: bool = False
+    # The answer may not end before it holds a word, only citations ("[2]") or nothing: an
+    # answer from passages (runtime/knowledge/retrieve.py)
+    words_first: bool = False
 
     @property
     def calls_tools(self) -> bool:

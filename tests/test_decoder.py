@@ -289,6 +289,30 @@ def test_frequency_and_presence_penalties_change_what_is_sampled(tiny):
     assert answer(presence_penalty=2.0) != plain
 
 
+def test_words_first_refuses_the_end_of_text_until_the_answer_holds_a_word(tmp_path):
+    """A knowledge answer that was only "[2]" then the end of text: with words_first the
+    end is refused while the answer holds no word, and allowed again once it does."""
+    sys.path.insert(0, str(TESTS))
+    from tiny_model import make_tiny_gguf
+
+    dec, tokenizer = decoder_on(make_tiny_gguf(tmp_path / "ends.gguf", ends_at_once=True))
+    prompt = tokenizer.tokenize("the cat sat on the mat")
+
+    def answer(words_first: bool) -> tuple[str, Finish]:
+        events = list(dec.generate(prompt, Sampling(temperature=0), 40, (),
+                                   words_first=words_first))
+        finish = events[-1]
+        assert isinstance(finish, Finish)
+        return "".join(e for e in events if isinstance(e, str)), finish
+
+    text, finish = answer(False)
+    assert (text, finish.reason, finish.completion_tokens) == ("", "stop", 0)
+    text, finish = answer(True)
+    assert finish.reason == "stop" and any(c.isalpha() for c in text), text
+    assert 0 < finish.completion_tokens < 40
+    assert answer(False)[0] == ""  # the bar was the sequence's own
+
+
 def test_embedding_truncate_cuts_a_long_input_instead_of_refusing_it(tiny_gguf):
     """Ollama's /api/embed truncates by default (truncate: true) and refuses with false."""
     from runtime.engine import Engine

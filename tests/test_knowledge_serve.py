@@ -336,14 +336,21 @@ def test_an_answer_that_opens_by_copying_a_passages_label_keeps_only_its_citatio
     assert text == "[1] To install the printer driver on Linux run the setup script as root."
 
 
-def test_a_grounded_answer_stops_where_it_would_echo_the_reminder(site, client):
-    # The 0.5B model copied a source, then the reminder after it, into an answer.
+def test_a_grounded_answer_stops_where_it_would_echo_the_reminder_or_the_question(site,
+                                                                                 client):
+    # The 0.5B model copied a source, then the reminder after it, into an answer; or asked
+    # the question again after its answer ("\n\n问题：PSTricks 中的缺省线宽是多少…").
     assert REMINDER_EN.startswith(ECHOES[0]) and REMINDER_ZH.startswith(ECHOES[1])
     client.chat.completions.create(model="fake", messages=ASK, max_tokens=4, stop=["END"])
-    assert site.engine.requests[-1].stop == ("END", *ECHOES)
+    request = site.engine.requests[-1]
+    assert request.stop == ("END", *ECHOES)
+    assert {"\nQuestion: ", "\n问题："} <= set(ECHOES)
+    assert request.words_first  # never only "[2]" (the decoder's test shows the bar)
     off_topic = [{"role": "user", "content": "Who won the 1998 football World Cup?"}]
     client.chat.completions.create(model="fake", messages=off_topic, max_tokens=4, stop=["END"])
-    assert site.engine.requests[-1].stop == ("END",)  # no source given: nothing to echo
+    request = site.engine.requests[-1]
+    assert request.stop == ("END",)  # no source given: nothing to echo
+    assert not request.words_first
 
 
 def test_knowledge_false_skips_retrieval(site, knowledge, client):

@@ -37,7 +37,10 @@ def vocab(long_pieces: int = 0) -> tuple[list[bytes], list[float], list[int]]:
 
 
 def make_tiny_gguf(path: Path, *, name: str = "Tiny Test", chat_template: str | None = None,
-                   seed: int = 0, long_pieces: int = 0) -> Path:
+                   seed: int = 0, long_pieces: int = 0, ends_at_once: bool = False) -> Path:
+    """ends_at_once: a model whose likeliest next token is always the end of text "</s>" (a
+    large constant in every token's embedding, which only that token's output row reads, and
+    layers that add nothing)."""
     rng = np.random.default_rng(seed)
     tokens, scores, types = vocab(long_pieces)
     writer = GGUFWriter(str(path), "llama")
@@ -61,11 +64,18 @@ def make_tiny_gguf(path: Path, *, name: str = "Tiny Test", chat_template: str | 
     if chat_template is not None:
         writer.add_chat_template(chat_template)
 
-    def tensor(name: str, *shape: int) -> None:
-        writer.add_tensor(name, (rng.standard_normal(shape) * 0.5).astype(np.float32))
+    def tensor(name: str, *shape: int, ends: float = 0.0) -> None:
+        weights = (rng.standard_normal(shape) * 0.5).astype(np.float32)
+        if ends_at_once:  # the layers add nothing; the first dimension means the end
+            if name.startswith("blk."):
+                weights[:] = 0.0
+            weights[:, 0] = ends
+            if name == "output.weight":
+                weights[2, 0] = 10.0
+        writer.add_tensor(name, weights)
 
     n_vocab = len(tokens)
-    tensor("token_embd.weight", n_vocab, N_EMBD)
+    tensor("token_embd.weight", n_vocab, N_EMBD, ends=8.0)
     for i in range(N_LAYER):
         writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
         for part in ("attn_q", "attn_k", "attn_v", "attn_output"):

@@ -225,7 +225,9 @@ REMINDER_ZH = ("请根据上面的资料回答，并在每个事实后注明资�
 # A small model that has copied a source out sometimes goes on to copy the reminder after it
 # ("… Answer from the sources above, and put the number of the source after each fact, like [",
 # a Debian manual's bundle, issue #24): a grounded answer ends where an echo of it begins.
-ECHOES = ("Answer from the sources above", "请根据上面的资料回答")
+# So it does where it starts the question again on a line of its own ("…是实线。\n\n问题：
+# PSTricks 中的缺省线宽是多少", a LaTeX manual's bundle).
+ECHOES = ("Answer from the sources above", "请根据上面的资料回答", "\nQuestion: ", "\n问题：")
 # After the question, with the sentence to answer given word for word: told before the
 # question only to say so, the 0.5B model still answered four of six off-topic Chinese
 # questions from memory; this way it answered none of them.
@@ -389,7 +391,8 @@ def answer(knowledge: Knowledge, request: GenerationRequest,
         grounding.usage, search_ns=time.perf_counter_ns() - started))
     _log(grounding)
     stop = request.stop + ECHOES if grounding.hits else request.stop
-    events = generate(dataclasses.replace(request, messages=grounding.messages, stop=stop))
+    events = generate(dataclasses.replace(request, messages=grounding.messages, stop=stop,
+                                          words_first=bool(grounding.hits)))
     if grounding.hits:
         labels = [label(n, hit) for n, hit in enumerate(grounding.hits, 1)]
         events = attributed(without_label(events, labels), messages[-1].content, grounding.hits)
