@@ -49,7 +49,7 @@ _PROSE = 40
 _SENTENCE_END = re.compile(r"[。！？]|[.!?](?:\s|$)")
 # A line that is only a dot leader's dots: the rest of an entry of a table of contents that
 # shares its page with text (pdfminer puts the leader in a box of its own).
-_ONLY_LEADER = re.compile(r"^[.·…\s]+$")
+_ONLY_LEADER = re.compile(r"^(?!\.\.\.$)(?:[.·…]\s?)+$")  # not "...": code left out
 # pdfminer groups lines into a box while the gap between them is under half a line's height;
 # Chinese is set with more leading than that (1.5-2 lines), so each of its lines was a box of
 # its own and every paragraph was cut at each line ("…再用 \input 命令插入。复" | "杂的图、表…";
