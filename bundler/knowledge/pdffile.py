@@ -89,7 +89,6 @@ _TEX_SYMBOLS = {0: "−", 1: "·", 2: "×", 3: "∗", 15: "•", 17: "≡", 20: 
 _TEX_FONT = re.compile(r"^(?:[A-Z]{6}\+)?(CM[A-Z]*?)\d*$")
 
 
-
 class _Frame(NamedTuple):
     """Where a line is on its page, and its type's size."""
 

@@ -111,7 +111,7 @@ GATHER_S = 0.025
 RESERVE = 64
 # What an answer holding no word yet is (words_first): white space, punctuation, numbers and
 # citations. Told to cite its sources, the 0.5B model sometimes answered "[2]" and ended there
-# (issue #24: a tenth of the third probe's answers, bench.knowledge_eval's "Data Classes").
+# (issue #24: two of the third probe's 24 answers; bench.knowledge_eval's "Data Classes").
 _WORDLESS = re.compile(r"(?:\[\d+\]|[\W\d_])*")
 
 
