@@ -465,7 +465,8 @@ def test_pdf_paragraphs_set_with_wide_leading_are_read_whole(tmp_path: Path) -> 
              (72, 11, "段。"),
              (94, 11, "新的一段从这里开始，它的第一行缩进两个字，并且一直写到这一行的最右"),
              (72, 11, "1. 列表的第一项"),
-             (72, 11, "2. 列表的第二项")]
+             (72, 11, "2. 列表的第二项写得很长很长，一直写到这一行的最右边，然后接着写到下一"),
+             (88, 11, "行，与列表项的文字对齐。")]
     y = 740.0
     for x, size, text in lines:
         pdf.setFont("STSong-Light", size)
@@ -478,7 +479,9 @@ def test_pdf_paragraphs_set_with_wide_leading_are_read_whole(tmp_path: Path) -> 
         "当导言区内容较多时，常常将其单独放置在一个文件中，再用命令插入。复杂的图、表、代码等也"
         "会用类似的手段处理。这一段到这里为止，后面另起一段。",
         "新的一段从这里开始，它的第一行缩进两个字，并且一直写到这一行的最右",
-        "1. 列表的第一项", "2. 列表的第二项"]
+        "1. 列表的第一项",
+        "2. 列表的第二项写得很长很长，一直写到这一行的最右边，然后接着写到下一行，"
+        "与列表项的文字对齐。"]
 
 
 def test_pdf_glyphs_without_unicode_are_tex_text_where_known_else_left_out() -> None:

@@ -62,7 +62,9 @@ _WRAP_GAP = 1.0
 _COLUMN_LINES = 5
 # A line ending a sentence is left to end its box: joined or not, nothing is cut in two.
 _ENDED = re.compile(r"[。！？：；.!?:;]\W*$")
-# A list's item starts a box of its own too.
+# A list's item starts a box of its own too; the lines it wraps onto start up to _HANGING
+# characters right of its marker.
+_HANGING = 3.0
 _ITEM = re.compile(r"^(?:[•·▪‣◦∙*–-]|\d{1,2}[.)、]|[(（]\d{1,2}[)）]|[a-zA-Z][.)]\s)")
 # A watermark's type: at least this many times the page's usual character size, or rotated.
 _MARK_SIZE = 2.0
@@ -142,24 +144,27 @@ def _paragraphs(boxes: list[list[tuple[str, _Frame]]]) -> list[list[str]]:
     out: list[list[str]] = []
     for b, box in enumerate(boxes):
         if (out and not _ENDED.search(out[-1][-1]) and not _ITEM.match(box[0][0])
-                and _continues(boxes[b - 1][-1][1], box[0][1], frames)):
+                and _continues(boxes[b - 1][-1][1], box[0][1], frames,
+                               hanging=_ITEM.match(out[-1][-1]) is not None)):
             out[-1] += [line for line, _ in box]
         else:
             out.append([line for line, _ in box])
     return out
 
 
-def _continues(last: _Frame, first: _Frame, frames: list[_Frame]) -> bool:
+def _continues(last: _Frame, first: _Frame, frames: list[_Frame], hanging: bool = False) -> bool:
     """Whether the line at `first` goes on from the line at `last` (see _WRAP_GAP); the
     column's right edge is the rightmost of the lines above or under `last` (at most
-    _COLUMN_LINES lines away: a quotation or a chapter's opening is set narrower)."""
+    _COLUMN_LINES lines away: a quotation or a chapter's opening is set narrower). `hanging`:
+    `last` opens a list item, whose next line starts under the item's text, not its bullet."""
     size = max(last.size, first.size)
+    indent = _HANGING if hanging else 0.5
     right = max(f.x1 for f in frames if f.x0 < last.x1 and f.x1 > last.x0
                 and abs(f.y0 - last.y0) <= _COLUMN_LINES * size)
     return (abs(last.size - first.size) <= 0.1 * size
             and last.x1 >= right - 2 * size
             and 0 <= last.y0 - first.y1 <= _WRAP_GAP * size
-            and last.x0 - 3 * size <= first.x0 <= last.x0 + 0.5 * size)
+            and last.x0 - 3 * size <= first.x0 <= last.x0 + indent * size)
 
 
 def _open(file, name: str) -> PDFDocument:  # type: ignore[no-untyped-def]
