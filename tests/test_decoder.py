@@ -313,6 +313,15 @@ def test_words_first_refuses_the_end_of_text_until_the_answer_holds_a_word(tmp_p
     assert answer(False)[0] == ""  # the bar was the sequence's own
 
 
+def test_an_answer_of_citations_numbers_and_punctuation_holds_no_word_yet():
+    from runtime.llama.decoder import _WORDLESS
+
+    for said in ("", "[2]", " [1] [2]\n", "[1]: 3.7 —", "「」"):
+        assert _WORDLESS.fullmatch(said), said
+    for said in ("[2] Python", "[1] 因为", "v", "é"):
+        assert not _WORDLESS.fullmatch(said), said
+
+
 def test_embedding_truncate_cuts_a_long_input_instead_of_refusing_it(tiny_gguf):
     """Ollama's /api/embed truncates by default (truncate: true) and refuses with false."""
     from runtime.engine import Engine
