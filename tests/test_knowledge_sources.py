@@ -484,6 +484,31 @@ def test_pdf_paragraphs_set_with_wide_leading_are_read_whole(tmp_path: Path) -> 
         "与列表项的文字对齐。"]
 
 
+def test_pdf_footnote_marks_and_listing_line_numbers_are_left_out(tmp_path: Path) -> None:
+    """Small numbers that mark a footnote ("同类软件8.") or number a listing's lines ("1 mkdir")
+    split words and numbers; an exponent after a letter is kept."""
+    path = tmp_path / "guide.pdf"
+    pdfmetrics.registerFont(UnicodeCIDFont("STSong-Light"))
+    pdf = canvas.Canvas(str(path), pagesize=(595, 842), invariant=True)
+
+    def pieces(y: float, parts: list[tuple[str, str, float, float]]) -> None:
+        x = 72.0
+        for text, font, size, rise in parts:
+            pdf.setFont(font, size)
+            pdf.drawString(x, y + rise, text)
+            x += pdfmetrics.stringWidth(text, font, size)
+
+    pieces(740, [("建议删除它并更换其他同类软件", "STSong-Light", 11, 0),
+                 ("8", "Helvetica", 7, 4), ("。", "STSong-Light", 11, 0)])
+    pieces(700, [("1", "Courier", 6, 1), (" mkdir C:\\temp", "Courier", 9, 0)])
+    pieces(660, [("The energy is E = mc", "Helvetica", 11, 0), ("2", "Helvetica", 7, 4),
+                 (" in joules.", "Helvetica", 11, 0)])
+    pdf.showPage()
+    pdf.save()
+    assert [b.text for b in read_document(Source(path, "guide.pdf")).blocks] == [
+        "建议删除它并更换其他同类软件。", "mkdir C:\\temp", "The energy is E = mc2 in joules."]
+
+
 def test_pdf_glyphs_without_unicode_are_tex_text_where_known_else_left_out() -> None:
     """pdfminer wrote "(cid:12)nd" for "find" (TeX's Computer Modern fonts give no Unicode for
     their ligatures, Greek or symbols) and "(cid:136)" for a Type 3 bullet."""

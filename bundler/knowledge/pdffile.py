@@ -76,6 +76,14 @@ _MARK_SIZE = 2.0
 # chinese): stretched gaps are 0.1-0.4 of a character, deliberate ones ("第 1 节 介绍", a
 # table's columns) 0.5 and more.
 _CJK_GAP = 0.45
+# Numbers set in type under this share of their line's size that mark rather than count: a
+# footnote's mark raised at least _RAISED of the line's size after CJK text or punctuation
+# ("同类软件8." for "同类软件." with footnote 8), a footnote's own number, a listing's line numbers
+# ("1 wget http://…"), both at the start of the line (_marks). They split words and numbers
+# that search matches, and the 0.5B model copied them.
+_MARKER = 0.8
+_RAISED = 0.25
+_MARKED = ".,;:!?。，、；：！？"
 # Glyphs a PDF gives no Unicode for. pdfminer writes them "(cid:12)", which then reads as words
 # ("(cid:12)nd" for "find"). Most are TeX's Computer Modern fonts, whose old encodings
 # (OT1, math italic, math symbols) map no code to Unicode in the PDF; no library we use knows
@@ -250,12 +258,34 @@ def _page_text(layout: LTPage) -> _Page:
 
 
 def _line_text(line: LTTextLine) -> str:
-    """The line's text, less pdfminer's spaces inside stretched CJK text (_CJK_GAP)."""
+    """The line's text, less pdfminer's spaces inside stretched CJK text (_CJK_GAP) and
+    the numbers set small that mark a footnote or number a listing's lines (_MARKER)."""
     items = list(line)
-    return "".join(
-        item.get_text() for i, item in enumerate(items)
-        if not (isinstance(item, LTAnno) and item.get_text() == " " and 0 < i < len(items) - 1
-                and _stretched(items[i - 1], items[i + 1])))
+    chars = [item for item in items if isinstance(item, LTChar)]
+    usual = statistics.median(c.size for c in chars) if chars else 0.0
+    base = statistics.median(c.y0 for c in chars if c.size >= _MARKER * usual) if chars else 0.0
+    out: list[str] = []
+    for i, item in enumerate(items):
+        text = item.get_text()
+        if isinstance(item, LTAnno):
+            if not (text == " " and 0 < i < len(items) - 1
+                    and _stretched(items[i - 1], items[i + 1])):
+                out.append(text)
+        elif not (text.isdigit() and item.size < _MARKER * usual
+                  and _marks(out, item.y0 - base >= _RAISED * usual)):
+            out.append(text)
+    return "".join(out)
+
+
+def _marks(before: list[str], raised: bool) -> bool:
+    """Whether a small digit after the text `before` marks something rather than counts: at
+    the line's start (a listing's line number, a footnote's own number), or raised right after
+    CJK text or punctuation (a footnote mark: "同类软件8."; not an exponent, which follows a
+    letter, a digit or a bracket)."""
+    last = "".join(before).rstrip()
+    if not last:
+        return True
+    return raised and (is_cjk(last[-1]) or last[-1] in _MARKED)
 
 
 def _stretched(before: object, after: object) -> bool:
