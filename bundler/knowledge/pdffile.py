@@ -233,18 +233,19 @@ def _page_text(layout: LTPage) -> _Page:
             box: list[str] = []
             where: list[_Frame] = []
             for line in element:
-                if (isinstance(line, LTTextLine) and (text := _clean(_line_text(line)))
-                        and not _ONLY_LEADER.match(text)):
-                    chars = [c for c in line if isinstance(c, LTChar)]
+                if not isinstance(line, LTTextLine):
+                    continue
+                chars = [c for c in line if isinstance(c, LTChar)]
+                size = statistics.median(c.size for c in chars) if chars else line.height
+                if (text := _clean(_line_text(line, chars, size))) and \
+                        not _ONLY_LEADER.match(text):
                     sizes += [c.size for c in chars]
                     types[len(boxes), len(box)] = (
                         max((c.size for c in chars), default=0.0),
                         any(abs(c.matrix[1]) > 0.05 for c in chars))  # rotated, not slanted
                     placed.append((line.y0, len(boxes), len(box)))
                     box.append(text)
-                    where.append(_Frame(line.x0, line.x1, line.y0, line.y1,
-                                        statistics.median(c.size for c in chars) if chars
-                                        else line.height))
+                    where.append(_Frame(line.x0, line.x1, line.y0, line.y1, size))
             if box:
                 boxes.append(box)
                 frames.append(where)
@@ -257,12 +258,11 @@ def _page_text(layout: LTPage) -> _Page:
     return _Page(boxes, frames, set(top + low + marks))
 
 
-def _line_text(line: LTTextLine) -> str:
+def _line_text(line: LTTextLine, chars: list[LTChar], usual: float) -> str:
     """The line's text, less pdfminer's spaces inside stretched CJK text (_CJK_GAP) and
-    the numbers set small that mark a footnote or number a listing's lines (_MARKER)."""
+    the numbers set small that mark a footnote or number a listing's lines (_MARKER); `chars`
+    are its characters, `usual` their median size."""
     items = list(line)
-    chars = [item for item in items if isinstance(item, LTChar)]
-    usual = statistics.median(c.size for c in chars) if chars else 0.0
     base = statistics.median(c.y0 for c in chars if c.size >= _MARKER * usual) if chars else 0.0
     out: list[str] = []
     for i, item in enumerate(items):

@@ -141,7 +141,8 @@ class Decoder:
         self._piece_buf = ctypes.create_string_buffer(256)
         self._outbox: list[tuple[_Sequence, str]] = []  # this step's pieces (_flush)
         self._candidates: Candidates | None = None  # made on first use: 1.8 MB for Qwen2.5
-        self._barred_seen: set[int] = set()  # end and citation tokens (_pick_worded)
+        self._ends_seen: set[int] = set()  # end and citation tokens met (_pick_worded)
+        self._citations_seen: set[int] = set()
         # While a step reads prompt chunks (seconds on a slow CPU), llama.cpp asks between graph
         # nodes whether to stop: yes once every sequence in the step is abandoned, so Ctrl-C
         # or a client leaving stops a long prompt now, not at the end of its chunk. Only for
@@ -435,17 +436,17 @@ class Decoder:
         cited = "]" in sequence.said
         while True:
             array_ = candidates.fill(row)
-            for token in self._barred_seen:
-                if cited or llama_cpp.llama_vocab_is_eog(self.vocab, token):
-                    candidates.data[token].logit = float("-inf")
+            for token in self._ends_seen | (self._citations_seen if cited else set()):
+                candidates.data[token].logit = float("-inf")
             llama_cpp.llama_sampler_apply(sequence.chain, ctypes.byref(array_))
             token = int(array_.data[array_.selected].id)
-            if llama_cpp.llama_vocab_is_eog(self.vocab, token) or (
-                    cited and self._piece(token).lstrip().startswith(b"[")):
-                self._barred_seen.add(token)
-                continue
-            llama_cpp.llama_sampler_accept(sequence.chain, token)
-            return token
+            if llama_cpp.llama_vocab_is_eog(self.vocab, token):
+                self._ends_seen.add(token)
+            elif cited and self._piece(token).lstrip().startswith(b"["):
+                self._citations_seen.add(token)
+            else:
+                llama_cpp.llama_sampler_accept(sequence.chain, token)
+                return token
 
     def _flush(self) -> None:
         """Hands the step's pieces to their readers, once every sequence is sampled. Put one
