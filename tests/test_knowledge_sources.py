@@ -8,9 +8,12 @@ from pathlib import Path
 import docx
 import pytest
 from PIL import Image
+from reportlab.lib import colors
+from reportlab.lib.styles import getSampleStyleSheet
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.cidfonts import UnicodeCIDFont
 from reportlab.pdfgen import canvas
+from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table
 
 from bundler.knowledge import Block, Source, find_documents, read_document
 from runtime.errors import DocumentError
@@ -482,6 +485,101 @@ def test_pdf_paragraphs_set_with_wide_leading_are_read_whole(tmp_path: Path) -> 
         "1. 列表的第一项",
         "2. 列表的第二项写得很长很长，一直写到这一行的最右边，然后接着写到下一行，"
         "与列表项的文字对齐。"]
+
+
+def _plans_pdf(path: Path, table_style: list[tuple[object, ...]]) -> Path:
+    """A page with an English and a Chinese table of plans between paragraphs."""
+    pdfmetrics.registerFont(UnicodeCIDFont("STSong-Light"))
+    normal = getSampleStyleSheet()["Normal"]
+    chinese = normal.clone("chinese", fontName="STSong-Light")
+    english = [["Plan", "Price per month", "Storage", "Support"],
+               ["Basic", "$5", "10 GB", "Email only"],
+               ["Standard", "$12", "100 GB", "Email and chat, weekdays"],
+               ["Premium", "$30", "1 TB", "Phone, around the clock"]]
+    zh = [["套餐", "月费", "存储空间", "客服"], ["基础版", "35元", "10GB", "仅邮件"],
+          ["标准版", "88元", "100GB", "邮件和在线客服"], ["旗舰版", "218元", "1TB", "全天候电话"]]
+    SimpleDocTemplate(str(path), pagesize=(595, 842), invariant=True).build([
+        Paragraph("Each plan is billed monthly. The table below lists what each plan includes.",
+                  normal), Spacer(1, 12),
+        Table(english, style=table_style), Spacer(1, 12),
+        Paragraph("All prices include tax.", normal), Spacer(1, 12),
+        Paragraph("下表列出各套餐的价格。", chinese), Spacer(1, 12),
+        Table(zh, style=[*table_style, ("FONTNAME", (0, 0), (-1, -1), "STSong-Light")])])
+    return path
+
+
+def test_a_pdf_table_drawn_with_ruling_lines_is_one_block_of_rows(tmp_path: Path) -> None:
+    """pdfminer read a grid's cells column by column and glued neighbours ("Premium $30",
+    "100 GB Email and chat, weekdays 1 TB"): which price was whose was lost."""
+    path = _plans_pdf(tmp_path / "plans.pdf", [("GRID", (0, 0), (-1, -1), 0.5, colors.black)])
+    assert [b.text for b in read_document(Source(path, "plans.pdf")).blocks] == [
+        "Each plan is billed monthly. The table below lists what each plan includes.",
+        "Plan | Price per month | Storage | Support\nBasic | $5 | 10 GB | Email only\n"
+        "Standard | $12 | 100 GB | Email and chat, weekdays\n"
+        "Premium | $30 | 1 TB | Phone, around the clock",
+        "All prices include tax.",
+        "下表列出各套餐的价格。",
+        "套餐 | 月费 | 存储空间 | 客服\n基础版 | 35元 | 10GB | 仅邮件\n"
+        "标准版 | 88元 | 100GB | 邮件和在线客服\n旗舰版 | 218元 | 1TB | 全天候电话"]
+
+
+def test_a_pdf_table_ruled_only_across_is_one_block_of_rows(tmp_path: Path) -> None:
+    """The three-line table of Chinese papers (booktabs in LaTeX): a rule above, one under the
+    header, one below, and no lines to find its columns by."""
+    rules = [("LINEABOVE", (0, 0), (-1, 0), 1, colors.black),
+             ("LINEBELOW", (0, 0), (-1, 0), 0.5, colors.black),
+             ("LINEBELOW", (0, -1), (-1, -1), 1, colors.black)]
+    path = _plans_pdf(tmp_path / "plans.pdf", rules)
+    texts = [b.text for b in read_document(Source(path, "plans.pdf")).blocks]
+    assert texts[1] == ("Plan | Price per month | Storage | Support\nBasic | $5 | 10 GB | "
+                        "Email only\nStandard | $12 | 100 GB | Email and chat, weekdays\n"
+                        "Premium | $30 | 1 TB | Phone, around the clock")
+    assert texts[4] == ("套餐 | 月费 | 存储空间 | 客服\n基础版 | 35元 | 10GB | 仅邮件\n"
+                        "标准版 | 88元 | 100GB | 邮件和在线客服\n旗舰版 | 218元 | 1TB | 全天候电话")
+
+
+def test_pdf_examples_in_frames_or_between_two_rules_are_no_table(tmp_path: Path) -> None:
+    """A manual's examples, code beside its output, line up in columns as a table does: in
+    frames one under the other (a frame's sides are no table's rules), or between two rules
+    with no header ruled off. Read as tables, lshort-zh-cn's prose beside them was cut."""
+    path = tmp_path / "manual.pdf"
+    pdf = canvas.Canvas(str(path), pagesize=(595, 842), invariant=True)
+    pdf.setFont("Helvetica", 11)
+    for top in (760.0, 700.0):  # two framed examples, one under the other (frames of 4 lines)
+        for x0, y0, x1, y1 in [(72, top + 10, 522, top + 10), (72, top - 40, 522, top - 40),
+                               (72, top - 40, 72, top + 10), (522, top - 40, 522, top + 10)]:
+            pdf.line(x0, y0, x1, y1)
+        pdf.drawString(80, top - 20, "\\section{Intro}" if top > 720 else "\\emph{stress}")
+        pdf.drawString(330, top - 20, "1 Intro" if top > 720 else "stress")
+    pdf.line(72, 600, 522, 600)  # and two between rules
+    for y, code, output in [(580, "\\textbf{bold}", "bold"), (560, "\\textit{slanted}", "slanted")]:
+        pdf.drawString(80, y, code)
+        pdf.drawString(330, y, output)
+    pdf.line(72, 540, 522, 540)
+    pdf.showPage()
+    pdf.save()
+    texts = [b.text for b in read_document(Source(path, "manual.pdf")).blocks]
+    assert not any(" | " in text for text in texts), texts
+    read = " ".join(texts)
+    assert all(part in read for part in ("\\section{Intro}", "1 Intro", "\\textbf{bold}"))
+
+
+def test_pdf_gridlines_around_empty_cells_are_no_table(tmp_path: Path) -> None:
+    """A chart's gridlines or a drawing make grids too; their cells hold (almost) no text."""
+    path = tmp_path / "chart.pdf"
+    pdf = canvas.Canvas(str(path), pagesize=(595, 842), invariant=True)
+    pdf.setFont("Helvetica", 11)
+    pdf.drawString(72, 760, "Sales rose every quarter of the year.")
+    for i in range(6):  # a 5 x 5 grid of gridlines
+        pdf.line(100 + 60 * i, 400, 100 + 60 * i, 700)
+        pdf.line(100, 400 + 60 * i, 400, 400 + 60 * i)
+    pdf.drawString(110, 680, "Q1")
+    pdf.drawString(350, 420, "Q4")
+    pdf.showPage()
+    pdf.save()
+    texts = [b.text for b in read_document(Source(path, "chart.pdf")).blocks]
+    assert texts[0] == "Sales rose every quarter of the year."
+    assert {"Q1", "Q4"} <= set(texts) and not any(" | " in text for text in texts)
 
 
 def test_pdf_footnote_marks_and_listing_line_numbers_are_left_out(tmp_path: Path) -> None:

@@ -4,20 +4,35 @@ A PDF has no paragraphs or headings, only positioned lines: each of pdfminer's t
 a block carrying its page; running headers and footers (the same line on most pages, page numbers
 included) and watermarks (the same line in large or rotated type on most pages) are dropped, so
 they neither pollute every chunk nor win every search; so are the pages of a table of
-contents."""
+contents. A table drawn with ruling lines is one block of rows, as in HTML and Word files."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import statistics
 import unicodedata
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import pdfplumber
 from pdfminer.converter import PDFPageAggregator
-from pdfminer.layout import LAParams, LTAnno, LTChar, LTPage, LTTextBox, LTTextLine
+from pdfminer.layout import (
+    LAParams,
+    LTAnno,
+    LTChar,
+    LTCurve,
+    LTFigure,
+    LTItem,
+    LTLine,
+    LTPage,
+    LTRect,
+    LTTextBox,
+    LTTextLine,
+)
 from pdfminer.pdfdocument import PDFDocument, PDFPasswordIncorrect
 from pdfminer.pdfinterp import PDFPageInterpreter, PDFResourceManager
 from pdfminer.pdfpage import PDFPage
@@ -97,6 +112,29 @@ _TEX_MATH_ITALIC = _GREEK_CAPS | dict(enumerate("αβγδϵζηθικλμνξπ�
 _TEX_SYMBOLS = {0: "−", 1: "·", 2: "×", 3: "∗", 15: "•", 17: "≡", 20: "≤", 21: "≥",
                 24: "∼", 25: "≈", 32: "←", 33: "→"}
 _TEX_FONT = re.compile(r"^(?:[A-Z]{6}\+)?(CM[A-Z]*?)\d*$")
+# Tables. pdfminer reads a table's lines in its own order: a column's cells in one box, a row's
+# neighbouring cells glued into one line ("Premium $30"), so which price is whose is lost. A
+# table drawn with ruling lines (Word's and most reports' grids) has its cells found by
+# pdfplumber from those lines and becomes one block: rows on lines, cells joined by " | ".
+# pdfplumber reads the page again, so only pages whose lines could make a grid (at least
+# _GRID_EDGES vertical and as many horizontal positions) are given to it. A grid counts as a
+# table with at least two rows of two cells holding text, and text in at least _FILLED of its
+# cells: a chart's gridlines or a drawing make grids of empty cells.
+_GRID_EDGES = 3
+# Tables ruled only across (the three-line table of Chinese papers, LaTeX's booktabs: a rule
+# above, one under the header, one below) have no lines to find columns by. Between rules of
+# the same width, the columns are where no character is set from top to bottom, in gaps at
+# least _COLUMN_GAP characters wide (a cell's word spaces are under half that; prose, whose
+# words never line up, leaves no such gap), and the rows are the lines of text set on one
+# baseline. Text set side by side between two rules (a TeX manual's example beside its output,
+# formulas beside their numbers) makes columns too, so a table needs its header, at most
+# _HEADER_ROWS rows, ruled off from its body, and at least _FULL_ROWS of its rows with two
+# cells or more.
+_COLUMN_GAP = 0.8
+_HEADER_ROWS = 2
+_FULL_ROWS = 0.6
+_SNAP = 3.0  # points; pdfplumber's own snap tolerance
+_FILLED = 0.5
 
 
 class _Frame(NamedTuple):
@@ -107,6 +145,25 @@ class _Frame(NamedTuple):
     y0: float
     y1: float
     size: float
+    table: bool = False  # the "line" is a whole table (see _GRID_EDGES), never joined to text
+
+
+class _Grid(NamedTuple):
+    """A table's cells on its page (pdfminer's coordinates), row by row, left to right; a cell
+    another one spans over is left out."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    rows: list[list[tuple[float, float, float, float]]]
+    full_rows: float = 0.0  # the share of rows that must have text in two cells or more
+
+    def holds(self, item: LTItem, margin: float = 0.0) -> bool:
+        """Whether the item's middle is inside the table (or `margin` points outside it)."""
+        x, y = (item.x0 + item.x1) / 2, (item.y0 + item.y1) / 2  # type: ignore[attr-defined]
+        return (self.x0 - margin <= x <= self.x1 + margin
+                and self.y0 - margin <= y <= self.y1 + margin)
 
 
 @dataclass
@@ -127,7 +184,12 @@ def read_pdf(path: Path, name: str) -> tuple[str | None, list[Block]]:
     with path.open("rb") as file:
         document = _open(file, name)
         title = _title(document)
-        pages = [_page_text(layout) for layout in _layouts(document, name)]
+        layouts = _layouts(document, name)
+    grids = _grids(path, [n for n, layout in enumerate(layouts) if _ruled(layout)])
+    pages = []
+    for n, layout in enumerate(layouts):
+        found = grids.get(n, [])
+        pages.append(_page_text(layout, found + _rule_tables(layout, found)))
     if not pages:
         raise DocumentError(f"{name}: the PDF has no pages")
     if not any(page.boxes for page in pages):
@@ -148,10 +210,11 @@ def read_pdf(path: Path, name: str) -> tuple[str | None, list[Block]]:
 def _paragraphs(boxes: list[list[tuple[str, _Frame]]]) -> list[list[str]]:
     """A page's boxes of lines, each joined to the one before when it continues its paragraph
     (_WRAP_GAP), as lists of lines."""
-    frames = [frame for box in boxes for _, frame in box]
+    frames = [frame for box in boxes for _, frame in box if not frame.table]
     out: list[list[str]] = []
     for b, box in enumerate(boxes):
-        if (out and not _ENDED.search(out[-1][-1]) and not _ITEM.match(box[0][0])
+        if (out and not box[0][1].table and not boxes[b - 1][-1][1].table
+                and not _ENDED.search(out[-1][-1]) and not _ITEM.match(box[0][0])
                 and _continues(boxes[b - 1][-1][1], box[0][1], frames,
                                hanging=_ITEM.match(out[-1][-1]) is not None)):
             out[-1] += [line for line, _ in box]
@@ -222,33 +285,49 @@ def _layouts(document: PDFDocument, name: str) -> list[LTPage]:
     return layouts
 
 
-def _page_text(layout: LTPage) -> _Page:
+def _page_text(layout: LTPage, grids: list[_Grid]) -> _Page:
+    textlines = [line for element in layout if isinstance(element, LTTextBox)
+                 for line in element if isinstance(line, LTTextLine)]
+    tables = {g: text for g, grid in enumerate(grids)
+              if (text := _table_text(grid, [line for line in textlines if grid.holds(line)]))}
+    shown: set[int] = set()
     boxes: list[list[str]] = []
     frames: list[list[_Frame]] = []
     placed: list[tuple[float, int, int]] = []  # (height on the page, box, line)
     types: dict[tuple[int, int], tuple[float, bool]] = {}  # (size, turned) of each line
     sizes: list[float] = []  # every character's
     for element in layout:
-        if isinstance(element, LTTextBox):
-            box: list[str] = []
-            where: list[_Frame] = []
-            for line in element:
-                if not isinstance(line, LTTextLine):
-                    continue
-                chars = [c for c in line if isinstance(c, LTChar)]
-                size = statistics.median(c.size for c in chars) if chars else line.height
-                if (text := _clean(_line_text(line, chars, size))) and \
-                        not _ONLY_LEADER.match(text):
-                    sizes += [c.size for c in chars]
-                    types[len(boxes), len(box)] = (
-                        max((c.size for c in chars), default=0.0),
-                        any(abs(c.matrix[1]) > 0.05 for c in chars))  # rotated, not slanted
-                    placed.append((line.y0, len(boxes), len(box)))
-                    box.append(text)
-                    where.append(_Frame(line.x0, line.x1, line.y0, line.y1, size))
-            if box:
-                boxes.append(box)
-                frames.append(where)
+        if not isinstance(element, LTTextBox):
+            continue
+        box: list[str] = []
+        where: list[_Frame] = []
+        for line in element:
+            if not isinstance(line, LTTextLine):
+                continue
+            if (table := next((g for g in tables if grids[g].holds(line)), None)) is not None:
+                if table not in shown:  # the table stands where its first line was read
+                    shown.add(table)
+                    if box:
+                        boxes.append(box)
+                        frames.append(where)
+                        box, where = [], []
+                    grid = grids[table]
+                    boxes.append([tables[table]])
+                    frames.append([_Frame(grid.x0, grid.x1, grid.y0, grid.y1, 0.0, table=True)])
+                continue
+            chars = [c for c in line if isinstance(c, LTChar)]
+            size = statistics.median(c.size for c in chars) if chars else line.height
+            if (text := _clean(_line_text(list(line), size))) and not _ONLY_LEADER.match(text):
+                sizes += [c.size for c in chars]
+                types[len(boxes), len(box)] = (
+                    max((c.size for c in chars), default=0.0),
+                    any(abs(c.matrix[1]) > 0.05 for c in chars))  # rotated, not slanted
+                placed.append((line.y0, len(boxes), len(box)))
+                box.append(text)
+                where.append(_Frame(line.x0, line.x1, line.y0, line.y1, size))
+        if box:
+            boxes.append(box)
+            frames.append(where)
     placed.sort(key=lambda item: -item[0])
     top = [(b, i) for y, b, i in placed[:_EDGE_LINES] if y > layout.y1 - _MARGIN * layout.height]
     low = [(b, i) for y, b, i in placed[-_EDGE_LINES:] if y < layout.y0 + _MARGIN * layout.height]
@@ -258,23 +337,201 @@ def _page_text(layout: LTPage) -> _Page:
     return _Page(boxes, frames, set(top + low + marks))
 
 
-def _line_text(line: LTTextLine, chars: list[LTChar], usual: float) -> str:
-    """The line's text, less pdfminer's spaces inside stretched CJK text (_CJK_GAP) and
-    the numbers set small that mark a footnote or number a listing's lines (_MARKER); `chars`
-    are its characters, `usual` their median size."""
-    items = list(line)
+def _line_text(items: Sequence[LTItem], usual: float) -> str:
+    """The text of a line's `items` (all of it or a table cell's part), less pdfminer's spaces
+    inside stretched CJK text (_CJK_GAP) and the numbers set small that mark a footnote or
+    number a listing's lines (_MARKER); `usual` is the line's median character size."""
+    chars = [c for c in items if isinstance(c, LTChar)]
     base = statistics.median(c.y0 for c in chars if c.size >= _MARKER * usual) if chars else 0.0
     out: list[str] = []
     for i, item in enumerate(items):
-        text = item.get_text()
+        text = item.get_text()  # type: ignore[attr-defined]
         if isinstance(item, LTAnno):
             if not (text == " " and 0 < i < len(items) - 1
                     and _stretched(items[i - 1], items[i + 1])):
                 out.append(text)
-        elif not (text.isdigit() and item.size < _MARKER * usual
+        elif not (text.isdigit() and isinstance(item, LTChar) and item.size < _MARKER * usual
                   and _marks(out, item.y0 - base >= _RAISED * usual)):
             out.append(text)
     return "".join(out)
+
+
+def _ruled(layout: LTPage) -> bool:
+    """Whether the page's lines and rectangles could make a table's grid (see _GRID_EDGES)."""
+    across: list[float] = []
+    down: list[float] = []
+    for item in _drawn(layout):
+        wide, high = item.x1 - item.x0, item.y1 - item.y0
+        if wide > _SNAP and high > _SNAP:  # a frame: its four sides
+            across += [item.y0, item.y1]
+            down += [item.x0, item.x1]
+        elif wide > _SNAP:
+            across.append(item.y0)
+        elif high > _SNAP:
+            down.append(item.x0)
+    return _places(across) >= _GRID_EDGES and _places(down) >= _GRID_EDGES
+
+
+def _places(positions: list[float]) -> int:
+    """How many places `positions` make, those under _SNAP apart counting as one (a code
+    listing's frame drawn as a double line is two sides, not four)."""
+    places = 0
+    last = None
+    for position in sorted(positions):
+        if last is None or position - last > _SNAP:
+            places += 1
+        last = position
+    return places
+
+
+def _drawn(items: LTPage | LTFigure) -> list[LTLine | LTRect | LTCurve]:
+    out: list[LTLine | LTRect | LTCurve] = []
+    for item in items:
+        if isinstance(item, LTFigure):
+            out += _drawn(item)
+        elif isinstance(item, (LTLine, LTRect, LTCurve)):
+            out.append(item)
+    return out
+
+
+def _grids(path: Path, numbers: list[int]) -> dict[int, list[_Grid]]:
+    """The tables pdfplumber finds from ruling lines on the pages `numbers` (0-based), by page."""
+    out: dict[int, list[_Grid]] = {}
+    if not numbers:
+        return out
+    with pdfplumber.open(path) as pdf:
+        for number in numbers:
+            page = pdf.pages[number]
+            try:
+                found = page.find_tables()
+            except Exception:  # noqa: BLE001
+                # pdfminer read the page's text already; a drawing pdfplumber cannot follow
+                # leaves the page read as text, with nothing lost that was there before.
+                continue
+            out[number] = [grid for table in found if len((grid := _grid(page, table)).rows) > 1]
+    return out
+
+
+def _grid(page: pdfplumber.page.Page, table: pdfplumber.table.Table) -> _Grid:
+    """pdfplumber's table in pdfminer's coordinates (y up from the page's foot, both relative
+    to the MediaBox)."""
+    left, top = page.mediabox[0], page.mediabox[1]
+
+    def place(x0: float, y0: float, x1: float, y1: float) -> tuple[float, float, float, float]:
+        return x0 - left, page.height + top - y1, x1 - left, page.height + top - y0
+
+    rows = [[place(*cell) for cell in row.cells if cell is not None] for row in table.rows]
+    return _Grid(*place(*table.bbox), rows=[row for row in rows if row])
+
+
+def _rule_tables(layout: LTPage, grids: list[_Grid]) -> list[_Grid]:
+    """Tables ruled only across (see _COLUMN_GAP) on the page, but none inside `grids`."""
+    drawn = _drawn(layout)
+    sides = [item for item in drawn if item.y1 - item.y0 > _SNAP]  # upright lines, frames
+    # A rule that meets an upright line at its end is a side of a box (a framed example), not
+    # a table's rule.
+    rules = sorted((item for item in drawn if item.y1 - item.y0 <= _SNAP
+                    and item.x1 - item.x0 > 10 * _SNAP and not any(
+                        side.y0 - _SNAP <= item.y0 <= side.y1 + _SNAP
+                        and (abs(side.x0 - item.x0) <= _SNAP or abs(side.x1 - item.x1) <= _SNAP)
+                        for side in sides)), key=lambda item: -item.y0)
+    lines = [line for element in layout if isinstance(element, LTTextBox)
+             for line in element if isinstance(line, LTTextLine)]
+    out: list[_Grid] = []
+    for rule in rules:  # each the top of the run of same-width rules under it
+        run = [other for other in rules if other.y0 <= rule.y0 and
+               abs(other.x0 - rule.x0) <= _SNAP and abs(other.x1 - rule.x1) <= _SNAP]
+        if len(run) < 2 or any(grid.holds(rule, margin=_SNAP) for grid in out + grids):
+            continue
+        # The lines between neighbouring rules, from the first while they make columns.
+        regions: list[list[LTTextLine]] = []  # the lines between neighbouring rules
+        bottom = rule.y0
+        for upper, lower in itertools.pairwise(run):
+            inside = [line for line in lines if rule.x0 - _SNAP <= line.x0
+                      and line.x1 <= rule.x1 + _SNAP and lower.y0 < line.y0 and line.y1 < upper.y0]
+            if inside and len(_columns([*itertools.chain(*regions), *inside])) < 2:
+                break
+            if inside:
+                regions.append(inside)
+                bottom = lower.y0
+        if len(regions) < 2 or len(_rows(regions[0])) > _HEADER_ROWS:
+            continue
+        taken = list(itertools.chain(*regions))
+        rows = _rows(taken)
+        spans = [(min(line.y0 for line in row), max(line.y1 for line in row)) for row in rows]
+        cuts = [rule.y0] + [(a[0] + b[1]) / 2 for a, b in itertools.pairwise(spans)] + [bottom]
+        grid = _Grid(rule.x0 - _SNAP, bottom, rule.x1 + _SNAP, rule.y0,
+                     rows=[[(x0, low, x1, high) for x0, x1 in _columns(taken)]
+                           for high, low in itertools.pairwise(cuts)], full_rows=_FULL_ROWS)
+        if _table_text(grid, [line for line in lines if grid.holds(line)]):
+            out.append(grid)
+    return out
+
+
+def _rows(lines: list[LTTextLine]) -> list[list[LTTextLine]]:
+    """Lines set on one baseline (a row's cells pdfminer read apart) grouped, top to bottom."""
+    rows: list[list[LTTextLine]] = []
+    for line in sorted(lines, key=lambda line: -line.y0):
+        if rows and abs(rows[-1][0].y0 - line.y0) <= 0.25 * line.height:
+            rows[-1].append(line)
+        else:
+            rows.append([line])
+    return rows
+
+
+def _columns(lines: list[LTTextLine]) -> list[tuple[float, float]]:
+    """The columns the lines' characters make (see _COLUMN_GAP), each widened to the middle of
+    the gaps beside it."""
+    chars = sorted((c for line in lines for c in line
+                    if isinstance(c, LTChar) and c.get_text().strip()), key=lambda c: c.x0)
+    if not chars:
+        return []
+    gap = _COLUMN_GAP * statistics.median(c.size for c in chars)
+    spans = [[chars[0].x0, chars[0].x1]]
+    for char in chars[1:]:
+        if char.x0 - spans[-1][1] >= gap:
+            spans.append([char.x0, char.x1])
+        else:
+            spans[-1][1] = max(spans[-1][1], char.x1)
+    cuts = [spans[0][0] - gap] + [(a[1] + b[0]) / 2 for a, b in itertools.pairwise(spans)]
+    return list(itertools.pairwise([*cuts, spans[-1][1] + gap]))
+
+
+def _table_text(grid: _Grid, lines: list[LTTextLine]) -> str:
+    """The grid's rows (cells joined by " | "), when it is a table (see _FILLED), else ""."""
+    cells: dict[tuple[int, int], list[str]] = {}
+    for line in lines:
+        items = list(line)
+        at: list[tuple[int, int] | None] = []
+        for item in items:  # a space belongs to the cell of the character before it
+            at.append(_cell(grid, item) if isinstance(item, LTChar) or not at else at[-1])
+        for cell, pairs in itertools.groupby(zip(at, items, strict=True), key=lambda p: p[0]):
+            run = [item for _, item in pairs]
+            sizes = [c.size for c in run if isinstance(c, LTChar)]
+            size = statistics.median(sizes) if sizes else 0.0
+            if cell is not None and (text := _clean(_line_text(run, size))):
+                cells.setdefault(cell, []).append(text)
+    rows = []
+    for r, row in enumerate(grid.rows):
+        texts = [join_lines(cells.get((r, c), [])) for c in range(len(row))]
+        if filled := [c for c, text in enumerate(texts) if text]:
+            rows.append(texts[filled[0]:filled[-1] + 1])
+    count = sum(len(row) for row in grid.rows)
+    full = sum(1 for row in rows if sum(1 for text in row if text) > 1)
+    if (full < 2 or full < grid.full_rows * len(rows)
+            or sum(1 for row in rows for text in row if text) < _FILLED * count):
+        return ""
+    return "\n".join(" | ".join(row) for row in rows)
+
+
+def _cell(grid: _Grid, char: LTItem) -> tuple[int, int] | None:
+    x = (char.x0 + char.x1) / 2  # type: ignore[attr-defined]
+    y = (char.y0 + char.y1) / 2  # type: ignore[attr-defined]
+    for r, row in enumerate(grid.rows):
+        for c, (x0, y0, x1, y1) in enumerate(row):
+            if x0 <= x <= x1 and y0 <= y <= y1:
+                return r, c
+    return None
 
 
 def _marks(before: list[str], raised: bool) -> bool:
@@ -304,12 +561,13 @@ def _spaceless(char: str) -> bool:
 def _prose(lines: list[str], text: str) -> bool:
     """Whether a paragraph of a contents page is prose, not entries (see _PROSE)."""
     return (len(text) >= _PROSE and _SENTENCE_END.search(text) is not None
-            and not any(_LEADER.search(line) for line in lines))
+            and not any(_LEADER.search(row) for line in lines for row in line.split("\n")))
 
 
 def _is_contents(page: _Page) -> bool:
     """Whether the page is (part of) a table of contents: see _LEADER."""
-    lines = [line for box in page.boxes for line in box if any(c.isalpha() for c in line)]
+    lines = [row for box in page.boxes for line in box for row in line.split("\n")
+             if any(c.isalpha() for c in row)]  # a table's rows count as lines
     leaders = sum(1 for line in lines if _LEADER.search(line))
     return leaders >= _CONTENTS_LINES and leaders >= _CONTENTS_SHARE * len(lines)
 
