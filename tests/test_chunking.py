@@ -62,6 +62,23 @@ def test_without_overlap_no_sentence_repeats() -> None:
     assert texts == ["Alpha beta. Gamma delta.", "Epsilon zeta. Eta theta."]
 
 
+def test_a_table_runs_on_into_the_next_chunk_under_its_header() -> None:
+    """A chunk of rows without the header does not say what its cells are: "广州 | 020-…" is
+    found by a question about the phone only with the header's "电话"."""
+    rows = ["城市 | 电话", "北京 | 010-65551234", "上海 | 021-58884321", "广州 | 020-38886677",
+            "成都 | 028-86669900"]
+    doc = _doc(Block("下表列出各门店的电话。"), Block("\n".join(rows)))
+    texts = [c.text for c in chunk_document(doc, len, max_tokens=50, overlap=1)]
+    assert texts == ["下表列出各门店的电话。\n城市 | 电话\n北京 | 010-65551234",
+                     "城市 | 电话\n北京 | 010-65551234\n上海 | 021-58884321",
+                     "城市 | 电话\n上海 | 021-58884321\n广州 | 020-38886677",
+                     "城市 | 电话\n广州 | 020-38886677\n成都 | 028-86669900"]
+    texts = [c.text for c in chunk_document(doc, len, max_tokens=50, overlap=0)]
+    assert texts == ["下表列出各门店的电话。\n城市 | 电话\n北京 | 010-65551234",
+                     "城市 | 电话\n上海 | 021-58884321\n广州 | 020-38886677",
+                     "城市 | 电话\n成都 | 028-86669900"]
+
+
 def test_a_heading_change_starts_a_new_chunk_with_its_path_as_location() -> None:
     doc = _doc(
         Block("Download it.", ("Install",)),

@@ -80,3 +80,32 @@ def test_a_passage_sharing_no_word_with_the_question_is_quoted_whole():
     assert excerpt(README, "HTTPX 用哪个库支持 HTTP/1.1？") != README.strip()  # names match
     assert excerpt(README, "用哪个库来处理证书？") == README.strip()
     assert excerpt("One short line.", "line") == "One short line."
+
+
+STORES = "\n".join([
+    "表1 各城市门店信息。所有门店周末照常营业。",
+    "城市 | 门店地址 | 营业时间 | 电话",
+    "北京 | 朝阳区建国路88号 | 9:00-21:00 | 010-65551234",
+    "上海 | 浦东新区世纪大道100号 | 10:00-22:00 | 021-58884321",
+    "广州 | 天河区体育西路12号 | 9:30-20:30 | 020-38886677",
+    "成都 | 锦江区春熙路5号 | 10:00-21:30 | 028-86669900",
+    "如需预约维修服务，请提前一天致电门店。"])
+
+
+def test_a_tables_matching_row_is_quoted_under_its_header_without_the_next_row():
+    """The header names the row's cells (which number is the phone's) and holds the question's
+    column words: alone it outscored the row that answers, and the model copied the row after
+    it (Beijing's number for Guangzhou's)."""
+    assert excerpt(STORES, "广州门店的电话是多少？") == (
+        "城市 | 门店地址 | 营业时间 | 电话\n广州 | 天河区体育西路12号 | 9:30-20:30 | 020-38886677")
+    assert excerpt(STORES, "北京和成都门店的营业时间？") == (
+        "城市 | 门店地址 | 营业时间 | 电话\n北京 | 朝阳区建国路88号 | 9:00-21:00 | 010-65551234\n"
+        "成都 | 锦江区春熙路5号 | 10:00-21:30 | 028-86669900")
+
+
+def test_table_headers_are_the_first_line_of_each_run_of_rows():
+    from runtime.knowledge.rows import headers
+
+    lines = ["Prose.", "a | b", "1 | 2", "3 | 4", "More prose.", "x | y", "cat f | grep x", "end"]
+    assert headers(lines) == [None, None, 1, 1, None, None, 5, None]
+    assert headers(["a lone | row", "prose"]) == [None, None]

@@ -523,6 +523,27 @@ def test_a_pdf_table_drawn_with_ruling_lines_is_one_block_of_rows(tmp_path: Path
         "标准版 | 88元 | 100GB | 邮件和在线客服\n旗舰版 | 218元 | 1TB | 全天候电话"]
 
 
+def test_a_pdf_tables_borders_drawn_cell_by_cell_are_its_grid(tmp_path: Path) -> None:
+    """Word draws a table's borders one cell's side at a time: no single line crosses the
+    table, and yet it is a grid."""
+    path = tmp_path / "word.pdf"
+    pdf = canvas.Canvas(str(path), pagesize=(595, 842), invariant=True)
+    pdf.setFont("Helvetica", 11)
+    cells = [["Room", "Floor", "Seats"], ["Oak", "2", "12"], ["Pine", "3", "40"]]
+    xs, ys = [72, 200, 300, 400], [700, 680, 660, 640]
+    for r, row in enumerate(cells):
+        for c, text in enumerate(row):
+            x0, x1, y1, y0 = xs[c], xs[c + 1], ys[r], ys[r + 1]
+            for a, b, d, e in [(x0, y1, x1, y1), (x0, y0, x1, y0), (x0, y0, x0, y1),
+                               (x1, y0, x1, y1)]:
+                pdf.line(a, b, d, e)
+            pdf.drawString(x0 + 4, y0 + 6, text)
+    pdf.showPage()
+    pdf.save()
+    assert [b.text for b in read_document(Source(path, "word.pdf")).blocks] == [
+        "Room | Floor | Seats\nOak | 2 | 12\nPine | 3 | 40"]
+
+
 def test_a_pdf_table_ruled_only_across_is_one_block_of_rows(tmp_path: Path) -> None:
     """The three-line table of Chinese papers (booktabs in LaTeX): a rule above, one under the
     header, one below, and no lines to find its columns by."""

@@ -11,8 +11,10 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import groupby
+from typing import NamedTuple
 
 from bundler.knowledge.document import Block, Document, is_cjk
+from runtime.knowledge.rows import headers
 
 _TERMINATOR = re.compile(r"(?:[。！？；…]+|[!?;]+|\.+)[”’\"'」』）)】》\]]*")
 _CLAUSE = re.compile(r"[，、,：:]+")
@@ -43,20 +45,21 @@ class Chunk:
 def split_sentences(text: str) -> list[str]:
     """The sentences of `text`: cut after 。！？!?；;… (closing quotes kept), after ". " that
     does not follow an abbreviation, and at line breaks."""
-    return [sentence for sentence, _ in _sentences(text)]
+    return [sentence for sentence, _, _ in _sentences(text)]
 
 
-def _sentences(text: str) -> Iterator[tuple[str, bool]]:
-    """Sentences, each with whether a line break came before it."""
+def _sentences(text: str) -> Iterator[tuple[str, int, bool]]:
+    """Sentences, each with the number of its line (blank lines not counted) and whether it
+    starts that line."""
     for number, line in enumerate(line for line in text.split("\n") if line.strip()):
         start = 0
         for match in _TERMINATOR.finditer(line):
             if _ends_sentence(line, match):
                 if sentence := line[start : match.end()].strip():
-                    yield sentence, number > 0 and start == 0
+                    yield sentence, number, start == 0
                 start = match.end()
         if rest := line[start:].strip():
-            yield rest, number > 0 and start == 0
+            yield rest, number, start == 0
 
 
 def _ends_sentence(line: str, match: re.Match[str]) -> bool:
@@ -97,17 +100,24 @@ def chunk_document(
     return chunks
 
 
-def _units(
-    blocks: list[Block], count: Callable[[str], int], limit: int
-) -> Iterator[tuple[str, str]]:
-    """(piece, separator before it): sentences, or clauses and slices of over-long ones."""
+class _Unit(NamedTuple):
+    piece: str  # a sentence, or a clause or slice of an over-long one
+    separator: str  # "\n" before it, or "" (joined as its script is)
+    header: str  # the header of the table it is a row of (runtime/knowledge/rows.py), or ""
+
+
+def _units(blocks: list[Block], count: Callable[[str], int], limit: int) -> Iterator[_Unit]:
     for index, block in enumerate(blocks):
-        for number, (sentence, broken) in enumerate(_sentences(block.text)):
+        lines = [line.strip() for line in block.text.split("\n") if line.strip()]
+        heads = headers(lines)
+        for sentence, number, first in _sentences(block.text):
             # A new block or a line break stays a line break; other pieces join as the script
             # does (a space, or nothing between CJK characters).
-            newline = (index > 0 and number == 0) or broken
+            newline = first and (index > 0 or number > 0)
+            head = heads[number]
             for part, piece in enumerate(_fit(sentence, count, limit)):
-                yield piece, "\n" if newline and part == 0 else ""
+                yield _Unit(piece, "\n" if newline and part == 0 else "",
+                            lines[head] if head is not None else "")
 
 
 def _fit(sentence: str, count: Callable[[str], int], limit: int) -> Iterator[str]:
@@ -153,31 +163,36 @@ def _slice(text: str, count: Callable[[str], int], limit: int) -> Iterator[str]:
         text = text[cut:].strip()
 
 
-def _join(units: list[tuple[str, str]]) -> str:
+def _join(units: list[_Unit]) -> str:
     text = ""
-    for piece, separator in units:
+    for unit in units:
         if not text:
-            text = piece
-        elif separator == "\n":
-            text += "\n" + piece
-        elif is_cjk(text[-1]) and is_cjk(piece[0]):
-            text += piece
+            text = unit.piece
+        elif unit.separator == "\n":
+            text += "\n" + unit.piece
+        elif is_cjk(text[-1]) and is_cjk(unit.piece[0]):
+            text += unit.piece
         else:
-            text += " " + piece
+            text += " " + unit.piece
     return text
 
 
-def _pack(
-    units: list[tuple[str, str]], count: Callable[[str], int], limit: int, overlap: int
-) -> Iterator[str]:
-    current: list[tuple[str, str]] = []
+def _pack(units: list[_Unit], count: Callable[[str], int], limit: int, overlap: int
+          ) -> Iterator[str]:
+    current: list[_Unit] = []
     for unit in units:
         if current and count(_join([*current, unit])) > limit:
             yield _join(current)
-            # The next chunk repeats the last sentences, as many as fit with the new one.
-            current = current[len(current) - overlap :] if overlap > 0 else []
-            while current and count(_join([*current, unit])) > limit:
-                current.pop(0)
+            # The next chunk repeats the last sentences, as many as fit with the new one, and
+            # a table's rows go on under its header.
+            kept = current[len(current) - overlap :] if overlap > 0 else []
+            head = [_Unit(unit.header, "", "")] if unit.header and all(
+                kept_unit.piece != unit.header for kept_unit in kept) else []
+            while kept and count(_join([*head, *kept, unit])) > limit:
+                kept.pop(0)
+            if head and count(_join([*head, unit])) > limit:
+                head = []
+            current = head + kept
         current.append(unit)
     if current:
         yield _join(current)

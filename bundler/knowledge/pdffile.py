@@ -116,8 +116,8 @@ _TEX_FONT = re.compile(r"^(?:[A-Z]{6}\+)?(CM[A-Z]*?)\d*$")
 # neighbouring cells glued into one line ("Premium $30"), so which price is whose is lost. A
 # table drawn with ruling lines (Word's and most reports' grids) has its cells found by
 # pdfplumber from those lines and becomes one block: rows on lines, cells joined by " | ".
-# pdfplumber reads the page again, so only pages whose lines could make a grid (at least
-# _GRID_EDGES vertical and as many horizontal positions) are given to it. A grid counts as a
+# pdfplumber reads the page again, so only pages whose lines could make a grid (a line across
+# meeting upright ones in at least _GRID_EDGES places) are given to it. A grid counts as a
 # table with at least two rows of two cells holding text, and text in at least _FILLED of its
 # cells: a chart's gridlines or a drawing make grids of empty cells.
 _GRID_EDGES = 3
@@ -357,19 +357,35 @@ def _line_text(items: Sequence[LTItem], usual: float) -> str:
 
 
 def _ruled(layout: LTPage) -> bool:
-    """Whether the page's lines and rectangles could make a table's grid (see _GRID_EDGES)."""
-    across: list[float] = []
-    down: list[float] = []
+    """Whether a line drawn across the page meets upright lines in at least _GRID_EDGES places
+    (a grid's top, bottom or a rule between its rows; rectangles count as their four sides).
+    Frames side by side (a manual's examples beside their code) meet two each."""
+    across: list[tuple[float, float, float]] = []  # (y, x0, x1)
+    down: list[tuple[float, float, float]] = []  # (x, y0, y1)
     for item in _drawn(layout):
         wide, high = item.x1 - item.x0, item.y1 - item.y0
-        if wide > _SNAP and high > _SNAP:  # a frame: its four sides
-            across += [item.y0, item.y1]
-            down += [item.x0, item.x1]
+        if wide > _SNAP and high > _SNAP:
+            across += [(item.y0, item.x0, item.x1), (item.y1, item.x0, item.x1)]
+            down += [(item.x0, item.y0, item.y1), (item.x1, item.y0, item.y1)]
         elif wide > _SNAP:
-            across.append(item.y0)
+            across.append((item.y0, item.x0, item.x1))
         elif high > _SNAP:
-            down.append(item.x0)
-    return _places(across) >= _GRID_EDGES and _places(down) >= _GRID_EDGES
+            down.append((item.x0, item.y0, item.y1))
+    return any(_places([x for x, low, high in down if x0 - _SNAP <= x <= x1 + _SNAP
+                        and low - _SNAP <= y <= high + _SNAP]) >= _GRID_EDGES
+               for y, x0, x1 in _merged(across))
+
+
+def _merged(segments: list[tuple[float, float, float]]) -> list[tuple[float, float, float]]:
+    """Segments (y, x0, x1) on one line that touch, as one: Word draws a table's border cell
+    by cell."""
+    out: list[tuple[float, float, float]] = []
+    for y, x0, x1 in sorted(segments, key=lambda s: (round(s[0] / _SNAP), s[1])):
+        if out and abs(out[-1][0] - y) <= _SNAP and x0 <= out[-1][2] + _SNAP:
+            out[-1] = (out[-1][0], out[-1][1], max(out[-1][2], x1))
+        else:
+            out.append((y, x0, x1))
+    return out
 
 
 def _places(positions: list[float]) -> int:

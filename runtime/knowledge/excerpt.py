@@ -10,8 +10,9 @@ terms (runtime/knowledge/terms.py: words, CJK bigrams, numbers), each from the s
 line to AFTER sentences past it, and "…" where it skips. Nothing before a matching line: a small
 model copies a passage from its first line, so that line should be the one that answers (on
 the tune split, the answer in the first line of the first passage 7 -> 16 of 23 against one
-sentence either side, the answer anywhere in the prompt 20 -> 19). The sources (and
-/knowledge/search) still give whole passages: only the prompt is cut.
+sentence either side, the answer anywhere in the prompt 20 -> 19). A table's row is quoted
+under its header (runtime/knowledge/rows.py). The sources (and /knowledge/search) still give
+whole passages: only the prompt is cut.
 
 A passage that shares no term with the question (a question in the other language: the
 vectors found it, not the words) is quoted whole, for the answer may be anywhere in it.
@@ -25,6 +26,7 @@ import math
 import re
 from collections.abc import Sequence
 
+from runtime.knowledge.rows import CELL, headers
 from runtime.knowledge.terms import stem, stems, terms
 
 AFTER = 1  # sentences kept after a matching one: a command follows its "use:" line
@@ -81,7 +83,14 @@ def excerpt(text: str, question: str) -> str:
     asked = question_terms(question)
     if not asked or len(parts) <= 1 + AFTER:
         return text.strip()
-    held = [stems(s) & asked for s in parts]
+    lines = _line_of(parts, text)
+    # A table's row holds its header's terms too (the header names what its cells are), and
+    # a row kept brings its header, not the next row: another record is no context.
+    head = headers(text.split("\n"))
+    heading = [[j for j, line in enumerate(lines) if line == head[lines[i]]]
+               if head[lines[i]] is not None else [] for i in range(len(parts))]
+    held = [stems(" ".join(parts[j] for j in [i, *heading[i]])) & asked
+            for i in range(len(parts))]
     # A term in many of the passage's sentences (the project's name) tells them apart less than
     # one in a single sentence: weigh each by its inverse sentence frequency within the passage.
     weight = {t: math.log(1 + len(parts) / sum(t in h for h in held)) for t in asked
@@ -90,14 +99,14 @@ def excerpt(text: str, question: str) -> str:
     best = max(scores)
     if best <= 0:
         return text.strip()
-    lines = _line_of(parts, text)
     keep: set[int] = set()
     for i, score in enumerate(scores):
         if score >= CLOSE * best:
             start = i  # back to the line's first sentence: a list item is read whole
             while start > 0 and lines[start - 1] == lines[i]:
                 start -= 1
-            keep.update(range(start, min(len(parts), i + AFTER + 1)))
+            after = 0 if heading[i] else AFTER
+            keep.update(heading[i], range(start, min(len(parts), i + after + 1)))
     if len(keep) == len(parts):
         return text.strip()
     return _join(parts, sorted(keep), lines)
@@ -105,13 +114,16 @@ def excerpt(text: str, question: str) -> str:
 
 def _join(parts: Sequence[str], keep: Sequence[int], lines: Sequence[int]) -> str:
     """The kept sentences in order: a line break between sentences that were on different
-    `lines`, a space between sentences of one line, SKIP over a gap."""
+    `lines`, a space between sentences of one line, SKIP over a gap (but a line break between
+    two rows of a table)."""
     out = ""
     for before, i in zip([None, *keep], keep, strict=False):
         if before is None:
             out = parts[i]
-        elif i != before + 1:
+        elif i != before + 1 and not (CELL in parts[before] and CELL in parts[i]):
             out += SKIP + parts[i]
+        elif i != before + 1:  # rows of a table left out: the next row kept goes on a line
+            out += "\n" + parts[i]
         else:
             out += ("\n" if lines[i] != lines[before] else " ") + parts[i]
     return out
