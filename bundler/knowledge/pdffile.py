@@ -460,7 +460,7 @@ def _rule_tables(layout: LTPage, grids: list[_Grid]) -> list[_Grid]:
         if len(run) < 2 or any(grid.holds(rule, margin=_SNAP) for grid in out + grids):
             continue
         # The lines between neighbouring rules, from the first while they make columns.
-        regions: list[list[LTTextLine]] = []  # the lines between neighbouring rules
+        regions: list[list[LTTextLine]] = []
         bottom = rule.y0
         for upper, lower in itertools.pairwise(run):
             inside = [line for line in lines if rule.x0 - _SNAP <= line.x0
