@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import signal
 import sys
 import threading
@@ -32,6 +33,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llamabundle")
 
+# What the model writes reaches the terminal as text only: an escape, carriage return or
+# backspace in an answer (a random model's, or one a document put there) would move the cursor
+# or rewrite the screen; the tiny test model's once overwrote the statistics line. Control
+# characters other than line breaks and tabs are left out of what is shown (the conversation
+# keeps the answer as it was).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 BLOCK = '"""'  # a question over several lines: starts and ends with three quotes, as in Ollama
 HELP = f"""\
 Type a message and press Enter. Commands:
@@ -136,7 +143,7 @@ class Chat:
                         break
                     if isinstance(event, str):
                         parts.append(event)
-                        self.out.write(event)
+                        self.out.write(_CONTROL.sub("", event))
                         self.out.flush()
                     elif isinstance(event, Finish):
                         turn.finish = event

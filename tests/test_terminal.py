@@ -18,7 +18,7 @@ from fake import FakeEngine
 from tmux import Terminal
 
 from runtime.errors import Abandoned, ContextOverflowError
-from runtime.generation import Defaults, Event, GenerationRequest, Sampling
+from runtime.generation import Defaults, Event, Finish, GenerationRequest, Sampling
 from runtime.terminal import HELP, Chat, piped_lines
 
 STATS = r"\((\d+) prompt tokens, (\d+) reused; (\d+) generated"
@@ -53,6 +53,16 @@ def test_the_conversation_grows_turn_by_turn_with_the_system_prompt_first():
         ("user", "and then?")]
     assert engine.requests[-1].max_tokens == 3  # the bundle's defaults, through Defaults
     assert out.getvalue() == "w0 w1 w2 \n" * 2
+
+
+def test_control_characters_in_an_answer_never_reach_the_terminal():
+    """An escape sequence, a carriage return or a backspace would rewrite the user's screen."""
+    engine = FakeEngine(delay=0, script=["\x1b[2J\x1b]0;pwned\x07Hi", "\r\x08 there\n\tok\x9b",
+                                         Finish("stop", 3, 2, 0)])
+    chat, out = chat_with(engine)
+    chat.handle("hello")
+    assert out.getvalue() == "[2J]0;pwnedHi there\n\tok\n"
+    assert chat.history[-1].content == "\x1b[2J\x1b]0;pwned\x07Hi\r\x08 there\n\tok\x9b"
 
 
 def test_system_clear_and_help_commands():
