@@ -14,6 +14,8 @@ from __future__ import annotations
 import html
 import re
 
+from runtime.knowledge.rows import CELL
+
 # A linked image (a badge), then a bare image: Markdown's, and HTML's <img>.
 _MD_IMAGE = re.compile(r"\[!\[[^\]]*\]\([^)]*\)\]\([^)]*\)|!\[[^\]]*\]\([^)]*\)")
 _HTML_IMAGE = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
@@ -138,7 +140,7 @@ def _role(found: re.Match[str]) -> str:
 
 
 def _cleaned(text: str, markdown: bool) -> str:
-    text = _HTML_TAG.sub("", _HTML_IMAGE.sub("", _MD_IMAGE.sub("", _HTML_CELL.sub(" | ", text))))
+    text = _HTML_TAG.sub("", _HTML_IMAGE.sub("", _MD_IMAGE.sub("", _HTML_CELL.sub(CELL, text))))
     text = text.replace("&nbsp;", " ")  # a spacer paragraph (<p>&nbsp;</p>)
     if markdown:
         text = _SHORTCODE.sub("", _COMPONENT.sub("", text))

@@ -14,6 +14,7 @@ from docx.text.paragraph import Paragraph
 
 from bundler.knowledge.document import Block, squash
 from runtime.errors import DocumentError
+from runtime.knowledge.rows import CELL
 
 # Built-in heading styles ("Heading 2"), as Word names them in English and Chinese installs.
 _HEADING_STYLE = re.compile(r"^(?:heading|标题|標題)\s*([1-9])$", re.IGNORECASE)
@@ -70,7 +71,7 @@ def _table_text(table: Table) -> str:
             if not cells or text != cells[-1]:
                 cells.append(text)
         if any(cells):
-            rows.append(" | ".join(cells))
+            rows.append(CELL.join(cells))
     return "\n".join(rows)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
 from bundler.knowledge.document import Block, squash
+from runtime.knowledge.rows import CELL
 
 _SKIP = {"script", "style", "nav", "footer", "header", "aside", "noscript", "template", "svg",
          "button", "select"}
@@ -129,7 +130,7 @@ class _Table:
         self.end_cell(text)
         if self.cells and any(self.cells):  # empty cells at its ends (an icon's) left out
             filled = [i for i, cell in enumerate(self.cells) if cell]
-            self.rows.append(" | ".join(self.cells[filled[0]:filled[-1] + 1]))
+            self.rows.append(CELL.join(self.cells[filled[0]:filled[-1] + 1]))
         self.cells = None
 
 

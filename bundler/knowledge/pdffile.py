@@ -41,6 +41,7 @@ from pdfminer.utils import decode_text
 
 from bundler.knowledge.document import Block, is_cjk, join_lines
 from runtime.errors import DocumentError
+from runtime.knowledge.rows import CELL
 
 # Some fonts map the fi/fl ligatures to these private-use code points.
 _LIGATURES = {"\uf001": "fi", "\uf002": "fl"} | {
@@ -115,7 +116,7 @@ _TEX_FONT = re.compile(r"^(?:[A-Z]{6}\+)?(CM[A-Z]*?)\d*$")
 # Tables. pdfminer reads a table's lines in its own order: a column's cells in one box, a row's
 # neighbouring cells glued into one line ("Premium $30"), so which price is whose is lost. A
 # table drawn with ruling lines (Word's and most reports' grids) has its cells found by
-# pdfplumber from those lines and becomes one block: rows on lines, cells joined by " | ".
+# pdfplumber from those lines and becomes one block: rows on lines, cells joined by CELL.
 # pdfplumber reads the page again, so only pages whose lines could make a grid (a line across
 # meeting upright ones in at least _GRID_EDGES places) are given to it. A grid counts as a
 # table with at least two rows of two cells holding text, and text in at least _FILLED of its
@@ -188,8 +189,9 @@ def read_pdf(path: Path, name: str) -> tuple[str | None, list[Block]]:
     grids = _grids(path, [n for n, layout in enumerate(layouts) if _ruled(layout)])
     pages = []
     for n, layout in enumerate(layouts):
-        found = grids.get(n, [])
-        pages.append(_page_text(layout, found + _rule_tables(layout, found)))
+        lines, ruled = _text_lines(layout), grids.get(n, [])
+        tables = [(grid, text) for grid in ruled if (text := _table_text(grid, lines))]
+        pages.append(_page_text(layout, tables + _rule_tables(layout, lines, ruled)))
     if not pages:
         raise DocumentError(f"{name}: the PDF has no pages")
     if not any(page.boxes for page in pages):
@@ -285,11 +287,13 @@ def _layouts(document: PDFDocument, name: str) -> list[LTPage]:
     return layouts
 
 
-def _page_text(layout: LTPage, grids: list[_Grid]) -> _Page:
-    textlines = [line for element in layout if isinstance(element, LTTextBox)
-                 for line in element if isinstance(line, LTTextLine)]
-    tables = {g: text for g, grid in enumerate(grids)
-              if (text := _table_text(grid, [line for line in textlines if grid.holds(line)]))}
+def _text_lines(layout: LTPage) -> list[LTTextLine]:
+    return [line for element in layout if isinstance(element, LTTextBox)
+            for line in element if isinstance(line, LTTextLine)]
+
+
+def _page_text(layout: LTPage, tables: list[tuple[_Grid, str]]) -> _Page:
+    """The page's boxes of lines; each of `tables` (a grid and its text) becomes one box."""
     shown: set[int] = set()
     boxes: list[list[str]] = []
     frames: list[list[_Frame]] = []
@@ -304,15 +308,16 @@ def _page_text(layout: LTPage, grids: list[_Grid]) -> _Page:
         for line in element:
             if not isinstance(line, LTTextLine):
                 continue
-            if (table := next((g for g in tables if grids[g].holds(line)), None)) is not None:
+            if (table := next((t for t, (grid, _) in enumerate(tables) if grid.holds(line)),
+                              None)) is not None:
                 if table not in shown:  # the table stands where its first line was read
                     shown.add(table)
                     if box:
                         boxes.append(box)
                         frames.append(where)
                         box, where = [], []
-                    grid = grids[table]
-                    boxes.append([tables[table]])
+                    grid, text = tables[table]
+                    boxes.append([text])
                     frames.append([_Frame(grid.x0, grid.x1, grid.y0, grid.y1, 0.0, table=True)])
                 continue
             chars = [c for c in line if isinstance(c, LTChar)]
@@ -440,8 +445,10 @@ def _grid(page: pdfplumber.page.Page, table: pdfplumber.table.Table) -> _Grid:
     return _Grid(*place(*table.bbox), rows=[row for row in rows if row])
 
 
-def _rule_tables(layout: LTPage, grids: list[_Grid]) -> list[_Grid]:
-    """Tables ruled only across (see _COLUMN_GAP) on the page, but none inside `grids`."""
+def _rule_tables(layout: LTPage, lines: list[LTTextLine],
+                 grids: list[_Grid]) -> list[tuple[_Grid, str]]:
+    """Tables ruled only across (see _COLUMN_GAP) on the page, but none inside `grids`: each
+    grid with its text."""
     drawn = _drawn(layout)
     sides = [item for item in drawn if item.y1 - item.y0 > _SNAP]  # upright lines, frames
     # A rule that meets an upright line at its end is a side of a box (a framed example), not
@@ -451,13 +458,12 @@ def _rule_tables(layout: LTPage, grids: list[_Grid]) -> list[_Grid]:
                         side.y0 - _SNAP <= item.y0 <= side.y1 + _SNAP
                         and (abs(side.x0 - item.x0) <= _SNAP or abs(side.x1 - item.x1) <= _SNAP)
                         for side in sides)), key=lambda item: -item.y0)
-    lines = [line for element in layout if isinstance(element, LTTextBox)
-             for line in element if isinstance(line, LTTextLine)]
-    out: list[_Grid] = []
+    out: list[tuple[_Grid, str]] = []
     for rule in rules:  # each the top of the run of same-width rules under it
         run = [other for other in rules if other.y0 <= rule.y0 and
                abs(other.x0 - rule.x0) <= _SNAP and abs(other.x1 - rule.x1) <= _SNAP]
-        if len(run) < 2 or any(grid.holds(rule, margin=_SNAP) for grid in out + grids):
+        if len(run) < 2 or any(grid.holds(rule, margin=_SNAP)
+                               for grid in [*grids, *(grid for grid, _ in out)]):
             continue
         # The lines between neighbouring rules, from the first while they make columns.
         regions: list[list[LTTextLine]] = []
@@ -479,8 +485,8 @@ def _rule_tables(layout: LTPage, grids: list[_Grid]) -> list[_Grid]:
         grid = _Grid(rule.x0 - _SNAP, bottom, rule.x1 + _SNAP, rule.y0,
                      rows=[[(x0, low, x1, high) for x0, x1 in _columns(taken)]
                            for high, low in itertools.pairwise(cuts)], full_rows=_FULL_ROWS)
-        if _table_text(grid, [line for line in lines if grid.holds(line)]):
-            out.append(grid)
+        if text := _table_text(grid, lines):
+            out.append((grid, text))
     return out
 
 
@@ -514,9 +520,10 @@ def _columns(lines: list[LTTextLine]) -> list[tuple[float, float]]:
 
 
 def _table_text(grid: _Grid, lines: list[LTTextLine]) -> str:
-    """The grid's rows (cells joined by " | "), when it is a table (see _FILLED), else ""."""
+    """The grid's rows (cells joined by CELL) from the page's `lines`, when it is a table (see
+    _FILLED), else ""."""
     cells: dict[tuple[int, int], list[str]] = {}
-    for line in lines:
+    for line in (line for line in lines if grid.holds(line)):
         items = list(line)
         at: list[tuple[int, int] | None] = []
         for item in items:  # a space belongs to the cell of the character before it
@@ -537,7 +544,7 @@ def _table_text(grid: _Grid, lines: list[LTTextLine]) -> str:
     if (full < 2 or full < grid.full_rows * len(rows)
             or sum(1 for row in rows for text in row if text) < _FILLED * count):
         return ""
-    return "\n".join(" | ".join(row) for row in rows)
+    return "\n".join(CELL.join(row) for row in rows)
 
 
 def _cell(grid: _Grid, char: LTItem) -> tuple[int, int] | None:
@@ -577,13 +584,18 @@ def _spaceless(char: str) -> bool:
 def _prose(lines: list[str], text: str) -> bool:
     """Whether a paragraph of a contents page is prose, not entries (see _PROSE)."""
     return (len(text) >= _PROSE and _SENTENCE_END.search(text) is not None
-            and not any(_LEADER.search(row) for line in lines for row in line.split("\n")))
+            and not any(_LEADER.search(row) for row in _split_rows(lines)))
+
+
+def _split_rows(lines: list[str]) -> list[str]:
+    """The lines, a table's "line" split into its rows (each counts as a line)."""
+    return [row for line in lines for row in line.split("\n")]
 
 
 def _is_contents(page: _Page) -> bool:
     """Whether the page is (part of) a table of contents: see _LEADER."""
-    lines = [row for box in page.boxes for line in box for row in line.split("\n")
-             if any(c.isalpha() for c in row)]  # a table's rows count as lines
+    lines = [row for box in page.boxes for row in _split_rows(box)
+             if any(c.isalpha() for c in row)]
     leaders = sum(1 for line in lines if _LEADER.search(line))
     return leaders >= _CONTENTS_LINES and leaders >= _CONTENTS_SHARE * len(lines)
 

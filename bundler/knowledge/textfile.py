@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 from bundler.knowledge.boilerplate import FENCE, closes, strip_adornments, strip_boilerplate
 from bundler.knowledge.document import Block, join_lines
+from runtime.knowledge.rows import CELL
 
 _ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
 _SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
@@ -112,7 +113,7 @@ def _rows(para: list[str]) -> bool:
 
 def _row(line: str) -> str:
     cells = line.strip().strip("|").split("|")
-    return " | ".join(_inline(cell.strip()) for cell in cells)
+    return CELL.join(_inline(cell.strip()) for cell in cells)
 
 
 def _inline(text: str) -> str:
