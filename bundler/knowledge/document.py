@@ -25,7 +25,8 @@ class Skipped:
 
 @dataclass(frozen=True)
 class Block:
-    """A paragraph, list item or table (rows on lines, cells joined by runtime.knowledge.rows.CELL)."""
+    """A paragraph, list item or table (rows on lines, cells joined by
+    runtime.knowledge.rows.CELL)."""
 
     text: str
     headings: tuple[str, ...] = ()
