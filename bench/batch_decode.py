@@ -7,8 +7,9 @@
 No HTTP and no sampling: N short prompts are read into N sequences of one context
 (runtime.llama.model.new_context: unified KV cache, flash attention, the lasting threadpool),
 then --steps decode steps of one token per sequence are timed, and a 512-token prompt alone.
-The median step of each rep is kept; the table has the median of the reps. This is what a
-server's step costs inside llama.cpp, and where a kernel choice shows
+The median step of each rep is kept; the table has the median of the reps, and a second table
+each build's step over the installed build's in the same rep (paired, for a noisy machine).
+This is what a server's step costs inside llama.cpp, and where a kernel choice shows
 (bench/results/small-batch-kernels.md).
 
 `--with NAME=DIR` runs the same in a child process with DIR first on its import path: a folder
@@ -119,6 +120,27 @@ def table(results: dict[str, list[dict[str, Any]]], sequences: list[int]) -> str
     return "\n".join(lines) + f"\n\nCPU code: {backends}."
 
 
+def paired(results: dict[str, list[dict[str, Any]]], sequences: list[int]) -> str:
+    """Each build's step over the first build's of the same rep, median (min-max) of the reps.
+
+    A rep runs every build one after another, so a slow spell of a shared machine (a
+    neighbour's memory traffic) shows in both halves of a pair; the medians of the table above
+    each keep their own spells, and on a noisy machine their ranges overlap."""
+    first, *others = results
+    if not others:
+        return ""
+    lines = [f"| step / {first}'s in the same rep | " + " | ".join(others) + " |",
+             "|---|" + "---|" * len(others)]
+    for n in sequences:
+        cells = []
+        for name in others:
+            ratios = [r["step_ms"][str(n)] / base["step_ms"][str(n)]
+                      for r, base in zip(results[name], results[first], strict=True)]
+            cells.append(f"{statistics.median(ratios):.3f} ({min(ratios):.3f}–{max(ratios):.3f})")
+        lines.append(f"| {n} sequence{'s' if n > 1 else ''} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path,
@@ -149,6 +171,8 @@ def main() -> None:
         for name in order:
             results[name].append(in_child(*builds[name], args))
     print(table(results, sequences))
+    if ratios := paired(results, sequences):
+        print("\n" + ratios)
     print(f"\n{args.model.name}, {args.threads} threads, {args.steps} steps, {args.reps} reps; "
           f"load average {load} at the start, {machine.load_average()} at the end.")
 
