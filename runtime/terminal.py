@@ -33,11 +33,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llamabundle")
 
-# What the model writes reaches the terminal as text only: an escape, carriage return or
-# backspace in an answer (a random model's, or one a document put there) would move the cursor
-# or rewrite the screen; the tiny test model's once overwrote the statistics line. Control
-# characters other than line breaks and tabs are left out of what is shown (the conversation
-# keeps the answer as it was).
+# What the model and the documents write reaches the terminal as text only: an escape, carriage
+# return or backspace in an answer or a source's title (a random model's, or one a document put
+# there) would move the cursor or rewrite the screen; the tiny test model's once overwrote the
+# statistics line. Control characters other than line breaks and tabs are left out of all that
+# Chat shows (Chat.show; the conversation keeps the answer as it was).
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 BLOCK = '"""'  # a question over several lines: starts and ends with three quotes, as in Ollama
 HELP = f"""\
@@ -143,8 +143,7 @@ class Chat:
                         break
                     if isinstance(event, str):
                         parts.append(event)
-                        self.out.write(_CONTROL.sub("", event))
-                        self.out.flush()
+                        self.show(event)
                     elif isinstance(event, Finish):
                         turn.finish = event
                     else:
@@ -155,7 +154,7 @@ class Chat:
                 request.cancel.set()  # whatever ended it: the decoder drops the sequence
             turn.interrupted = turn.finish is None
         turn.text = "".join(parts)
-        self.out.write("\n")
+        self.show("\n")
         return turn
 
     def _after_answer(self, turn: Turn) -> None:
@@ -177,7 +176,10 @@ class Chat:
         return True
 
     def say(self, text: str) -> None:
-        self.out.write(text + "\n")
+        self.show(text + "\n")
+
+    def show(self, text: str) -> None:
+        self.out.write(_CONTROL.sub("", text))
         self.out.flush()
 
 

@@ -18,7 +18,8 @@ from fake import FakeEngine
 from tmux import Terminal
 
 from runtime.errors import Abandoned, ContextOverflowError
-from runtime.generation import Defaults, Event, Finish, GenerationRequest, Sampling
+from runtime.generation import Defaults, Event, Finish, GenerationRequest, Sampling, Sources
+from runtime.knowledge.passage import Hit, Passage
 from runtime.terminal import HELP, Chat, piped_lines
 
 STATS = r"\((\d+) prompt tokens, (\d+) reused; (\d+) generated"
@@ -63,6 +64,15 @@ def test_control_characters_in_an_answer_never_reach_the_terminal():
     chat.handle("hello")
     assert out.getvalue() == "[2J]0;pwnedHi there\n\tok\n"
     assert chat.history[-1].content == "\x1b[2J\x1b]0;pwned\x07Hi\r\x08 there\n\tok\x9b"
+
+
+def test_control_characters_in_a_source_never_reach_the_terminal():
+    """A document's path or headings are shown too, and a document can hold escapes."""
+    hit = Hit(Passage("notes\x1b[2J.md", "Notes", "Install \x1b]0;pwned\x07› Linux", "text"), 1.0)
+    engine = FakeEngine(delay=0, script=[Sources((hit,)), "Hi", Finish("stop", 3, 1, 0)])
+    chat, out = chat_with(engine)
+    chat.handle("hello")
+    assert out.getvalue() == "Hi\nSources:\n  [1] notes[2J.md — Install ]0;pwned› Linux\n"
 
 
 def test_system_clear_and_help_commands():
